@@ -1,0 +1,650 @@
+//! Every flag and config-file key, parsed in two stages: raw (clap flags and the serde
+//! YAML file, all optional) then resolved into a validated [`Config`] whose errors name
+//! the flag or key and where it came from. Flags win over the file.
+//!
+//! Security defaults are written out here, not inherited from a library:
+//! `--client-cert-mode=optional`, `--revocation-check=chain`, `--crl-missing=deny`,
+//! `--crl-expired=deny`, `--crl-expired-grace=0s`, TLS session resumption off.
+
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::{Args, ValueEnum};
+use http::HeaderName;
+use serde::Deserialize;
+
+use crate::error::ConfigError;
+
+/// Whether a client must present a certificate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ClientCertMode {
+    /// Clients without a certificate are forwarded with no identity headers (tokens work).
+    Optional,
+    /// The handshake fails without a client certificate.
+    Required,
+}
+
+/// Which certificates of a client's chain are checked against CRLs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RevocationCheck {
+    /// The leaf and every intermediate (each against its issuer's CRL).
+    Chain,
+    /// Only the leaf.
+    Leaf,
+}
+
+/// What to do with a CA that has no CRL, or a CRL past its nextUpdate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Policy {
+    Deny,
+    Allow,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// The flags of the `run` command. Every field is optional so that a value given
+/// neither here nor in the file takes the default written out in [`Config::resolve`].
+#[derive(Debug, Default, Clone, Args)]
+pub struct RunFlags {
+    /// YAML file with the same keys as the flags (without the leading dashes); flags win.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// Address to listen on [default: 0.0.0.0].
+    #[arg(long, value_name = "IP")]
+    pub bind_address: Option<IpAddr>,
+    /// Port to listen on; 0 picks a free port (see --ready-file) [default: 6443].
+    #[arg(long, value_name = "PORT")]
+    pub secure_port: Option<u16>,
+    /// Once listening, write the bound address (ip:port) to this file.
+    #[arg(long, value_name = "PATH")]
+    pub ready_file: Option<PathBuf>,
+
+    /// Serving certificate chain (PEM). May also hold the key (HAProxy's combined .pem).
+    #[arg(long, value_name = "FILE")]
+    pub tls_cert_file: Option<PathBuf>,
+    /// Serving private key (PEM). Default: read from --tls-cert-file.
+    #[arg(long, value_name = "FILE")]
+    pub tls_private_key_file: Option<PathBuf>,
+    /// CAs (roots and intermediates) that client certificates chain to (PEM).
+    #[arg(long, value_name = "FILE")]
+    pub client_ca_file: Option<PathBuf>,
+    /// CA names sent to clients in the CertificateRequest. Default: every CA in --client-ca-file.
+    #[arg(long, value_name = "FILE")]
+    pub client_ca_names_file: Option<PathBuf>,
+    /// CRL file (PEM with one or more CRLs, or DER). Repeatable.
+    #[arg(long = "crl-file", value_name = "FILE")]
+    pub crl_files: Vec<PathBuf>,
+    /// optional: clients without a certificate pass with no identity; required: they are refused [default: optional].
+    #[arg(long, value_name = "MODE")]
+    pub client_cert_mode: Option<ClientCertMode>,
+    /// chain: leaf and intermediates are checked against CRLs; leaf: the leaf only [default: chain].
+    #[arg(long, value_name = "MODE")]
+    pub revocation_check: Option<RevocationCheck>,
+    /// deny: a CA without a CRL is a start-up error; allow: its certificates pass unchecked [default: deny].
+    #[arg(long, value_name = "POLICY")]
+    pub crl_missing: Option<Policy>,
+    /// deny: clients of a CA whose CRL is past nextUpdate (+grace) are refused; allow: warn [default: deny].
+    #[arg(long, value_name = "POLICY")]
+    pub crl_expired: Option<Policy>,
+    /// Grace period after a CRL's nextUpdate before --crl-expired applies [default: 0s].
+    #[arg(long, value_name = "DURATION")]
+    pub crl_expired_grace: Option<String>,
+
+    /// kube-apiserver URL, e.g. https://127.0.0.1:6443.
+    #[arg(long, value_name = "URL")]
+    pub upstream: Option<String>,
+    /// CA bundle that verifies the upstream's serving certificate (PEM).
+    #[arg(long, value_name = "FILE")]
+    pub upstream_ca_file: Option<PathBuf>,
+    /// Name to send as SNI and to verify the upstream certificate against. Default: the URL's host.
+    #[arg(long, value_name = "NAME")]
+    pub upstream_server_name: Option<String>,
+    /// Front-proxy client certificate (CN front-proxy-client), PEM; may also hold the key.
+    #[arg(long, value_name = "FILE")]
+    pub proxy_client_cert_file: Option<PathBuf>,
+    /// Front-proxy client key (PEM). Default: read from --proxy-client-cert-file.
+    #[arg(long, value_name = "FILE")]
+    pub proxy_client_key_file: Option<PathBuf>,
+
+    /// Header(s) carrying the user name, comma-separated; the first is set [default: X-Remote-User].
+    #[arg(long, value_name = "NAMES", value_delimiter = ',')]
+    pub requestheader_username_headers: Vec<String>,
+    /// Header(s) carrying groups; the first is set, one line per group [default: X-Remote-Group].
+    #[arg(long, value_name = "NAMES", value_delimiter = ',')]
+    pub requestheader_group_headers: Vec<String>,
+    /// Prefix of extra headers [default: X-Remote-Extra-].
+    #[arg(long, value_name = "PREFIX")]
+    pub requestheader_extra_headers_prefix: Option<String>,
+    /// Header(s) carrying the UID (from subject OID 1.3.6.1.4.1.57683.2); empty = off [default: empty].
+    #[arg(long, value_name = "NAMES", value_delimiter = ',')]
+    pub requestheader_uid_headers: Vec<String>,
+
+    /// Time to let in-flight requests finish after SIGTERM/SIGINT [default: 30s].
+    #[arg(long, value_name = "DURATION")]
+    pub shutdown_grace: Option<String>,
+    /// Maximum time for a client's TLS handshake [default: 10s].
+    #[arg(long, value_name = "DURATION")]
+    pub tls_handshake_timeout: Option<String>,
+    /// Maximum time for a client to send a request's headers (HTTP/1.1) [default: 30s].
+    #[arg(long, value_name = "DURATION")]
+    pub request_header_timeout: Option<String>,
+    /// Maximum time to connect to the upstream (TCP + TLS) [default: 10s].
+    #[arg(long, value_name = "DURATION")]
+    pub upstream_connect_timeout: Option<String>,
+
+    /// Log format [default: text].
+    #[arg(long, value_name = "FORMAT")]
+    pub log_format: Option<LogFormat>,
+    /// Log level or tracing filter, e.g. info, debug, kube_crl_proxy=debug [default: info].
+    #[arg(long, value_name = "LEVEL")]
+    pub log_level: Option<String>,
+    /// More verbose logs (-v debug, -vv trace).
+    #[arg(short = 'v', action = clap::ArgAction::Count)]
+    pub verbose: u8,
+}
+
+/// The config file: the same keys as the flags. Unknown keys are errors.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+struct FileConfig {
+    bind_address: Option<IpAddr>,
+    secure_port: Option<u16>,
+    ready_file: Option<PathBuf>,
+    tls_cert_file: Option<PathBuf>,
+    tls_private_key_file: Option<PathBuf>,
+    client_ca_file: Option<PathBuf>,
+    client_ca_names_file: Option<PathBuf>,
+    #[serde(default)]
+    crl_file: OneOrMany<PathBuf>,
+    client_cert_mode: Option<ClientCertMode>,
+    revocation_check: Option<RevocationCheck>,
+    crl_missing: Option<Policy>,
+    crl_expired: Option<Policy>,
+    crl_expired_grace: Option<String>,
+    upstream: Option<String>,
+    upstream_ca_file: Option<PathBuf>,
+    upstream_server_name: Option<String>,
+    proxy_client_cert_file: Option<PathBuf>,
+    proxy_client_key_file: Option<PathBuf>,
+    #[serde(default)]
+    requestheader_username_headers: OneOrMany<String>,
+    #[serde(default)]
+    requestheader_group_headers: OneOrMany<String>,
+    requestheader_extra_headers_prefix: Option<String>,
+    #[serde(default)]
+    requestheader_uid_headers: OneOrMany<String>,
+    shutdown_grace: Option<String>,
+    tls_handshake_timeout: Option<String>,
+    request_header_timeout: Option<String>,
+    upstream_connect_timeout: Option<String>,
+    log_format: Option<LogFormat>,
+    log_level: Option<String>,
+}
+
+/// A YAML value that may be a scalar or a list (`crl-file: a.pem` or `crl-file: [a.pem, b.pem]`).
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum OneOrMany<T> {
+    One(T),
+    Many(Vec<T>),
+}
+
+impl<T> Default for OneOrMany<T> {
+    fn default() -> Self {
+        Self::Many(Vec::new())
+    }
+}
+
+impl<T> OneOrMany<T> {
+    fn into_vec(self) -> Vec<T> {
+        match self {
+            Self::One(v) => vec![v],
+            Self::Many(v) => v,
+        }
+    }
+}
+
+/// Upstream (kube-apiserver) settings.
+#[derive(Debug, Clone)]
+pub struct UpstreamConfig {
+    pub url: http::Uri,
+    pub ca_file: PathBuf,
+    pub server_name: String,
+    pub client_cert_file: PathBuf,
+    pub client_key_file: Option<PathBuf>,
+    pub connect_timeout: Duration,
+}
+
+/// Revocation policy, every choice spelled out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RevocationPolicy {
+    pub check: RevocationCheck,
+    pub crl_missing: Policy,
+    pub crl_expired: Policy,
+    pub crl_expired_grace: Duration,
+}
+
+/// Names of the identity headers (lower-case, as HTTP/2 and hyper carry them).
+#[derive(Debug, Clone)]
+pub struct HeaderNames {
+    /// All names are stripped from requests; the first is set.
+    pub username: Vec<HeaderName>,
+    pub group: Vec<HeaderName>,
+    pub uid: Vec<HeaderName>,
+    /// Lower-cased prefix.
+    pub extra_prefix: String,
+}
+
+/// The validated configuration of `run`.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub bind_address: IpAddr,
+    pub secure_port: u16,
+    pub ready_file: Option<PathBuf>,
+    pub tls_cert_file: PathBuf,
+    pub tls_private_key_file: Option<PathBuf>,
+    pub client_ca_file: PathBuf,
+    pub client_ca_names_file: Option<PathBuf>,
+    pub crl_files: Vec<PathBuf>,
+    pub client_cert_mode: ClientCertMode,
+    pub revocation: RevocationPolicy,
+    pub upstream: UpstreamConfig,
+    pub headers: HeaderNames,
+    pub shutdown_grace: Duration,
+    pub tls_handshake_timeout: Duration,
+    pub request_header_timeout: Duration,
+    pub log_format: LogFormat,
+    pub log_level: String,
+}
+
+/// Where a value came from, for error messages.
+#[derive(Clone, Copy)]
+enum Origin<'a> {
+    Flags,
+    File(&'a Path),
+}
+
+impl Origin<'_> {
+    fn err(self, key: &str, message: impl Into<String>) -> ConfigError {
+        match self {
+            Origin::Flags => ConfigError::Invalid {
+                source_name: "command line".into(),
+                field: format!("--{key}"),
+                message: message.into(),
+            },
+            Origin::File(p) => ConfigError::Invalid {
+                source_name: p.display().to_string(),
+                field: key.to_string(),
+                message: message.into(),
+            },
+        }
+    }
+}
+
+/// A value and where it came from.
+struct Sourced<'a, T> {
+    value: T,
+    origin: Origin<'a>,
+}
+
+/// Picks the flag if given, else the file's value (with its path made relative to the file).
+fn pick<'a, T>(flag: Option<T>, file: Option<T>, file_path: Option<&'a Path>) -> Option<Sourced<'a, T>> {
+    match (flag, file, file_path) {
+        (Some(v), _, _) => Some(Sourced { value: v, origin: Origin::Flags }),
+        (None, Some(v), Some(p)) => Some(Sourced { value: v, origin: Origin::File(p) }),
+        _ => None,
+    }
+}
+
+fn pick_vec<'a, T>(flag: Vec<T>, file: Vec<T>, file_path: Option<&'a Path>) -> Sourced<'a, Vec<T>> {
+    match file_path {
+        Some(p) if flag.is_empty() && !file.is_empty() => Sourced { value: file, origin: Origin::File(p) },
+        _ => Sourced { value: flag, origin: Origin::Flags },
+    }
+}
+
+/// Paths in the config file are relative to the file's directory.
+fn relative_to(file: Option<&Path>, p: PathBuf) -> PathBuf {
+    match file.and_then(Path::parent) {
+        Some(dir) if p.is_relative() => dir.join(p),
+        _ => p,
+    }
+}
+
+fn duration(v: Option<Sourced<'_, String>>, key: &str, default: Duration) -> Result<Duration, ConfigError> {
+    match v {
+        None => Ok(default),
+        Some(s) => humantime::parse_duration(s.value.trim())
+            .map_err(|e| s.origin.err(key, format!("invalid duration {:?}: {e} (examples: 0s, 30s, 5m, 1h)", s.value))),
+    }
+}
+
+fn header_names(v: Sourced<'_, Vec<String>>, key: &str, default: &[&str]) -> Result<Vec<HeaderName>, ConfigError> {
+    let raw: Vec<String> = if v.value.is_empty() {
+        default.iter().map(|s| s.to_string()).collect()
+    } else {
+        v.value.iter().map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect()
+    };
+    raw.iter()
+        .map(|n| {
+            HeaderName::from_bytes(n.to_ascii_lowercase().as_bytes())
+                .map_err(|_| v.origin.err(key, format!("{n:?} is not a valid HTTP header name")))
+        })
+        .collect()
+}
+
+fn required<'a, T>(v: Option<Sourced<'a, T>>, key: &str, hint: &str) -> Result<Sourced<'a, T>, ConfigError> {
+    v.ok_or_else(|| Origin::Flags.err(key, format!("is required ({hint})")))
+}
+
+impl Config {
+    /// Reads the optional config file, merges the flags over it and validates the result.
+    pub fn resolve(flags: RunFlags) -> Result<Self, ConfigError> {
+        let (file, file_path) = match &flags.config {
+            None => (FileConfig::default(), None),
+            Some(p) => (read_file(p)?, Some(p.as_path())),
+        };
+        let fp = file_path;
+        let rel = |o: Option<Sourced<'_, PathBuf>>| {
+            o.map(|s| match s.origin {
+                Origin::File(p) => relative_to(Some(p), s.value),
+                Origin::Flags => s.value,
+            })
+        };
+
+        let tls_cert_file = required(
+            pick(flags.tls_cert_file, file.tls_cert_file, fp),
+            "tls-cert-file",
+            "the serving certificate clients see, e.g. /etc/kubernetes/pki/apiserver.crt",
+        )?;
+        let tls_cert_file = rel(Some(tls_cert_file)).unwrap_or_default();
+        let client_ca_file = required(
+            pick(flags.client_ca_file, file.client_ca_file, fp),
+            "client-ca-file",
+            "the CAs that sign client certificates, e.g. /etc/kubernetes/pki/ca.crt",
+        )?;
+        let client_ca_file = rel(Some(client_ca_file)).unwrap_or_default();
+
+        let crl_files = pick_vec(flags.crl_files, file.crl_file.into_vec(), fp);
+        let crl_files: Vec<PathBuf> = match crl_files.origin {
+            Origin::File(p) => crl_files.value.into_iter().map(|c| relative_to(Some(p), c)).collect(),
+            Origin::Flags => crl_files.value,
+        };
+
+        let upstream_raw = required(
+            pick(flags.upstream, file.upstream, fp),
+            "upstream",
+            "kube-apiserver's URL, e.g. https://127.0.0.1:6443",
+        )?;
+        let url: http::Uri = upstream_raw
+            .value
+            .parse()
+            .map_err(|e| upstream_raw.origin.err("upstream", format!("invalid URL {:?}: {e}", upstream_raw.value)))?;
+        if url.scheme_str() != Some("https") {
+            return Err(upstream_raw.origin.err(
+                "upstream",
+                format!("{:?} must be an https:// URL (kube-apiserver serves TLS)", upstream_raw.value),
+            ));
+        }
+        let host = url
+            .host()
+            .ok_or_else(|| upstream_raw.origin.err("upstream", "URL has no host"))?
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_string();
+        if url.path_and_query().is_some_and(|pq| pq.as_str() != "/") {
+            return Err(upstream_raw.origin.err("upstream", "URL must not have a path or query"));
+        }
+        let server_name = match pick(flags.upstream_server_name, file.upstream_server_name, fp) {
+            Some(s) => {
+                rustls_pki_types::ServerName::try_from(s.value.as_str())
+                    .map_err(|e| s.origin.err("upstream-server-name", format!("{:?}: {e}", s.value)))?;
+                s.value
+            }
+            None => host,
+        };
+        let upstream_ca_file = required(
+            pick(flags.upstream_ca_file, file.upstream_ca_file, fp),
+            "upstream-ca-file",
+            "the CA that signed kube-apiserver's serving certificate, e.g. /etc/kubernetes/pki/ca.crt",
+        )?;
+        let proxy_client_cert_file = required(
+            pick(flags.proxy_client_cert_file, file.proxy_client_cert_file, fp),
+            "proxy-client-cert-file",
+            "the front-proxy client certificate, e.g. /etc/kubernetes/pki/front-proxy-client.crt",
+        )?;
+
+        let username = header_names(
+            pick_vec(flags.requestheader_username_headers, file.requestheader_username_headers.into_vec(), fp),
+            "requestheader-username-headers",
+            &["X-Remote-User"],
+        )?;
+        let group = header_names(
+            pick_vec(flags.requestheader_group_headers, file.requestheader_group_headers.into_vec(), fp),
+            "requestheader-group-headers",
+            &["X-Remote-Group"],
+        )?;
+        let uid = header_names(
+            pick_vec(flags.requestheader_uid_headers, file.requestheader_uid_headers.into_vec(), fp),
+            "requestheader-uid-headers",
+            &[],
+        )?;
+        let extra_prefix =
+            match pick(flags.requestheader_extra_headers_prefix, file.requestheader_extra_headers_prefix, fp) {
+                None => "x-remote-extra-".to_string(),
+                Some(s) => {
+                    let p = s.value.trim().to_ascii_lowercase();
+                    if p.is_empty() || HeaderName::from_bytes(p.as_bytes()).is_err() {
+                        return Err(s.origin.err(
+                            "requestheader-extra-headers-prefix",
+                            format!("{:?} is not a valid header-name prefix", s.value),
+                        ));
+                    }
+                    p
+                }
+            };
+
+        let log_level = match pick(flags.log_level, file.log_level, fp) {
+            Some(s) => {
+                tracing_subscriber::EnvFilter::try_new(&s.value)
+                    .map_err(|e| s.origin.err("log-level", format!("{:?}: {e}", s.value)))?;
+                s.value
+            }
+            None => match flags.verbose {
+                0 => "info".into(),
+                1 => "debug".into(),
+                _ => "trace".into(),
+            },
+        };
+
+        let config = Config {
+            bind_address: pick(flags.bind_address, file.bind_address, fp)
+                .map_or(IpAddr::from([0, 0, 0, 0]), |s| s.value),
+            secure_port: pick(flags.secure_port, file.secure_port, fp).map_or(6443, |s| s.value),
+            ready_file: rel(pick(flags.ready_file, file.ready_file, fp)),
+            tls_cert_file,
+            tls_private_key_file: rel(pick(flags.tls_private_key_file, file.tls_private_key_file, fp)),
+            client_ca_file,
+            client_ca_names_file: rel(pick(flags.client_ca_names_file, file.client_ca_names_file, fp)),
+            crl_files,
+            client_cert_mode: pick(flags.client_cert_mode, file.client_cert_mode, fp)
+                .map_or(ClientCertMode::Optional, |s| s.value),
+            revocation: RevocationPolicy {
+                check: pick(flags.revocation_check, file.revocation_check, fp)
+                    .map_or(RevocationCheck::Chain, |s| s.value),
+                crl_missing: pick(flags.crl_missing, file.crl_missing, fp).map_or(Policy::Deny, |s| s.value),
+                crl_expired: pick(flags.crl_expired, file.crl_expired, fp).map_or(Policy::Deny, |s| s.value),
+                crl_expired_grace: duration(
+                    pick(flags.crl_expired_grace, file.crl_expired_grace, fp),
+                    "crl-expired-grace",
+                    Duration::ZERO,
+                )?,
+            },
+            upstream: UpstreamConfig {
+                url,
+                ca_file: rel(Some(upstream_ca_file)).unwrap_or_default(),
+                server_name,
+                client_cert_file: rel(Some(proxy_client_cert_file)).unwrap_or_default(),
+                client_key_file: rel(pick(flags.proxy_client_key_file, file.proxy_client_key_file, fp)),
+                connect_timeout: duration(
+                    pick(flags.upstream_connect_timeout, file.upstream_connect_timeout, fp),
+                    "upstream-connect-timeout",
+                    Duration::from_secs(10),
+                )?,
+            },
+            headers: HeaderNames { username, group, uid, extra_prefix },
+            shutdown_grace: duration(
+                pick(flags.shutdown_grace, file.shutdown_grace, fp),
+                "shutdown-grace",
+                Duration::from_secs(30),
+            )?,
+            tls_handshake_timeout: duration(
+                pick(flags.tls_handshake_timeout, file.tls_handshake_timeout, fp),
+                "tls-handshake-timeout",
+                Duration::from_secs(10),
+            )?,
+            request_header_timeout: duration(
+                pick(flags.request_header_timeout, file.request_header_timeout, fp),
+                "request-header-timeout",
+                Duration::from_secs(30),
+            )?,
+            log_format: pick(flags.log_format, file.log_format, fp).map_or(LogFormat::Text, |s| s.value),
+            log_level,
+        };
+        config.check_header_overlap()?;
+        Ok(config)
+    }
+
+    /// The identity headers must be distinct, and none may start with the extra prefix
+    /// (it would be stripped and set twice).
+    fn check_header_overlap(&self) -> Result<(), ConfigError> {
+        let h = &self.headers;
+        let all: Vec<&HeaderName> = h.username.iter().chain(&h.group).chain(&h.uid).collect();
+        for (i, a) in all.iter().enumerate() {
+            if all[..i].contains(a) {
+                return Err(Origin::Flags.err("requestheader-*-headers", format!("header {a} is named twice")));
+            }
+            if a.as_str().starts_with(&h.extra_prefix) {
+                return Err(Origin::Flags.err(
+                    "requestheader-extra-headers-prefix",
+                    format!("header {a} starts with the extra prefix {}", h.extra_prefix),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigError::file("--config", path, e.to_string()))?;
+    if text.trim().is_empty() {
+        return Ok(FileConfig::default());
+    }
+    serde_yaml_ng::from_str(&text).map_err(|e| ConfigError::file("--config", path, e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn base() -> RunFlags {
+        RunFlags {
+            tls_cert_file: Some("s.pem".into()),
+            client_ca_file: Some("ca.pem".into()),
+            upstream: Some("https://127.0.0.1:6443".into()),
+            upstream_ca_file: Some("uca.pem".into()),
+            proxy_client_cert_file: Some("fp.pem".into()),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn defaults_are_the_documented_ones() {
+        let c = Config::resolve(base()).unwrap();
+        assert_eq!(c.bind_address.to_string(), "0.0.0.0");
+        assert_eq!(c.secure_port, 6443);
+        assert_eq!(c.client_cert_mode, ClientCertMode::Optional);
+        assert_eq!(c.revocation.check, RevocationCheck::Chain);
+        assert_eq!(c.revocation.crl_missing, Policy::Deny);
+        assert_eq!(c.revocation.crl_expired, Policy::Deny);
+        assert_eq!(c.revocation.crl_expired_grace, Duration::ZERO);
+        assert_eq!(c.headers.username, vec![HeaderName::from_static("x-remote-user")]);
+        assert_eq!(c.headers.group, vec![HeaderName::from_static("x-remote-group")]);
+        assert!(c.headers.uid.is_empty());
+        assert_eq!(c.headers.extra_prefix, "x-remote-extra-");
+        assert_eq!(c.upstream.server_name, "127.0.0.1");
+    }
+
+    #[test]
+    fn file_values_apply_and_flags_win() {
+        let dir = std::env::temp_dir().join(format!("kcp-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("c.yaml");
+        std::fs::write(
+            &path,
+            "secure-port: 7443\ncrl-file: [a.crl, /abs/b.crl]\nclient-cert-mode: required\nrequestheader-uid-headers: X-Remote-Uid\ncrl-expired-grace: 1h\n",
+        )
+        .unwrap();
+        let mut f = base();
+        f.config = Some(path.clone());
+        f.client_cert_mode = Some(ClientCertMode::Optional);
+        let c = Config::resolve(f).unwrap();
+        assert_eq!(c.secure_port, 7443);
+        assert_eq!(c.crl_files, vec![dir.join("a.crl"), PathBuf::from("/abs/b.crl")]);
+        assert_eq!(c.client_cert_mode, ClientCertMode::Optional, "flag wins over file");
+        assert_eq!(c.headers.uid, vec![HeaderName::from_static("x-remote-uid")]);
+        assert_eq!(c.revocation.crl_expired_grace, Duration::from_secs(3600));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn errors_name_the_file_and_field() {
+        let dir = std::env::temp_dir().join(format!("kcp-config-bad-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("bad.yaml");
+        std::fs::write(&path, "crl-expired-grace: soon\n").unwrap();
+        let mut f = base();
+        f.config = Some(path.clone());
+        let e = Config::resolve(f).unwrap_err().to_string();
+        assert!(e.contains("bad.yaml") && e.contains("crl-expired-grace"), "{e}");
+
+        std::fs::write(&path, "no-such-key: 1\n").unwrap();
+        let mut f = base();
+        f.config = Some(path.clone());
+        let e = Config::resolve(f).unwrap_err().to_string();
+        assert!(e.contains("bad.yaml") && e.contains("no-such-key"), "{e}");
+
+        std::fs::write(&path, "client-cert-mode: sometimes\n").unwrap();
+        let mut f = base();
+        f.config = Some(path.clone());
+        let e = Config::resolve(f).unwrap_err().to_string();
+        assert!(e.contains("bad.yaml") && e.contains("client-cert-mode"), "{e}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn flag_errors_name_the_flag() {
+        let mut f = base();
+        f.upstream = Some("http://127.0.0.1:8080".into());
+        assert!(Config::resolve(f).unwrap_err().to_string().contains("--upstream"));
+        let mut f = base();
+        f.tls_cert_file = None;
+        assert!(Config::resolve(f).unwrap_err().to_string().contains("--tls-cert-file"));
+        let mut f = base();
+        f.requestheader_group_headers = vec!["X-Remote-User".into()];
+        assert!(Config::resolve(f).unwrap_err().to_string().contains("named twice"));
+        let mut f = base();
+        f.requestheader_username_headers = vec!["bad header".into()];
+        assert!(Config::resolve(f).unwrap_err().to_string().contains("--requestheader-username-headers"));
+    }
+}

@@ -1,0 +1,353 @@
+//! Forwarding one request to kube-apiserver: header rules (identity, hop-by-hop per
+//! RFC 9110 §7.6.1, X-Forwarded-For), the pooled upstream client (HTTP/2 when the upstream
+//! offers it, HTTP/1.1 otherwise), streaming bodies both ways, HTTP/1.1 upgrades tunnelled
+//! over a dedicated HTTP/1.1 upstream connection, and upstream failures as Kubernetes
+//! `Status` responses.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, Request, Response, StatusCode, Uri, Version};
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+
+use crate::config::{HeaderNames, UpstreamConfig};
+use crate::error::ProxyError;
+use crate::identity::{self, Identity, IdentityError};
+
+/// The body type flowing through the proxy, both ways.
+pub type ProxyBody = BoxBody<Bytes, hyper::Error>;
+
+type HttpsClient = Client<HttpsConnector<HttpConnector>, ProxyBody>;
+
+/// What the proxy knows about a downstream connection.
+#[derive(Debug)]
+pub struct ConnInfo {
+    pub remote: SocketAddr,
+    /// `None` without a client certificate; `Some(Err)` when the certificate verified but
+    /// its subject cannot be mapped safely (every request gets 403).
+    pub identity: Option<Result<Identity, IdentityError>>,
+}
+
+/// The upstream side: two pools (HTTP/2-capable, and HTTP/1.1-only for upgrades).
+pub struct Upstream {
+    base: Uri,
+    label: String,
+    client: HttpsClient,
+    upgrade_client: HttpsClient,
+    headers: HeaderNames,
+}
+
+impl Upstream {
+    pub fn new(cfg: &UpstreamConfig, tls: rustls::ClientConfig, headers: HeaderNames) -> Self {
+        let server_name = rustls_pki_types::ServerName::try_from(cfg.server_name.clone()).expect("validated by config");
+        let connector = |tls: rustls::ClientConfig, h2: bool| {
+            let mut http = HttpConnector::new();
+            http.enforce_http(false);
+            http.set_nodelay(true);
+            http.set_connect_timeout(Some(cfg.connect_timeout));
+            http.set_keepalive(Some(Duration::from_secs(60)));
+            let b = hyper_rustls::HttpsConnectorBuilder::new()
+                .with_tls_config(tls)
+                .https_only()
+                .with_server_name_resolver(hyper_rustls::FixedServerNameResolver::new(server_name.clone()));
+            if h2 { b.enable_all_versions().wrap_connector(http) } else { b.enable_http1().wrap_connector(http) }
+        };
+        let builder = || {
+            let mut b = Client::builder(TokioExecutor::new());
+            b.timer(TokioTimer::new())
+                .pool_timer(TokioTimer::new())
+                .pool_idle_timeout(Duration::from_secs(90))
+                .http2_keep_alive_interval(Duration::from_secs(30))
+                .http2_keep_alive_timeout(Duration::from_secs(20))
+                .http2_adaptive_window(true);
+            b
+        };
+        let mut h1_tls = tls.clone();
+        h1_tls.alpn_protocols.clear();
+        Self {
+            base: cfg.url.clone(),
+            label: cfg.url.to_string().trim_end_matches('/').to_string(),
+            client: builder().build(connector(tls, true)),
+            upgrade_client: builder().build(connector(h1_tls, false)),
+            headers,
+        }
+    }
+
+    /// Proxies one request. Never fails: errors become Kubernetes `Status` responses.
+    pub async fn handle(&self, req: Request<Incoming>, conn: &ConnInfo) -> Response<ProxyBody> {
+        match self.forward(req, conn).await {
+            Ok(resp) => resp,
+            Err(err) => {
+                match &err {
+                    ProxyError::IdentityRefused(_) => tracing::warn!(
+                        event = "request_refused",
+                        peer = %conn.remote,
+                        "{err}"
+                    ),
+                    _ => tracing::warn!(peer = %conn.remote, "{err}"),
+                }
+                status_response(&err)
+            }
+        }
+    }
+
+    async fn forward(&self, mut req: Request<Incoming>, conn: &ConnInfo) -> Result<Response<ProxyBody>, ProxyError> {
+        let identity = match &conn.identity {
+            None => None,
+            Some(Ok(id)) => Some(id),
+            Some(Err(e)) => return Err(ProxyError::IdentityRefused(e.to_string())),
+        };
+        if req.method() == Method::CONNECT {
+            return Err(ProxyError::MethodNotAllowed("CONNECT".into()));
+        }
+        let upgrade = upgrade_protocol(&req);
+        let downstream_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
+
+        let (mut parts, body) = req.into_parts();
+        strip_hop_by_hop(&mut parts.headers);
+        identity::apply(&mut parts.headers, identity, &self.headers);
+        append_forwarded_for(&mut parts.headers, conn.remote);
+        parts.headers.remove(header::HOST);
+        if let Some(proto) = &upgrade {
+            parts.headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+            parts.headers.insert(header::UPGRADE, proto.clone());
+        }
+        parts.uri = self.upstream_uri(&parts.uri)?;
+        parts.version = Version::HTTP_11;
+        let names = self.headers.clone();
+        let body = body.map_frame(move |frame| strip_trailer_identity(frame, &names)).boxed();
+        let out = Request::from_parts(parts, body);
+
+        let client = if upgrade.is_some() { &self.upgrade_client } else { &self.client };
+        let mut resp = client.request(out).await.map_err(|e| self.classify(e))?;
+
+        if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+            let (Some(down), Some(_)) = (downstream_upgrade, &upgrade) else {
+                return Err(ProxyError::UpstreamFailed {
+                    upstream: self.label.clone(),
+                    detail: "101 Switching Protocols to a request that did not ask for an upgrade".into(),
+                });
+            };
+            let up = hyper::upgrade::on(&mut resp);
+            let remote = conn.remote;
+            tokio::spawn(async move { tunnel(down, up, remote).await });
+            let (mut parts, _) = resp.into_parts();
+            strip_hop_by_hop_except_upgrade(&mut parts.headers);
+            return Ok(Response::from_parts(parts, http_body_util::Empty::new().map_err(|n| match n {}).boxed()));
+        }
+
+        let (mut parts, body) = resp.into_parts();
+        strip_hop_by_hop(&mut parts.headers);
+        Ok(Response::from_parts(parts, body.boxed()))
+    }
+
+    fn upstream_uri(&self, uri: &Uri) -> Result<Uri, ProxyError> {
+        let pq = uri.path_and_query().map_or("/", |pq| pq.as_str());
+        let mut parts = self.base.clone().into_parts();
+        parts.path_and_query = Some(pq.parse().map_err(|_| ProxyError::BadRequest("invalid request target".into()))?);
+        Uri::from_parts(parts).map_err(|_| ProxyError::BadRequest("invalid request target".into()))
+    }
+
+    fn classify(&self, err: hyper_util::client::legacy::Error) -> ProxyError {
+        let detail = error_chain(&err);
+        let upstream = self.label.clone();
+        if err.is_connect() {
+            if detail.contains("timed out") || detail.contains("timeout") {
+                ProxyError::UpstreamTimeout { upstream, detail }
+            } else if detail.contains("certificate") || detail.contains("tls") || detail.contains("TLS") {
+                ProxyError::UpstreamFailed { upstream, detail }
+            } else {
+                ProxyError::UpstreamUnavailable { upstream, detail }
+            }
+        } else {
+            ProxyError::UpstreamFailed { upstream, detail }
+        }
+    }
+}
+
+fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut s = err.to_string();
+    let mut src = err.source();
+    while let Some(e) = src {
+        s.push_str(": ");
+        s.push_str(&e.to_string());
+        src = e.source();
+    }
+    s
+}
+
+/// Builds the `Status` response for an error (the only place errors become responses).
+pub fn status_response(err: &ProxyError) -> Response<ProxyBody> {
+    let (code, body) = err.status_body();
+    let mut resp = Response::new(Full::new(body).map_err(|n| match n {}).boxed());
+    *resp.status_mut() = code;
+    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    resp
+}
+
+/// Copies bytes both ways between the two upgraded connections until both sides close.
+async fn tunnel(down: hyper::upgrade::OnUpgrade, up: hyper::upgrade::OnUpgrade, remote: SocketAddr) {
+    let (down, up) = match tokio::try_join!(down, up) {
+        Ok(pair) => pair,
+        Err(e) => {
+            tracing::debug!(peer = %remote, "upgrade failed: {e}");
+            return;
+        }
+    };
+    let mut down = TokioIo::new(down);
+    let mut up = TokioIo::new(up);
+    match tokio::io::copy_bidirectional(&mut down, &mut up).await {
+        Ok((to_up, to_down)) => tracing::debug!(peer = %remote, to_up, to_down, "tunnel closed"),
+        Err(e) => tracing::debug!(peer = %remote, "tunnel ended: {e}"),
+    }
+}
+
+/// The protocol a request asks to upgrade to (HTTP/1.1 `Connection: upgrade` + `Upgrade`).
+fn upgrade_protocol<B>(req: &Request<B>) -> Option<HeaderValue> {
+    if req.version() != Version::HTTP_11 {
+        return None;
+    }
+    let asks = req
+        .headers()
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case("upgrade"));
+    if asks { req.headers().get(header::UPGRADE).cloned() } else { None }
+}
+
+/// Headers that apply to one connection only (RFC 9110 §7.6.1), plus those named in
+/// `Connection`.
+const HOP_BY_HOP: [HeaderName; 8] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+];
+
+fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    strip_connection_listed(headers);
+    for h in &HOP_BY_HOP {
+        headers.remove(h);
+    }
+    headers.remove(header::UPGRADE);
+}
+
+/// For a 101 response: keep `Connection: upgrade` and `Upgrade`, drop the rest.
+fn strip_hop_by_hop_except_upgrade(headers: &mut HeaderMap) {
+    let upgrade = headers.get(header::UPGRADE).cloned();
+    strip_hop_by_hop(headers);
+    if let Some(u) = upgrade {
+        headers.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+        headers.insert(header::UPGRADE, u);
+    }
+}
+
+fn strip_connection_listed(headers: &mut HeaderMap) {
+    let listed: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+        .collect();
+    for h in listed {
+        headers.remove(h);
+    }
+}
+
+/// Appends the client's address to `X-Forwarded-For`, as one header line: kube-apiserver
+/// reads only the first line, so a second line would hide our entry.
+fn append_forwarded_for(headers: &mut HeaderMap, remote: SocketAddr) {
+    let xff = HeaderName::from_static("x-forwarded-for");
+    let mut values: Vec<String> = headers
+        .get_all(&xff)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .map(|v| v.trim().to_string())
+        .filter(|v| !v.is_empty())
+        .collect();
+    values.push(remote.ip().to_canonical().to_string());
+    if let Ok(v) = HeaderValue::from_str(&values.join(", ")) {
+        headers.insert(xff, v);
+    }
+}
+
+/// Request trailers never carry identity either.
+fn strip_trailer_identity(frame: hyper::body::Frame<Bytes>, names: &HeaderNames) -> hyper::body::Frame<Bytes> {
+    match frame.into_trailers() {
+        Ok(mut trailers) => {
+            identity::apply(&mut trailers, None, names);
+            hyper::body::Frame::trailers(trailers)
+        }
+        Err(frame) => frame,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hop_by_hop_headers_go_including_connection_listed() {
+        let mut h = HeaderMap::new();
+        h.insert(header::CONNECTION, HeaderValue::from_static("keep-alive, x-secret"));
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert("x-secret", HeaderValue::from_static("1"));
+        h.insert(header::TE, HeaderValue::from_static("trailers"));
+        h.insert(header::TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
+        h.insert(header::PROXY_AUTHORIZATION, HeaderValue::from_static("Basic x"));
+        h.insert(header::AUTHORIZATION, HeaderValue::from_static("Bearer t"));
+        h.insert(header::ACCEPT, HeaderValue::from_static("application/json"));
+        strip_hop_by_hop(&mut h);
+        let mut left: Vec<_> = h.keys().map(|k| k.as_str().to_string()).collect();
+        left.sort();
+        assert_eq!(left, vec!["accept", "authorization"]);
+    }
+
+    #[test]
+    fn forwarded_for_is_one_line_with_ours_last() {
+        let remote: SocketAddr = "[::ffff:10.0.0.7]:5000".parse().unwrap();
+        let mut h = HeaderMap::new();
+        append_forwarded_for(&mut h, remote);
+        assert_eq!(h.get("x-forwarded-for").unwrap(), "10.0.0.7");
+        let mut h = HeaderMap::new();
+        h.append("x-forwarded-for", HeaderValue::from_static("1.1.1.1"));
+        h.append("x-forwarded-for", HeaderValue::from_static("2.2.2.2, 3.3.3.3"));
+        append_forwarded_for(&mut h, remote);
+        assert_eq!(h.get_all("x-forwarded-for").iter().count(), 1);
+        assert_eq!(h.get("x-forwarded-for").unwrap(), "1.1.1.1, 2.2.2.2, 3.3.3.3, 10.0.0.7");
+    }
+
+    #[test]
+    fn upgrade_needs_connection_token_and_http11() {
+        let req = Request::builder()
+            .header("connection", "keep-alive, Upgrade")
+            .header("upgrade", "SPDY/3.1")
+            .body(())
+            .unwrap();
+        assert_eq!(upgrade_protocol(&req).unwrap(), "SPDY/3.1");
+        let req = Request::builder().header("upgrade", "websocket").body(()).unwrap();
+        assert!(upgrade_protocol(&req).is_none());
+        let req = Request::builder()
+            .version(Version::HTTP_2)
+            .header("connection", "upgrade")
+            .header("upgrade", "websocket")
+            .body(())
+            .unwrap();
+        assert!(upgrade_protocol(&req).is_none());
+    }
+}

@@ -1,0 +1,129 @@
+//! The `kube-crl-proxy` binary: parse flags, set up logging, load the configuration (exit 64
+//! on a bad one), bind, and hand over to the library.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use kube_crl_proxy::config::{Config, LogFormat, RunFlags};
+
+/// Exit status for a bad flag, config field or file (EX_USAGE).
+const EXIT_USAGE: u8 = 64;
+
+#[derive(Parser)]
+#[command(name = "kube-crl-proxy", version, about = "CRL-enforcing front proxy for kube-apiserver")]
+#[command(args_conflicts_with_subcommands = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    run: RunFlags,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a throwaway PKI, a kube-apiserver stand-in and the proxy, and show a valid, a
+    /// revoked and a token user going through it.
+    Demo(kube_crl_proxy::demo::DemoArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) if e.use_stderr() => {
+            let _ = e.print();
+            return ExitCode::from(EXIT_USAGE);
+        }
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::SUCCESS;
+        }
+    };
+    match cli.command {
+        Some(Command::Demo(args)) => {
+            init_logging(LogFormat::Text, "warn");
+            kube_crl_proxy::demo::main(args)
+        }
+        None => run(cli.run),
+    }
+}
+
+fn run(flags: RunFlags) -> ExitCode {
+    let config = match Config::resolve(flags) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("kube-crl-proxy: {e}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    init_logging(config.log_format, &config.log_level);
+    let proxy = match kube_crl_proxy::Proxy::build(&config) {
+        Ok(p) => p,
+        Err(e) => {
+            tracing::error!("{e}");
+            eprintln!("kube-crl-proxy: {e}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    let rt = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("kube-crl-proxy: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    rt.block_on(async move {
+        let addr = std::net::SocketAddr::new(config.bind_address, config.secure_port);
+        let listener = match tokio::net::TcpListener::bind(addr).await {
+            Ok(l) => l,
+            Err(e) => {
+                eprintln!("kube-crl-proxy: cannot listen on {addr}: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        let bound = listener.local_addr().map_or_else(|_| addr.to_string(), |a| a.to_string());
+        tracing::info!(address = %bound, upstream = %config.upstream.url, "listening");
+        if let Some(path) = &config.ready_file {
+            if let Err(e) = write_ready_file(path, &bound) {
+                eprintln!("kube-crl-proxy: --ready-file {}: {e}", path.display());
+                return ExitCode::from(EXIT_USAGE);
+            }
+        }
+        proxy.serve(listener, shutdown_signal()).await;
+        tracing::info!("stopped");
+        ExitCode::SUCCESS
+    })
+}
+
+/// Writes the bound address atomically (temp file + rename), so a reader never sees half.
+fn write_ready_file(path: &std::path::Path, addr: &str) -> std::io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, format!("{addr}\n"))?;
+    std::fs::rename(&tmp, path)
+}
+
+/// Resolves on SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = match signal(SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => return std::future::pending().await,
+        };
+        tokio::select! {
+            _ = term.recv() => {},
+            _ = tokio::signal::ctrl_c() => {},
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = tokio::signal::ctrl_c().await;
+}
+
+fn init_logging(format: LogFormat, level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_new(level).unwrap_or_else(|_| "info".into());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+    }
+}

@@ -1,0 +1,342 @@
+//! Parsing one CRL (v1 or v2, RFC 5280 §5) in a single pass over its DER, and verifying its
+//! signature against a CA's public key. Entries are walked lazily, so a 1,000,000-entry
+//! CRL is never materialised as a million parsed structs.
+
+use rustls::crypto::WebPkiSupportedAlgorithms;
+
+use super::der::{self, DerError, Reader, Tlv};
+
+const OID_CRL_NUMBER: &[u8] = &[0x55, 0x1d, 0x14];
+const OID_REASON_CODE: &[u8] = &[0x55, 0x1d, 0x15];
+const OID_INVALIDITY_DATE: &[u8] = &[0x55, 0x1d, 0x18];
+const OID_DELTA_CRL_INDICATOR: &[u8] = &[0x55, 0x1d, 0x1b];
+const OID_ISSUING_DISTRIBUTION_POINT: &[u8] = &[0x55, 0x1d, 0x1c];
+const OID_CERTIFICATE_ISSUER: &[u8] = &[0x55, 0x1d, 0x1d];
+const OID_AUTHORITY_KEY_ID: &[u8] = &[0x55, 0x1d, 0x23];
+const OID_FRESHEST_CRL: &[u8] = &[0x55, 0x1d, 0x2e];
+const OID_AUTHORITY_INFO_ACCESS: &[u8] = &[0x2b, 0x06, 0x01, 0x05, 0x05, 0x07, 0x01, 0x01];
+
+/// Why a CRL cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum CrlError {
+    #[error("{0}")]
+    Der(#[from] DerError),
+    #[error("unsupported CRL version {0}")]
+    Version(u8),
+    #[error("the inner and outer signature algorithms differ")]
+    AlgorithmMismatch,
+    #[error("unsupported critical CRL extension {0}")]
+    UnsupportedCriticalExtension(String),
+    #[error("indirect CRL entry (certificateIssuer extension) is not supported")]
+    IndirectEntry,
+    #[error("the CRL's issuingDistributionPoint limits it to {0}, which cannot prove a certificate is not revoked")]
+    PartialScope(&'static str),
+    #[error("delta CRLs are not supported yet; give the full (base) CRL")]
+    Delta,
+    #[error("signature algorithm is not supported for this CA key")]
+    UnsupportedAlgorithm,
+    #[error("signature does not verify against the CA's public key")]
+    BadSignature,
+}
+
+/// One revoked certificate, borrowed from the CRL's DER.
+#[derive(Debug, Clone, Copy)]
+pub struct RawEntry<'a> {
+    /// INTEGER contents, leading zero octets stripped (see [`normalize_serial`]).
+    pub serial: &'a [u8],
+    pub revoked_at: i64,
+    /// RFC 5280 CRLReason code, if the entry carries one.
+    pub reason: Option<u8>,
+}
+
+/// A CRL's envelope, parsed; entries are read on demand with [`ParsedCrl::entries`].
+#[derive(Debug)]
+pub struct ParsedCrl<'a> {
+    /// 1 or 2.
+    pub version: u8,
+    /// `TBSCertList`, the signed bytes.
+    tbs: &'a [u8],
+    /// Contents of the signature AlgorithmIdentifier.
+    sig_alg: &'a [u8],
+    signature: &'a [u8],
+    /// Issuer Name contents (without the outer SEQUENCE header).
+    pub issuer: &'a [u8],
+    /// The full issuer Name encoding.
+    pub issuer_der: &'a [u8],
+    pub this_update: i64,
+    pub next_update: Option<i64>,
+    /// CRL number INTEGER contents, normalised.
+    pub crl_number: Option<&'a [u8]>,
+    /// Per issuingDistributionPoint: the CRL covers end-entity and/or CA certificates.
+    pub covers_end_entities: bool,
+    pub covers_cas: bool,
+    revoked: &'a [u8],
+}
+
+/// Strips the leading zero octets of an INTEGER's contents, so that serials compare
+/// equal however a CA padded them.
+pub fn normalize_serial(s: &[u8]) -> &[u8] {
+    let first = s.iter().position(|b| *b != 0).unwrap_or(s.len());
+    &s[first..]
+}
+
+impl<'a> ParsedCrl<'a> {
+    /// Parses the CRL envelope and its extensions. Entries are checked by [`Self::entries`].
+    pub fn parse(der_bytes: &'a [u8]) -> Result<Self, CrlError> {
+        let mut outer = Reader::new(der_bytes);
+        let list = outer.expect(der::SEQUENCE, "CertificateList")?;
+        if !outer.is_empty() {
+            return Err(DerError("trailing data after CertificateList").into());
+        }
+        let mut r = Reader::new(list.value);
+        let tbs = r.expect(der::SEQUENCE, "tbsCertList")?;
+        let sig_alg = r.expect(der::SEQUENCE, "signatureAlgorithm")?;
+        let sig = r.expect(der::BIT_STRING, "signatureValue")?;
+        if !r.is_empty() {
+            return Err(DerError("trailing data in CertificateList").into());
+        }
+        let signature = match sig.value.split_first() {
+            Some((0, bits)) => bits,
+            _ => return Err(DerError("signatureValue unused bits").into()),
+        };
+
+        let mut t = Reader::new(tbs.value);
+        let version = match t.optional(der::INTEGER, "version")? {
+            None => 1,
+            Some(v) if v.value == [1] => 2,
+            Some(v) if v.value == [0] => return Err(CrlError::Version(1)),
+            Some(v) => return Err(CrlError::Version(v.value.first().copied().unwrap_or(0).saturating_add(1))),
+        };
+        let inner_alg = t.expect(der::SEQUENCE, "signature")?;
+        if inner_alg.value != sig_alg.value {
+            return Err(CrlError::AlgorithmMismatch);
+        }
+        let issuer = t.expect(der::SEQUENCE, "issuer")?;
+        let this_update = der::time(&read_time(&mut t, "thisUpdate")?)?;
+        let next_update = match t.peek_tag() {
+            Some(der::UTC_TIME | der::GENERALIZED_TIME) => Some(der::time(&read_time(&mut t, "nextUpdate")?)?),
+            _ => None,
+        };
+        let revoked = t.optional(der::SEQUENCE, "revokedCertificates")?.map_or(&[][..], |s| s.value);
+        let mut crl = ParsedCrl {
+            version,
+            tbs: tbs.full,
+            sig_alg: sig_alg.value,
+            signature,
+            issuer: issuer.value,
+            issuer_der: issuer.full,
+            this_update,
+            next_update,
+            crl_number: None,
+            covers_end_entities: true,
+            covers_cas: true,
+            revoked,
+        };
+        if let Some(exts) = t.optional(der::CONTEXT_0, "crlExtensions")? {
+            if version == 1 {
+                return Err(DerError("extensions in a v1 CRL").into());
+            }
+            crl.read_extensions(exts.value)?;
+        }
+        if !t.is_empty() {
+            return Err(DerError("trailing data in tbsCertList").into());
+        }
+        Ok(crl)
+    }
+
+    fn read_extensions(&mut self, explicit: &'a [u8]) -> Result<(), CrlError> {
+        let mut wrapper = Reader::new(explicit);
+        let seq = wrapper.expect(der::SEQUENCE, "crlExtensions")?;
+        let mut exts = Reader::new(seq.value);
+        while !exts.is_empty() {
+            let (oid, critical, value) = extension(&mut exts)?;
+            match oid {
+                OID_CRL_NUMBER => {
+                    let n = Reader::new(value).expect(der::INTEGER, "cRLNumber")?;
+                    self.crl_number = Some(normalize_serial(n.value));
+                }
+                OID_DELTA_CRL_INDICATOR => return Err(CrlError::Delta),
+                OID_ISSUING_DISTRIBUTION_POINT => self.read_idp(value)?,
+                OID_AUTHORITY_KEY_ID | OID_FRESHEST_CRL | OID_AUTHORITY_INFO_ACCESS => {}
+                other if critical => return Err(CrlError::UnsupportedCriticalExtension(oid_string(other))),
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// issuingDistributionPoint: only full-scope CRLs (optionally limited to end-entity or CA
+    /// certificates) are usable; indirect, reason-partitioned and attribute CRLs are refused.
+    fn read_idp(&mut self, value: &'a [u8]) -> Result<(), CrlError> {
+        let seq = Reader::new(value).expect(der::SEQUENCE, "issuingDistributionPoint")?;
+        let mut r = Reader::new(seq.value);
+        while !r.is_empty() {
+            let field = r.any("issuingDistributionPoint field")?;
+            let set = field.value == [0xff];
+            match field.tag {
+                0xa0 => {} // distributionPoint name
+                0x81 if set => self.covers_cas = false,
+                0x82 if set => self.covers_end_entities = false,
+                0x83 | 0xa3 => return Err(CrlError::PartialScope("some revocation reasons")),
+                0x84 if set => return Err(CrlError::PartialScope("an indirect CRL")),
+                0x85 if set => return Err(CrlError::PartialScope("attribute certificates")),
+                0x81 | 0x82 | 0x84 | 0x85 => {}
+                _ => return Err(DerError("issuingDistributionPoint field").into()),
+            }
+        }
+        Ok(())
+    }
+
+    /// Verifies the CRL's signature with the CA's SubjectPublicKeyInfo (full DER).
+    pub fn verify_signature(&self, ca_spki_der: &[u8], algs: &WebPkiSupportedAlgorithms) -> Result<(), CrlError> {
+        let (key_alg, key) = der::spki(ca_spki_der)?;
+        let mut candidates = algs
+            .all
+            .iter()
+            .filter(|a| a.signature_alg_id().as_ref() == self.sig_alg && a.public_key_alg_id().as_ref() == key_alg)
+            .peekable();
+        if candidates.peek().is_none() {
+            return Err(CrlError::UnsupportedAlgorithm);
+        }
+        if candidates.any(|a| a.verify_signature(key, self.tbs, self.signature).is_ok()) {
+            Ok(())
+        } else {
+            Err(CrlError::BadSignature)
+        }
+    }
+
+    /// An upper bound on the number of entries, for pre-allocation (entries are ≥ 20 bytes).
+    pub fn entries_hint(&self) -> usize {
+        self.revoked.len() / 20
+    }
+
+    /// The revoked certificates, in CRL order.
+    pub fn entries(&self) -> impl Iterator<Item = Result<RawEntry<'a>, CrlError>> + 'a {
+        let mut r = Reader::new(self.revoked);
+        let v2 = self.version == 2;
+        std::iter::from_fn(move || {
+            if r.is_empty() {
+                return None;
+            }
+            Some(entry(&mut r, v2))
+        })
+    }
+}
+
+fn read_time<'a>(r: &mut Reader<'a>, what: &'static str) -> Result<Tlv<'a>, DerError> {
+    let t = r.any(what)?;
+    match t.tag {
+        der::UTC_TIME | der::GENERALIZED_TIME => Ok(t),
+        _ => Err(DerError(what)),
+    }
+}
+
+fn extension<'a>(r: &mut Reader<'a>) -> Result<(&'a [u8], bool, &'a [u8]), CrlError> {
+    let ext = r.expect(der::SEQUENCE, "Extension")?;
+    let mut e = Reader::new(ext.value);
+    let oid = e.expect(der::OID, "extnID")?.value;
+    let critical = match e.optional(der::BOOLEAN, "critical")? {
+        Some(b) => b.value == [0xff],
+        None => false,
+    };
+    let value = e.expect(der::OCTET_STRING, "extnValue")?.value;
+    if !e.is_empty() {
+        return Err(DerError("trailing data in Extension").into());
+    }
+    Ok((oid, critical, value))
+}
+
+fn entry<'a>(r: &mut Reader<'a>, v2: bool) -> Result<RawEntry<'a>, CrlError> {
+    let seq = r.expect(der::SEQUENCE, "revokedCertificate")?;
+    let mut e = Reader::new(seq.value);
+    let serial = e.expect(der::INTEGER, "userCertificate")?.value;
+    if serial.is_empty() {
+        return Err(DerError("empty serial number").into());
+    }
+    let revoked_at = der::time(&read_time(&mut e, "revocationDate")?)?;
+    let mut reason = None;
+    if let Some(exts) = e.optional(der::SEQUENCE, "crlEntryExtensions")? {
+        if !v2 {
+            return Err(DerError("entry extensions in a v1 CRL").into());
+        }
+        let mut x = Reader::new(exts.value);
+        while !x.is_empty() {
+            let (oid, critical, value) = extension(&mut x)?;
+            match oid {
+                OID_REASON_CODE => {
+                    let code = Reader::new(value).expect(der::ENUMERATED, "reasonCode")?;
+                    reason = code.value.last().copied();
+                }
+                OID_CERTIFICATE_ISSUER => return Err(CrlError::IndirectEntry),
+                OID_INVALIDITY_DATE => {}
+                other if critical => return Err(CrlError::UnsupportedCriticalExtension(oid_string(other))),
+                _ => {}
+            }
+        }
+    }
+    if !e.is_empty() {
+        return Err(DerError("trailing data in revokedCertificate").into());
+    }
+    Ok(RawEntry { serial: normalize_serial(serial), revoked_at, reason })
+}
+
+/// Dotted form of an OID's contents, for error messages.
+fn oid_string(oid: &[u8]) -> String {
+    let mut parts = Vec::new();
+    if let Some((&first, rest)) = oid.split_first() {
+        parts.push(u64::from(first / 40).min(2));
+        parts.push(u64::from(first) - 40 * parts[0]);
+        let mut acc = 0u64;
+        for b in rest {
+            acc = (acc << 7) | u64::from(b & 0x7f);
+            if b & 0x80 == 0 {
+                parts.push(acc);
+                acc = 0;
+            }
+        }
+    }
+    parts.iter().map(u64::to_string).collect::<Vec<_>>().join(".")
+}
+
+/// RFC 5280 CRLReason names, for logs.
+pub fn reason_name(code: Option<u8>) -> &'static str {
+    match code {
+        None => "unspecified",
+        Some(0) => "unspecified",
+        Some(1) => "keyCompromise",
+        Some(2) => "cACompromise",
+        Some(3) => "affiliationChanged",
+        Some(4) => "superseded",
+        Some(5) => "cessationOfOperation",
+        Some(6) => "certificateHold",
+        Some(8) => "removeFromCRL",
+        Some(9) => "privilegeWithdrawn",
+        Some(10) => "aACompromise",
+        Some(_) => "unknown",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn serials_normalise() {
+        assert_eq!(normalize_serial(&[0, 0x80, 1]), &[0x80, 1]);
+        assert_eq!(normalize_serial(&[0x01]), &[0x01]);
+        assert_eq!(normalize_serial(&[0]), &[] as &[u8]);
+    }
+
+    #[test]
+    fn oid_strings() {
+        assert_eq!(oid_string(OID_CRL_NUMBER), "2.5.29.20");
+        assert_eq!(oid_string(OID_AUTHORITY_INFO_ACCESS), "1.3.6.1.5.5.7.1.1");
+    }
+
+    #[test]
+    fn garbage_is_an_error_not_a_panic() {
+        for bytes in [&b""[..], b"\x30", b"\x30\x03\x30\x01", b"\x30\x00", &[0x30, 0x84, 0xff, 0xff, 0xff, 0xff]] {
+            assert!(ParsedCrl::parse(bytes).is_err());
+        }
+    }
+}

@@ -1,0 +1,197 @@
+//! A minimal, strict DER reader: just enough TLV walking to parse CRLs (and a SPKI) in
+//! one pass without allocating per entry. Definite lengths only, single-byte tags only.
+
+use std::fmt;
+
+pub const INTEGER: u8 = 0x02;
+pub const BIT_STRING: u8 = 0x03;
+pub const OCTET_STRING: u8 = 0x04;
+pub const OID: u8 = 0x06;
+pub const ENUMERATED: u8 = 0x0a;
+pub const BOOLEAN: u8 = 0x01;
+pub const UTC_TIME: u8 = 0x17;
+pub const GENERALIZED_TIME: u8 = 0x18;
+pub const SEQUENCE: u8 = 0x30;
+/// `[0]` constructed, context-specific (explicit tagging).
+pub const CONTEXT_0: u8 = 0xa0;
+
+/// A DER decoding error, with what was being read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DerError(pub &'static str);
+
+impl fmt::Display for DerError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "malformed DER: {}", self.0)
+    }
+}
+
+impl std::error::Error for DerError {}
+
+/// Reads consecutive TLVs from a byte slice.
+#[derive(Clone)]
+pub struct Reader<'a> {
+    data: &'a [u8],
+}
+
+/// One TLV: its tag, value bytes, and the whole encoding (tag + length + value).
+#[derive(Debug, Clone, Copy)]
+pub struct Tlv<'a> {
+    pub tag: u8,
+    pub value: &'a [u8],
+    pub full: &'a [u8],
+}
+
+impl<'a> Reader<'a> {
+    pub fn new(data: &'a [u8]) -> Self {
+        Self { data }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.data.is_empty()
+    }
+
+    pub fn peek_tag(&self) -> Option<u8> {
+        self.data.first().copied()
+    }
+
+    /// Reads the next TLV, whatever its tag.
+    pub fn any(&mut self, what: &'static str) -> Result<Tlv<'a>, DerError> {
+        let d = self.data;
+        let (&tag, rest) = d.split_first().ok_or(DerError(what))?;
+        if tag & 0x1f == 0x1f {
+            return Err(DerError(what));
+        }
+        let (&first, rest) = rest.split_first().ok_or(DerError(what))?;
+        let (len, rest) = match first {
+            n if n < 0x80 => (n as usize, rest),
+            0x81..=0x84 => {
+                let n = (first & 0x7f) as usize;
+                if rest.len() < n {
+                    return Err(DerError(what));
+                }
+                let len = rest[..n].iter().fold(0usize, |acc, b| (acc << 8) | *b as usize);
+                // DER: the shortest length form.
+                if rest[0] == 0 || len < 0x80 {
+                    return Err(DerError(what));
+                }
+                (len, &rest[n..])
+            }
+            _ => return Err(DerError(what)),
+        };
+        if rest.len() < len {
+            return Err(DerError(what));
+        }
+        let header = d.len() - rest.len();
+        let full = &d[..header + len];
+        self.data = &rest[len..];
+        Ok(Tlv { tag, value: &rest[..len], full })
+    }
+
+    /// Reads the next TLV and requires its tag.
+    pub fn expect(&mut self, tag: u8, what: &'static str) -> Result<Tlv<'a>, DerError> {
+        let t = self.any(what)?;
+        if t.tag != tag {
+            return Err(DerError(what));
+        }
+        Ok(t)
+    }
+
+    /// Reads the next TLV only if it has this tag.
+    pub fn optional(&mut self, tag: u8, what: &'static str) -> Result<Option<Tlv<'a>>, DerError> {
+        if self.peek_tag() == Some(tag) { self.expect(tag, what).map(Some) } else { Ok(None) }
+    }
+}
+
+/// Parses a UTCTime or GeneralizedTime (the `Z` forms RFC 5280 requires) into Unix seconds.
+pub fn time(t: &Tlv<'_>) -> Result<i64, DerError> {
+    let s = t.value;
+    let (year, rest) = match (t.tag, s.len()) {
+        (UTC_TIME, 13) => {
+            let yy = digits(&s[..2])?;
+            (if yy >= 50 { 1900 + yy } else { 2000 + yy }, &s[2..])
+        }
+        (GENERALIZED_TIME, 15) => (digits(&s[..4])?, &s[4..]),
+        _ => return Err(DerError("time")),
+    };
+    if rest[10] != b'Z' {
+        return Err(DerError("time zone (must be Z)"));
+    }
+    let month = digits(&rest[0..2])?;
+    let day = digits(&rest[2..4])?;
+    let hour = digits(&rest[4..6])?;
+    let min = digits(&rest[6..8])?;
+    let sec = digits(&rest[8..10])?;
+    if !(1..=12).contains(&month) || !(1..=31).contains(&day) || hour > 23 || min > 59 || sec > 60 {
+        return Err(DerError("time field out of range"));
+    }
+    Ok(days_from_civil(year, month, day) * 86_400 + hour * 3600 + min * 60 + sec)
+}
+
+fn digits(b: &[u8]) -> Result<i64, DerError> {
+    b.iter().try_fold(0i64, |acc, c| {
+        if c.is_ascii_digit() { Ok(acc * 10 + i64::from(c - b'0')) } else { Err(DerError("time digits")) }
+    })
+}
+
+/// Days since 1970-01-01 of a proleptic Gregorian date.
+fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+/// A SubjectPublicKeyInfo split into its algorithm (AlgorithmIdentifier contents) and key bits.
+pub fn spki(spki_der: &[u8]) -> Result<(&[u8], &[u8]), DerError> {
+    let outer = Reader::new(spki_der).expect(SEQUENCE, "SubjectPublicKeyInfo")?;
+    let mut r = Reader::new(outer.value);
+    let alg = r.expect(SEQUENCE, "SubjectPublicKeyInfo algorithm")?;
+    let key = r.expect(BIT_STRING, "SubjectPublicKeyInfo key")?;
+    match key.value.split_first() {
+        Some((0, bits)) => Ok((alg.value, bits)),
+        _ => Err(DerError("SubjectPublicKeyInfo key bits")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_short_and_long_lengths() {
+        let mut long = vec![0x04, 0x81, 0x80];
+        long.extend(std::iter::repeat_n(7u8, 0x80));
+        long.extend([0x02, 0x01, 0x05]);
+        let mut r = Reader::new(&long);
+        let t = r.expect(OCTET_STRING, "x").unwrap();
+        assert_eq!(t.value.len(), 0x80);
+        assert_eq!(r.expect(INTEGER, "y").unwrap().value, &[5]);
+        assert!(r.is_empty());
+    }
+
+    #[test]
+    fn rejects_non_der() {
+        assert!(Reader::new(&[0x04, 0x80, 0x00, 0x00]).any("indef").is_err());
+        assert!(Reader::new(&[0x04, 0x81, 0x05, 1, 2, 3, 4, 5]).any("long form for short").is_err());
+        assert!(Reader::new(&[0x04, 0x05, 1, 2]).any("truncated").is_err());
+        assert!(Reader::new(&[0x1f, 0x01, 0x00]).any("multi-byte tag").is_err());
+        assert!(Reader::new(&[]).any("empty").is_err());
+    }
+
+    #[test]
+    fn parses_times() {
+        let utc = Tlv { tag: UTC_TIME, value: b"700101000000Z", full: &[] };
+        assert_eq!(time(&utc).unwrap(), 0);
+        let utc = Tlv { tag: UTC_TIME, value: b"491231235959Z", full: &[] };
+        assert_eq!(time(&utc).unwrap(), 2_524_607_999);
+        let generalized = Tlv { tag: GENERALIZED_TIME, value: b"20261123101500Z", full: &[] };
+        assert_eq!(time(&generalized).unwrap(), 1_795_428_900);
+        let bad = Tlv { tag: GENERALIZED_TIME, value: b"20261123101500+", full: &[] };
+        assert!(time(&bad).is_err());
+        let bad = Tlv { tag: UTC_TIME, value: b"7001010000Z", full: &[] };
+        assert!(time(&bad).is_err());
+    }
+}

@@ -1,0 +1,318 @@
+//! The pre-verified revocation index: every CRL's signature is checked once, at load, against
+//! its issuing CA; its serials are then kept in a sorted, compact per-issuer table, so a
+//! handshake costs one hash lookup and one binary search whatever the CRL's size.
+//!
+//! Policies (`--revocation-check`, `--crl-missing`, `--crl-expired`, grace) are applied in
+//! [`RevocationIndex::check`]; nothing here falls back to a library default.
+
+pub mod crl;
+pub mod der;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+
+use rustls::crypto::WebPkiSupportedAlgorithms;
+
+use crate::ca::CaBundle;
+use crate::config::{Policy, RevocationPolicy};
+use crate::error::ConfigError;
+use crl::{CrlError, ParsedCrl};
+
+/// Serials up to this many octets (after stripping leading zeros) are stored inline.
+/// RFC 5280 caps serials at 20 octets; longer ones go to a small overflow list.
+const INLINE_SERIAL: usize = 20;
+
+/// One revoked serial, 32 bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+struct Entry {
+    len: u8,
+    serial: [u8; INLINE_SERIAL],
+    /// CRLReason code, 0xff when absent.
+    reason: u8,
+    revoked_at: i64,
+}
+
+impl Entry {
+    fn key(&self) -> (u8, &[u8; INLINE_SERIAL]) {
+        (self.len, &self.serial)
+    }
+}
+
+fn inline_key(serial: &[u8]) -> Option<(u8, [u8; INLINE_SERIAL])> {
+    if serial.len() > INLINE_SERIAL {
+        return None;
+    }
+    let mut s = [0u8; INLINE_SERIAL];
+    s[..serial.len()].copy_from_slice(serial);
+    Some((serial.len() as u8, s))
+}
+
+/// Details of a revocation, for logs and `inspect`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Revocation {
+    pub revoked_at: i64,
+    pub reason: Option<u8>,
+}
+
+/// The CRL of one issuing CA, verified.
+#[derive(Debug)]
+pub struct IssuerCrl {
+    /// The CA's subject, human-readable.
+    pub issuer: String,
+    pub source: PathBuf,
+    pub version: u8,
+    pub this_update: i64,
+    pub next_update: Option<i64>,
+    /// Normalised CRL number (big-endian), if present.
+    pub crl_number: Option<Vec<u8>>,
+    covers_end_entities: bool,
+    covers_cas: bool,
+    entries: Vec<Entry>,
+    long_entries: Vec<(Vec<u8>, Revocation)>,
+    /// Last time a stale-CRL warning was logged for it (rate limit).
+    last_stale_warning: AtomicI64,
+}
+
+impl IssuerCrl {
+    /// Number of revoked serials.
+    pub fn len(&self) -> usize {
+        self.entries.len() + self.long_entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The revocation entry for a (normalised) serial, if listed.
+    pub fn lookup(&self, serial: &[u8]) -> Option<Revocation> {
+        match inline_key(serial) {
+            Some((len, s)) => self.entries.binary_search_by(|e| e.key().cmp(&(len, &s))).ok().map(|i| {
+                let e = &self.entries[i];
+                Revocation { revoked_at: e.revoked_at, reason: (e.reason != 0xff).then_some(e.reason) }
+            }),
+            None => self.long_entries.iter().find(|(s, _)| s == serial).map(|(_, r)| r.clone()),
+        }
+    }
+
+    fn newer_than(&self, other: &IssuerCrl) -> bool {
+        match (&self.crl_number, &other.crl_number) {
+            (Some(a), Some(b)) if a != b => (a.len(), a) > (b.len(), b),
+            _ => self.this_update > other.this_update,
+        }
+    }
+
+    /// Builds the index of one parsed, already signature-verified CRL.
+    fn build(parsed: &ParsedCrl<'_>, issuer: String, source: &Path) -> Result<Self, CrlError> {
+        let mut entries = Vec::with_capacity(parsed.entries_hint());
+        let mut long_entries = Vec::new();
+        for e in parsed.entries() {
+            let e = e?;
+            match inline_key(e.serial) {
+                Some((len, serial)) => {
+                    entries.push(Entry { len, serial, reason: e.reason.unwrap_or(0xff), revoked_at: e.revoked_at })
+                }
+                None => {
+                    long_entries.push((e.serial.to_vec(), Revocation { revoked_at: e.revoked_at, reason: e.reason }))
+                }
+            }
+        }
+        entries.sort_unstable_by(|a, b| a.key().cmp(&b.key()));
+        entries.dedup_by(|a, b| a.key() == b.key());
+        entries.shrink_to_fit();
+        Ok(Self {
+            issuer,
+            source: source.to_path_buf(),
+            version: parsed.version,
+            this_update: parsed.this_update,
+            next_update: parsed.next_update,
+            crl_number: parsed.crl_number.map(<[u8]>::to_vec),
+            covers_end_entities: parsed.covers_end_entities,
+            covers_cas: parsed.covers_cas,
+            entries,
+            long_entries,
+            last_stale_warning: AtomicI64::new(i64::MIN),
+        })
+    }
+}
+
+/// Why a certificate did not pass the revocation check.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RevocationError {
+    Revoked {
+        revocation: Revocation,
+        crl_source: PathBuf,
+    },
+    /// No CRL covers this certificate's issuer (and `--crl-missing=deny`).
+    NoCrl,
+    /// The issuer's CRL is past nextUpdate + grace (and `--crl-expired=deny`).
+    Stale {
+        next_update: i64,
+    },
+}
+
+/// Every CRL, indexed by issuer, plus the policy that applies to lookups.
+#[derive(Debug)]
+pub struct RevocationIndex {
+    policy: RevocationPolicy,
+    by_issuer: HashMap<Vec<u8>, Arc<IssuerCrl>>,
+}
+
+/// A non-fatal remark made while loading (logged by the caller).
+pub type Warning = String;
+
+impl RevocationIndex {
+    /// Loads and verifies every CRL file against the CA bundle, then checks that each CA has
+    /// a CRL unless `--crl-missing=allow`.
+    pub fn load(
+        bundle: &CaBundle,
+        crl_files: &[PathBuf],
+        policy: RevocationPolicy,
+        algs: &WebPkiSupportedAlgorithms,
+    ) -> Result<(Self, Vec<Warning>), ConfigError> {
+        let flag = "--crl-file";
+        let mut by_issuer: HashMap<Vec<u8>, Arc<IssuerCrl>> = HashMap::new();
+        let mut warnings = Vec::new();
+        for path in crl_files {
+            for (i, der) in crate::pem::crls(flag, path)?.iter().enumerate() {
+                let which = |msg: String| ConfigError::file(flag, path, format!("CRL #{}: {msg}", i + 1));
+                let parsed = ParsedCrl::parse(der.as_ref()).map_err(|e| which(e.to_string()))?;
+                let ca = verify_against_bundle(&parsed, bundle, algs).map_err(which)?;
+                let crl = IssuerCrl::build(&parsed, ca.subject.clone(), path).map_err(|e| which(e.to_string()))?;
+                match by_issuer.get(&ca.key()) {
+                    Some(existing) if !crl.newer_than(existing) => {
+                        warnings.push(format!(
+                            "{flag} {}: CRL #{} for {} is not newer than the one from {}; ignored",
+                            path.display(),
+                            i + 1,
+                            ca.subject,
+                            existing.source.display()
+                        ));
+                    }
+                    _ => {
+                        by_issuer.insert(ca.key(), Arc::new(crl));
+                    }
+                }
+            }
+        }
+        for ca in &bundle.cas {
+            if by_issuer.contains_key(&ca.key()) {
+                continue;
+            }
+            match policy.crl_missing {
+                Policy::Deny => {
+                    return Err(ConfigError::Other(format!(
+                        "--client-ca-file {}: CA {:?} has no CRL. Add its CRL with --crl-file \
+                         (e.g. `openssl ca -gencrl` or your CA's CRL distribution point), or set \
+                         --crl-missing=allow to accept its certificates without a revocation check",
+                        bundle.source.display(),
+                        ca.subject
+                    )));
+                }
+                Policy::Allow => warnings.push(format!(
+                    "CA {:?} has no CRL; its certificates are accepted without a revocation check (--crl-missing=allow)",
+                    ca.subject
+                )),
+            }
+        }
+        Ok((Self { policy, by_issuer }, warnings))
+    }
+
+    pub fn policy(&self) -> RevocationPolicy {
+        self.policy
+    }
+
+    /// The CRLs in use, for summaries and metrics.
+    pub fn crls(&self) -> impl Iterator<Item = &Arc<IssuerCrl>> {
+        self.by_issuer.values()
+    }
+
+    /// The CRL of an issuer, by [`crate::ca::issuer_key`].
+    pub fn crl_for(&self, issuer_key: &[u8]) -> Option<&Arc<IssuerCrl>> {
+        self.by_issuer.get(issuer_key)
+    }
+
+    /// Checks one certificate (its raw serial) against its issuer's CRL at time `now`.
+    /// `is_ca` says whether the certificate is an intermediate (for CRL scope).
+    pub fn check(&self, serial: &[u8], issuer_key: &[u8], is_ca: bool, now: i64) -> Result<(), RevocationError> {
+        let crl = match self.by_issuer.get(issuer_key) {
+            Some(c) if (is_ca && c.covers_cas) || (!is_ca && c.covers_end_entities) => c,
+            _ => {
+                return match self.policy.crl_missing {
+                    Policy::Deny => Err(RevocationError::NoCrl),
+                    Policy::Allow => Ok(()),
+                };
+            }
+        };
+        if let Some(next) = crl.next_update {
+            let grace = i64::try_from(self.policy.crl_expired_grace.as_secs()).unwrap_or(i64::MAX);
+            if now > next.saturating_add(grace) {
+                match self.policy.crl_expired {
+                    Policy::Deny => return Err(RevocationError::Stale { next_update: next }),
+                    Policy::Allow => warn_stale(crl, now),
+                }
+            }
+        }
+        match crl.lookup(crl::normalize_serial(serial)) {
+            Some(revocation) => Err(RevocationError::Revoked { revocation, crl_source: crl.source.clone() }),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Logs that a CRL is stale at most once a minute per CRL.
+fn warn_stale(crl: &IssuerCrl, now: i64) {
+    let last = crl.last_stale_warning.load(Ordering::Relaxed);
+    if now.saturating_sub(last) >= 60
+        && crl.last_stale_warning.compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed).is_ok()
+    {
+        tracing::warn!(
+            issuer = %crl.issuer,
+            crl_file = %crl.source.display(),
+            next_update = crl.next_update,
+            "CRL is stale (past nextUpdate); still enforcing its serials because --crl-expired=allow"
+        );
+    }
+}
+
+/// Finds the CA that signed this CRL (same subject, signature verifies, may sign CRLs).
+fn verify_against_bundle<'b>(
+    parsed: &ParsedCrl<'b>,
+    bundle: &'b CaBundle,
+    algs: &WebPkiSupportedAlgorithms,
+) -> Result<&'b crate::ca::Ca, String> {
+    let mut last_err = None;
+    for ca in bundle.by_subject(parsed.issuer_der) {
+        match parsed.verify_signature(&ca.spki_der, algs) {
+            Ok(()) if !ca.may_sign_crls => {
+                last_err = Some(format!("issuer {:?} has a keyUsage without cRLSign", ca.subject));
+            }
+            Ok(()) => return Ok(ca),
+            Err(e) => last_err = Some(format!("{e} (issuer {:?})", ca.subject)),
+        }
+    }
+    Err(last_err.unwrap_or_else(|| {
+        let issuer = display_name(parsed.issuer_der);
+        format!("its issuer {issuer} is not a CA in --client-ca-file {}", bundle.source.display())
+    }))
+}
+
+/// A Name encoding in RFC 4514-ish text, for messages.
+pub fn display_name(name_der: &[u8]) -> String {
+    use x509_parser::prelude::FromDer;
+    match x509_parser::x509::X509Name::from_der(name_der) {
+        Ok((_, n)) => n.to_string(),
+        Err(_) => format!("<undecodable name {}>", hex::encode(name_der)),
+    }
+}
+
+/// Unix seconds as RFC 3339 (UTC), for messages.
+pub fn fmt_time(secs: i64) -> String {
+    match u64::try_from(secs) {
+        Ok(s) => {
+            humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + std::time::Duration::from_secs(s)).to_string()
+        }
+        Err(_) => format!("{secs} (before 1970)"),
+    }
+}

@@ -1,0 +1,241 @@
+//! The client-certificate verifier: chain validation is delegated to the standard verifier
+//! (rustls-webpki, with client-auth EKU, at the current time, no revocation), then each
+//! certificate of the verified path is looked up in the pre-verified [`RevocationIndex`].
+//! Every refusal is logged once, as a structured security event, here.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use rustls::client::danger::HandshakeSignatureValid;
+use rustls::crypto::WebPkiSupportedAlgorithms;
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+use rustls::{DigitallySignedStruct, DistinguishedName, SignatureScheme};
+use rustls_pki_types::{CertificateDer, TrustAnchor, UnixTime};
+use sha2::{Digest, Sha256};
+use webpki::{EndEntityCert, KeyUsage};
+
+use crate::ca::{CaBundle, issuer_key};
+use crate::config::{ClientCertMode, RevocationCheck};
+use crate::error::RefusalReason;
+use crate::revocation::{RevocationError, RevocationIndex, crl::reason_name, fmt_time};
+
+tokio::task_local! {
+    /// The remote address of the connection whose handshake is being driven, so that
+    /// refusal events name it (the verifier itself is shared by all connections).
+    pub static PEER: SocketAddr;
+}
+
+/// Verifies client certificates against the CA bundle and the revocation index.
+#[derive(Debug)]
+pub struct CrlVerifier {
+    anchors: Vec<TrustAnchor<'static>>,
+    ca_intermediates: Vec<CertificateDer<'static>>,
+    hints: Vec<DistinguishedName>,
+    mandatory: bool,
+    index: Arc<RevocationIndex>,
+    algs: WebPkiSupportedAlgorithms,
+}
+
+impl CrlVerifier {
+    pub fn new(
+        bundle: &CaBundle,
+        index: Arc<RevocationIndex>,
+        mode: ClientCertMode,
+        algs: WebPkiSupportedAlgorithms,
+    ) -> Self {
+        Self {
+            anchors: bundle.anchors.clone(),
+            ca_intermediates: bundle.intermediates.clone(),
+            hints: bundle.hint_names.clone(),
+            mandatory: mode == ClientCertMode::Required,
+            index,
+            algs,
+        }
+    }
+
+    pub fn index(&self) -> &Arc<RevocationIndex> {
+        &self.index
+    }
+
+    /// Validates the chain and its revocation status at `now`.
+    pub fn check(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<(), Refusal> {
+        let ee = EndEntityCert::try_from(end_entity).map_err(|e| Refusal::from(RefusalReason::from_webpki(&e)))?;
+        let mut pool: Vec<CertificateDer<'_>> = Vec::with_capacity(intermediates.len() + self.ca_intermediates.len());
+        pool.extend(intermediates.iter().cloned());
+        pool.extend(self.ca_intermediates.iter().cloned());
+        let path = ee
+            .verify_for_usage(self.algs.all, &self.anchors, &pool, now, KeyUsage::client_auth(), None, None)
+            .map_err(|e| Refusal::from(RefusalReason::from_webpki(&e)))?;
+
+        // The certificates to check, each with its issuer: leaf → first intermediate → ... → anchor.
+        let chain: Vec<&webpki::Cert<'_>> = path.intermediate_certificates().collect();
+        let anchor = path.anchor();
+        let anchor_key = issuer_key(anchor.subject.as_ref(), &webpki::spki_for_anchor(anchor));
+        let issuer_of = |i: usize| -> Vec<u8> {
+            match chain.get(i) {
+                Some(c) => issuer_key(c.subject(), &c.subject_public_key_info()),
+                None => anchor_key.clone(),
+            }
+        };
+        let now_secs = i64::try_from(now.as_secs()).unwrap_or(i64::MAX);
+        let refusal = |e: RevocationError, what: &str, serial: &[u8]| match e {
+            RevocationError::Revoked { revocation, crl_source } => Refusal {
+                reason: RefusalReason::Revoked,
+                detail: format!(
+                    "{what} serial {} is listed in {}: revoked at {} ({})",
+                    hex::encode(serial),
+                    crl_source.display(),
+                    fmt_time(revocation.revoked_at),
+                    reason_name(revocation.reason)
+                ),
+            },
+            RevocationError::NoCrl => Refusal {
+                reason: RefusalReason::NoCrl,
+                detail: format!(
+                    "no CRL covers the issuer of the {what}; intermediates must be in --client-ca-file and have a CRL"
+                ),
+            },
+            RevocationError::Stale { next_update } => Refusal {
+                reason: RefusalReason::StaleCrl,
+                detail: format!(
+                    "the CRL covering the {what} is stale: its nextUpdate {} has passed (plus --crl-expired-grace); \
+                     publish a fresh CRL. The client's certificate itself was not found invalid",
+                    fmt_time(next_update)
+                ),
+            },
+        };
+        let serial = ee_serial(end_entity);
+        self.index
+            .check(serial, &issuer_of(0), false, now_secs)
+            .map_err(|e| refusal(e, "client certificate", serial))?;
+        if self.index.policy().check == RevocationCheck::Chain {
+            for (i, c) in chain.iter().enumerate() {
+                self.index
+                    .check(c.serial(), &issuer_of(i + 1), true, now_secs)
+                    .map_err(|e| refusal(e, "intermediate CA", c.serial()))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A refused certificate: the reason (one alert) and a detail for the log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    pub reason: RefusalReason,
+    pub detail: String,
+}
+
+impl From<RefusalReason> for Refusal {
+    fn from(reason: RefusalReason) -> Self {
+        Self { detail: String::new(), reason }
+    }
+}
+
+/// The serial of a certificate that webpki has already parsed successfully.
+fn ee_serial<'a>(der: &'a CertificateDer<'_>) -> &'a [u8] {
+    x509_serial(der.as_ref()).unwrap_or(&[])
+}
+
+/// TBSCertificate.serialNumber contents, read with the same strict DER reader as CRLs.
+fn x509_serial(der: &[u8]) -> Option<&[u8]> {
+    use crate::revocation::der::{INTEGER, Reader, SEQUENCE};
+    let cert = Reader::new(der).expect(SEQUENCE, "Certificate").ok()?;
+    let tbs = Reader::new(cert.value).expect(SEQUENCE, "tbsCertificate").ok()?;
+    let mut r = Reader::new(tbs.value);
+    r.optional(0xa0, "version").ok()?;
+    Some(r.expect(INTEGER, "serialNumber").ok()?.value)
+}
+
+impl ClientCertVerifier for CrlVerifier {
+    fn offer_client_auth(&self) -> bool {
+        true
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        self.mandatory
+    }
+
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        &self.hints
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        match self.check(end_entity, intermediates, now) {
+            Ok(()) => Ok(ClientCertVerified::assertion()),
+            Err(refusal) => {
+                log_refusal(&refusal, end_entity);
+                Err(rustls::Error::InvalidCertificate(refusal.reason.certificate_error()))
+            }
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algs)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algs)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.algs.supported_schemes()
+    }
+}
+
+/// One structured security event per refused handshake.
+fn log_refusal(refusal: &Refusal, end_entity: &CertificateDer<'_>) {
+    let peer = PEER.try_with(|p| p.to_string()).unwrap_or_else(|_| "unknown".into());
+    let fingerprint = hex::encode(Sha256::digest(end_entity.as_ref()));
+    let (subject, issuer, serial) = match x509_parser::parse_x509_certificate(end_entity.as_ref()) {
+        Ok((_, c)) => (c.subject().to_string(), c.issuer().to_string(), hex::encode(c.raw_serial())),
+        Err(_) => ("<unparsable>".into(), "<unparsable>".into(), String::new()),
+    };
+    tracing::warn!(
+        event = "handshake_refused",
+        reason = refusal.reason.label(),
+        peer = %peer,
+        subject = %subject,
+        issuer = %issuer,
+        serial = %serial,
+        sha256 = %fingerprint,
+        detail = %refusal.detail,
+        "refused client certificate: {}",
+        refusal.reason
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn serial_is_read_from_v3_and_v1_certificates() {
+        // SEQUENCE { SEQUENCE { [0] { INTEGER 2 }, INTEGER 0x01 0x02 } }
+        let v3 = [0x30, 0x0a, 0x30, 0x08, 0xa0, 0x03, 0x02, 0x01, 0x02, 0x02, 0x01, 0x07];
+        assert_eq!(x509_serial(&v3), Some(&[0x07][..]));
+        let v1 = [0x30, 0x05, 0x30, 0x03, 0x02, 0x01, 0x09];
+        assert_eq!(x509_serial(&v1), Some(&[0x09][..]));
+        assert_eq!(x509_serial(&[0x30]), None);
+    }
+}
