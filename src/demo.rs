@@ -1,6 +1,320 @@
-//! placeholder
+//! `kube-crl-proxy demo`: a throwaway PKI, a kube-apiserver stand-in that applies the
+//! request-header rules, and the real proxy in front of it; then the same request
+//! `kubectl auth whoami` makes, for alice (O=dev, O=ops), bob (revoked) and a bearer token.
+//! It writes a kubeconfig per user so the same can be tried with kubectl, and stays up
+//! until Ctrl-C (or exits at once with `--once`).
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use tokio::net::TcpListener;
+
+use crate::config::{Config, RunFlags};
+use crate::pki::{Authority, Issued, Spec, write};
+use crate::sim::{SimConfig, UserInfo};
+
+/// The demo's bearer token (it is printed; it protects nothing).
+pub const DEMO_TOKEN: &str = "demo-token-0123456789";
+
 #[derive(clap::Args, Debug)]
-pub struct DemoArgs {}
-pub fn main(_a: DemoArgs) -> std::process::ExitCode {
-    std::process::ExitCode::SUCCESS
+pub struct DemoArgs {
+    /// Directory for the throwaway PKI, config and kubeconfigs [default: a new temporary directory].
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
+    /// Port for the proxy on 127.0.0.1; 0 picks a free one.
+    #[arg(long, default_value_t = 0, value_name = "PORT")]
+    pub port: u16,
+    /// Exit after showing the three requests instead of serving until Ctrl-C.
+    #[arg(long)]
+    pub once: bool,
+}
+
+/// Files of the demo PKI.
+struct DemoPki {
+    root: Authority,
+    alice: Issued,
+    bob: Issued,
+    front_proxy_ca: Authority,
+    serving: Issued,
+}
+
+fn build_pki(dir: &Path) -> DemoPki {
+    let root = Authority::root("demo-root-ca");
+    let users_ca = root.intermediate("demo-users-ca");
+    let front_proxy_ca = Authority::root("demo-front-proxy-ca");
+    let localhost = [IpAddr::V4(Ipv4Addr::LOCALHOST), IpAddr::from([0u16, 0, 0, 0, 0, 0, 0, 1])];
+    let serving = root.issue(&Spec::server("kube-apiserver", &["localhost", "kubernetes"], &localhost));
+    let fp_client = front_proxy_ca.issue(&Spec::client("front-proxy-client", &[]));
+    let alice = users_ca.issue(&Spec::client("alice", &["dev", "ops"]));
+    let bob = users_ca.issue(&Spec::client("bob", &["dev"]));
+
+    write(&dir.join("ca.crt"), &root.cert_pem);
+    write(&dir.join("client-ca.crt"), format!("{}{}", root.cert_pem, users_ca.cert_pem));
+    // One CRL per CA: the root's (nothing revoked) and the users CA's (bob revoked).
+    let crls = format!(
+        "{}{}",
+        root.crl(&[], 1, time::Duration::days(7)),
+        users_ca.crl(&[&bob.serial], 1, time::Duration::days(7))
+    );
+    write(&dir.join("crl.pem"), crls);
+    write(&dir.join("apiserver.crt"), &serving.cert_pem);
+    write(&dir.join("apiserver.key"), &serving.key_pem);
+    write(&dir.join("front-proxy-ca.crt"), &front_proxy_ca.cert_pem);
+    write(&dir.join("front-proxy-client.crt"), &fp_client.cert_pem);
+    write(&dir.join("front-proxy-client.key"), &fp_client.key_pem);
+    for (name, cert) in [("alice", &alice), ("bob", &bob)] {
+        write(&dir.join(format!("{name}.crt")), format!("{}{}", cert.cert_pem, users_ca.cert_pem));
+        write(&dir.join(format!("{name}.key")), &cert.key_pem);
+    }
+    DemoPki { root, alice, bob, front_proxy_ca, serving }
+}
+
+fn kubeconfig(dir: &Path, name: &str, server: &str, user: &str) -> String {
+    let ca = dir.join("ca.crt");
+    format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: demo\n  cluster:\n    server: {server}\n    certificate-authority: {ca}\n\
+         contexts:\n- name: {name}\n  context:\n    cluster: demo\n    user: {name}\ncurrent-context: {name}\nusers:\n- name: {name}\n  user:\n{user}",
+        ca = ca.display()
+    )
+}
+
+fn cert_user(dir: &Path, name: &str) -> String {
+    format!(
+        "    client-certificate: {}\n    client-key: {}\n",
+        dir.join(format!("{name}.crt")).display(),
+        dir.join(format!("{name}.key")).display()
+    )
+}
+
+/// Runs the demo; returns the process exit status.
+pub fn main(args: DemoArgs) -> ExitCode {
+    let rt = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("kube-crl-proxy demo: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(run(args)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("kube-crl-proxy demo: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(args: DemoArgs) -> Result<(), String> {
+    let dir = match args.dir {
+        Some(d) => d,
+        None => std::env::temp_dir().join(format!("kube-crl-proxy-demo-{}", std::process::id())),
+    };
+    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let dir = dir.canonicalize().map_err(|e| format!("{}: {e}", dir.display()))?;
+    println!("Throwaway PKI, config and kubeconfigs in {}", dir.display());
+    let pki = build_pki(&dir);
+
+    // The kube-apiserver stand-in, on a free loopback port.
+    let sim_listener = TcpListener::bind("127.0.0.1:0").await.map_err(|e| e.to_string())?;
+    let sim_addr = sim_listener.local_addr().map_err(|e| e.to_string())?;
+    let token_user = UserInfo {
+        username: "token-user".into(),
+        uid: String::new(),
+        groups: vec!["demo-tokens".into()],
+        extra: Default::default(),
+    };
+    let sim = SimConfig {
+        serving_chain: vec![pki.serving.der.clone()],
+        serving_key: PrivateKeyDer::from_pem_slice(pki.serving.key_pem.as_bytes()).map_err(|e| e.to_string())?,
+        client_ca: vec![pki.root.der.clone()],
+        requestheader_ca: vec![pki.front_proxy_ca.der.clone()],
+        requestheader_allowed_names: vec!["front-proxy-client".into()],
+        username_headers: vec!["X-Remote-User".into()],
+        uid_headers: vec![],
+        group_headers: vec!["X-Remote-Group".into()],
+        extra_header_prefixes: vec!["X-Remote-Extra-".into()],
+        tokens: vec![(DEMO_TOKEN.into(), token_user)],
+    };
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut sim_stop = stop_rx.clone();
+    let sim_task = tokio::spawn(crate::sim::serve(sim_listener, Arc::new(sim), async move {
+        while sim_stop.changed().await.is_ok() && !*sim_stop.borrow() {}
+    }));
+
+    // The proxy, configured through a YAML file as an operator would.
+    let config_path = dir.join("kube-crl-proxy.yaml");
+    write(
+        &config_path,
+        format!(
+            "# kube-crl-proxy demo configuration (paths are relative to this file)\n\
+             bind-address: 127.0.0.1\nsecure-port: {}\ntls-cert-file: apiserver.crt\ntls-private-key-file: apiserver.key\n\
+             client-ca-file: client-ca.crt\ncrl-file: [crl.pem]\nupstream: https://{sim_addr}\nupstream-ca-file: ca.crt\n\
+             proxy-client-cert-file: front-proxy-client.crt\nproxy-client-key-file: front-proxy-client.key\nshutdown-grace: 2s\n",
+            args.port
+        ),
+    );
+    let config = Config::resolve(RunFlags { config: Some(config_path.clone()), ..Default::default() })
+        .map_err(|e| e.to_string())?;
+    let listener = TcpListener::bind(SocketAddr::new(config.bind_address, config.secure_port))
+        .await
+        .map_err(|e| format!("cannot listen on 127.0.0.1:{}: {e}", args.port))?;
+    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    let proxy = crate::Proxy::build(&config).map_err(|e| e.to_string())?;
+    let mut proxy_stop = stop_rx.clone();
+    let proxy_task = tokio::spawn(
+        proxy.serve(listener, async move { while proxy_stop.changed().await.is_ok() && !*proxy_stop.borrow() {} }),
+    );
+    let server = format!("https://{addr}");
+    println!("kube-apiserver stand-in on https://{sim_addr}; kube-crl-proxy on {server}\n");
+
+    for (name, user) in [
+        ("alice", cert_user(&dir, "alice")),
+        ("bob", cert_user(&dir, "bob")),
+        ("token", format!("    token: {DEMO_TOKEN}\n")),
+    ] {
+        write(&dir.join(format!("{name}.kubeconfig")), kubeconfig(&dir, name, &server, &user));
+    }
+
+    let ca = pki.root.der.clone();
+    let alice = (pki.alice.cert_pem.clone(), pki.alice.key_pem.clone(), dir.join("alice.crt"));
+    let bob = (pki.bob.cert_pem.clone(), pki.bob.key_pem.clone(), dir.join("bob.crt"));
+    let cases: [(&str, Option<&(String, String, PathBuf)>, Option<&str>); 3] = [
+        ("alice: client certificate CN=alice, O=dev, O=ops", Some(&alice), None),
+        ("bob: client certificate CN=bob, O=dev, revoked in crl.pem", Some(&bob), None),
+        ("token: no client certificate, Authorization: Bearer <token>", None, Some(DEMO_TOKEN)),
+    ];
+    for (title, cert, token) in cases {
+        println!("$ kubectl auth whoami   # {title}");
+        match whoami(addr, &ca, cert.map(|c| c.2.as_path()), token).await {
+            Ok(info) => print_user(&info),
+            Err(e) => println!("error: {e}"),
+        }
+        println!();
+    }
+
+    println!("Try it by hand (the kubeconfigs point at the proxy):");
+    for name in ["alice", "bob", "token"] {
+        println!("  kubectl --kubeconfig {} auth whoami", dir.join(format!("{name}.kubeconfig")).display());
+    }
+    println!(
+        "  curl --cacert {d}/ca.crt --cert {d}/alice.crt --key {d}/alice.key -X POST -H 'Content-Type: application/json' \\\n    \
+         -d '{{\"apiVersion\":\"authentication.k8s.io/v1\",\"kind\":\"SelfSubjectReview\"}}' {server}/apis/authentication.k8s.io/v1/selfsubjectreviews",
+        d = dir.display()
+    );
+    println!("The proxy's config is {}.", config_path.display());
+
+    if !args.once {
+        println!("\nServing until Ctrl-C.");
+        let _ = tokio::signal::ctrl_c().await;
+    }
+    let _ = stop_tx.send(true);
+    let _ = proxy_task.await;
+    let _ = sim_task.await;
+    if !args.once {
+        println!("Stopped. The throwaway files stay in {} (delete them when done).", dir.display());
+    }
+    Ok(())
+}
+
+fn print_user(info: &UserInfo) {
+    println!("ATTRIBUTE                                         VALUE");
+    println!("{:<50}{}", "Username", info.username);
+    if !info.uid.is_empty() {
+        println!("{:<50}{}", "UID", info.uid);
+    }
+    println!("{:<50}[{}]", "Groups", info.groups.join(" "));
+    for (k, v) in &info.extra {
+        println!("{:<50}[{}]", format!("Extra: {k}"), v.join(" "));
+    }
+}
+
+/// Makes the request `kubectl auth whoami` makes, with an optional client certificate
+/// (chain file, key next to it) and an optional bearer token.
+pub async fn whoami(
+    addr: SocketAddr,
+    ca: &CertificateDer<'static>,
+    cert_file: Option<&Path>,
+    token: Option<&str>,
+) -> Result<UserInfo, String> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(ca.clone()).map_err(|e| e.to_string())?;
+    let builder = rustls::ClientConfig::builder_with_provider(crate::tls::provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots);
+    let tls = match cert_file {
+        Some(path) => {
+            let chain = crate::pem::certificates("client certificate", path).map_err(|e| e.to_string())?;
+            let key = crate::pem::private_key("client key", &path.with_extension("key")).map_err(|e| e.to_string())?;
+            builder.with_client_auth_cert(chain, key).map_err(|e| e.to_string())?
+        }
+        None => builder.with_no_client_auth(),
+    };
+    let connector =
+        hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(tls).https_only().enable_all_versions().build();
+    let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build(connector);
+    let body = r#"{"kind":"SelfSubjectReview","apiVersion":"authentication.k8s.io/v1"}"#;
+    let mut req = http::Request::post(format!(
+        "https://localhost:{}/apis/authentication.k8s.io/v1/selfsubjectreviews",
+        addr.port()
+    ))
+    .header("content-type", "application/json");
+    if let Some(t) = token {
+        req = req.header("authorization", format!("Bearer {t}"));
+    }
+    let req = req.body(Full::new(Bytes::from_static(body.as_bytes()))).map_err(|e| e.to_string())?;
+    let resp = client.request(req).await.map_err(|e| describe_client_error(&e))?;
+    let status = resp.status();
+    let bytes = resp.into_body().collect().await.map_err(|e| describe_client_error(&e))?.to_bytes();
+    if !status.is_success() {
+        return Err(format!("{status}: {}", String::from_utf8_lossy(&bytes)));
+    }
+    let v: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| e.to_string())?;
+    serde_json::from_value(v["status"]["userInfo"].clone()).map_err(|e| e.to_string())
+}
+
+/// Turns a client error into what kubectl would print for it (the TLS alert if there was one).
+pub fn describe_client_error(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut src: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    let mut chain = Vec::new();
+    while let Some(e) = src {
+        let tls = e.downcast_ref::<rustls::Error>().or_else(|| {
+            e.downcast_ref::<std::io::Error>().and_then(|io| io.get_ref()?.downcast_ref::<rustls::Error>())
+        });
+        if let Some(rustls::Error::AlertReceived(alert)) = tls {
+            return format!("remote error: tls: {}", alert_text(*alert));
+        }
+        chain.push(e.to_string());
+        src = e.source();
+    }
+    chain.join(": ")
+}
+
+/// Go's crypto/tls wording of the alerts this proxy sends (what kubectl prints).
+pub fn alert_text(alert: rustls::AlertDescription) -> String {
+    use rustls::AlertDescription as A;
+    match alert {
+        A::CertificateRevoked => "revoked certificate".into(),
+        A::CertificateExpired => "expired certificate".into(),
+        A::UnknownCA => "unknown certificate authority".into(),
+        A::UnsupportedCertificate => "unsupported certificate".into(),
+        A::BadCertificate => "bad certificate".into(),
+        A::CertificateRequired => "certificate required".into(),
+        A::AccessDenied => "access denied".into(),
+        A::DecryptError => "error decrypting message".into(),
+        other => format!("{other:?}"),
+    }
+}
+
+/// Loads a PEM certificate, for tests and tools.
+pub fn cert_from_pem(pem: &str) -> Result<CertificateDer<'static>, String> {
+    CertificateDer::from_pem_slice(pem.as_bytes()).map_err(|e| e.to_string())
 }

@@ -82,11 +82,11 @@ fn run(flags: RunFlags) -> ExitCode {
         };
         let bound = listener.local_addr().map_or_else(|_| addr.to_string(), |a| a.to_string());
         tracing::info!(address = %bound, upstream = %config.upstream.url, "listening");
-        if let Some(path) = &config.ready_file {
-            if let Err(e) = write_ready_file(path, &bound) {
-                eprintln!("kube-crl-proxy: --ready-file {}: {e}", path.display());
-                return ExitCode::from(EXIT_USAGE);
-            }
+        if let Some(path) = &config.ready_file
+            && let Err(e) = write_ready_file(path, &bound)
+        {
+            eprintln!("kube-crl-proxy: --ready-file {}: {e}", path.display());
+            return ExitCode::from(EXIT_USAGE);
         }
         proxy.serve(listener, shutdown_signal()).await;
         tracing::info!("stopped");
