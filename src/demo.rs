@@ -40,8 +40,6 @@ pub struct DemoArgs {
 /// Files of the demo PKI.
 struct DemoPki {
     root: Authority,
-    alice: Issued,
-    bob: Issued,
     front_proxy_ca: Authority,
     serving: Issued,
 }
@@ -74,7 +72,7 @@ fn build_pki(dir: &Path) -> DemoPki {
         write(&dir.join(format!("{name}.crt")), format!("{}{}", cert.cert_pem, users_ca.cert_pem));
         write(&dir.join(format!("{name}.key")), &cert.key_pem);
     }
-    DemoPki { root, alice, bob, front_proxy_ca, serving }
+    DemoPki { root, front_proxy_ca, serving }
 }
 
 fn kubeconfig(dir: &Path, name: &str, server: &str, user: &str) -> String {
@@ -184,16 +182,15 @@ async fn run(args: DemoArgs) -> Result<(), String> {
     }
 
     let ca = pki.root.der.clone();
-    let alice = (pki.alice.cert_pem.clone(), pki.alice.key_pem.clone(), dir.join("alice.crt"));
-    let bob = (pki.bob.cert_pem.clone(), pki.bob.key_pem.clone(), dir.join("bob.crt"));
-    let cases: [(&str, Option<&(String, String, PathBuf)>, Option<&str>); 3] = [
-        ("alice: client certificate CN=alice, O=dev, O=ops", Some(&alice), None),
-        ("bob: client certificate CN=bob, O=dev, revoked in crl.pem", Some(&bob), None),
+    let (alice, bob) = (dir.join("alice.crt"), dir.join("bob.crt"));
+    let cases = [
+        ("alice: client certificate CN=alice, O=dev, O=ops", Some(alice.as_path()), None),
+        ("bob: client certificate CN=bob, O=dev, revoked in crl.pem", Some(bob.as_path()), None),
         ("token: no client certificate, Authorization: Bearer <token>", None, Some(DEMO_TOKEN)),
     ];
     for (title, cert, token) in cases {
         println!("$ kubectl auth whoami   # {title}");
-        match whoami(addr, &ca, cert.map(|c| c.2.as_path()), token).await {
+        match whoami(addr, &ca, cert, token).await {
             Ok(info) => print_user(&info),
             Err(e) => println!("error: {e}"),
         }
