@@ -283,17 +283,43 @@ pub fn describe_client_error(err: &(dyn std::error::Error + 'static)) -> String 
     let mut src: Option<&(dyn std::error::Error + 'static)> = Some(err);
     let mut chain = Vec::new();
     while let Some(e) = src {
-        let tls = e.downcast_ref::<rustls::Error>().or_else(|| {
-            e.downcast_ref::<std::io::Error>().and_then(|io| io.get_ref()?.downcast_ref::<rustls::Error>())
-        });
-        if let Some(rustls::Error::AlertReceived(alert)) = tls {
-            return format!("remote error: tls: {}", alert_text(*alert));
+        if let Some(alert) = received_alert(e) {
+            return format!("remote error: tls: {}", alert_text(alert));
         }
-        chain.push(e.to_string());
+        // HTTP/2 keeps only the text of I/O errors; recognise rustls' wording there.
+        let text = e.to_string();
+        if let Some(name) = text.split("received fatal alert: ").nth(1) {
+            let name = name.split(|c: char| !c.is_alphanumeric()).next().unwrap_or_default();
+            if let Some(alert) = KNOWN_ALERTS.iter().find(|a| format!("{a:?}") == name) {
+                return format!("remote error: tls: {}", alert_text(*alert));
+            }
+        }
+        chain.push(text);
         src = e.source();
     }
     chain.join(": ")
 }
+
+/// The TLS alert inside an error, looking through `io::Error` wrappers (which hide their
+/// inner error from `source()`).
+fn received_alert(e: &(dyn std::error::Error + 'static)) -> Option<rustls::AlertDescription> {
+    if let Some(rustls::Error::AlertReceived(alert)) = e.downcast_ref::<rustls::Error>() {
+        return Some(*alert);
+    }
+    let inner = e.downcast_ref::<std::io::Error>()?.get_ref()?;
+    received_alert(inner)
+}
+
+const KNOWN_ALERTS: [rustls::AlertDescription; 8] = [
+    rustls::AlertDescription::CertificateRevoked,
+    rustls::AlertDescription::CertificateExpired,
+    rustls::AlertDescription::UnknownCA,
+    rustls::AlertDescription::UnsupportedCertificate,
+    rustls::AlertDescription::BadCertificate,
+    rustls::AlertDescription::CertificateRequired,
+    rustls::AlertDescription::AccessDenied,
+    rustls::AlertDescription::DecryptError,
+];
 
 /// Go's crypto/tls wording of the alerts this proxy sends (what kubectl prints).
 pub fn alert_text(alert: rustls::AlertDescription) -> String {
