@@ -1,0 +1,408 @@
+//! Shared fixture for the integration tests: a PKI generated in the test (rcgen), the
+//! kube-apiserver stand-in (`sim`) on an ephemeral loopback port, the real
+//! `kube-crl-proxy` binary started on `127.0.0.1:0` and awaited through `--ready-file`,
+//! and small rustls/hyper clients that can pick the TLS and HTTP versions.
+#![allow(dead_code)]
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use kube_crl_proxy::pki::{Authority, Issued, Spec, write};
+use kube_crl_proxy::sim::{SimConfig, UserInfo};
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use tokio::net::TcpStream;
+
+pub const TOKEN: &str = "test-token-abc";
+
+/// Every certificate the tests use, written under `dir`.
+pub struct Pki {
+    pub dir: PathBuf,
+    pub root: Authority,
+    pub users_ca: Authority,
+    pub front_proxy_ca: Authority,
+    pub serving: Issued,
+    pub front_proxy_client: Issued,
+    pub alice: Issued,
+    pub bob: Issued,
+}
+
+impl Pki {
+    /// root → users intermediate → alice (O=dev, O=ops) and bob (revoked); a front-proxy CA;
+    /// a serving certificate for 127.0.0.1/localhost. CRLs: root (empty), users CA (bob).
+    pub fn new(dir: &Path) -> Self {
+        let root = Authority::root("test-root-ca");
+        let users_ca = root.intermediate("test-users-ca");
+        let front_proxy_ca = Authority::root("test-front-proxy-ca");
+        let ips = [IpAddr::V4(Ipv4Addr::LOCALHOST)];
+        let serving = root.issue(&Spec::server("kube-apiserver", &["localhost"], &ips));
+        let front_proxy_client = front_proxy_ca.issue(&Spec::client("front-proxy-client", &[]));
+        let alice = users_ca.issue(&Spec::client("alice", &["dev", "ops"]));
+        let bob = users_ca.issue(&Spec::client("bob", &["dev"]));
+        let pki =
+            Self { dir: dir.to_path_buf(), root, users_ca, front_proxy_ca, serving, front_proxy_client, alice, bob };
+        write(&pki.path("ca.crt"), &pki.root.cert_pem);
+        write(&pki.path("client-ca.crt"), format!("{}{}", pki.root.cert_pem, pki.users_ca.cert_pem));
+        write(&pki.path("apiserver.crt"), &pki.serving.cert_pem);
+        write(&pki.path("apiserver.key"), &pki.serving.key_pem);
+        write(&pki.path("front-proxy-client.crt"), &pki.front_proxy_client.cert_pem);
+        write(&pki.path("front-proxy-client.key"), &pki.front_proxy_client.key_pem);
+        pki.write_crls(&[&pki.bob.serial.clone()], 1);
+        pki
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.join(name)
+    }
+
+    /// Writes `crl.pem`: the root's CRL (empty) and the users CA's listing `revoked`.
+    pub fn write_crls(&self, revoked: &[&[u8]], number: u64) {
+        let pem = format!(
+            "{}{}",
+            self.root.crl(&[], number, time::Duration::days(7)),
+            self.users_ca.crl(revoked, number, time::Duration::days(7))
+        );
+        write(&self.path("crl.pem"), pem);
+    }
+
+    /// Writes a user's certificate chain (leaf + users CA) and key as `<name>.crt/.key`.
+    pub fn write_user(&self, name: &str, cert: &Issued) -> (PathBuf, PathBuf) {
+        let (c, k) = (self.path(&format!("{name}.crt")), self.path(&format!("{name}.key")));
+        write(&c, format!("{}{}", cert.cert_pem, self.users_ca.cert_pem));
+        write(&k, &cert.key_pem);
+        (c, k)
+    }
+
+    pub fn root_der(&self) -> CertificateDer<'static> {
+        self.root.der.clone()
+    }
+
+    /// The standard flags pointing the proxy at this PKI and an upstream.
+    pub fn proxy_args(&self, upstream: SocketAddr) -> Vec<String> {
+        let p = |n: &str| self.path(n).display().to_string();
+        vec![
+            "--tls-cert-file".into(),
+            p("apiserver.crt"),
+            "--tls-private-key-file".into(),
+            p("apiserver.key"),
+            "--client-ca-file".into(),
+            p("client-ca.crt"),
+            "--crl-file".into(),
+            p("crl.pem"),
+            "--upstream".into(),
+            format!("https://{upstream}"),
+            "--upstream-ca-file".into(),
+            p("ca.crt"),
+            "--upstream-server-name".into(),
+            "localhost".into(),
+            "--proxy-client-cert-file".into(),
+            p("front-proxy-client.crt"),
+            "--proxy-client-key-file".into(),
+            p("front-proxy-client.key"),
+        ]
+    }
+
+    /// The stand-in's configuration: x509 users from the root, front proxy from its CA.
+    pub fn sim_config(&self) -> SimConfig {
+        SimConfig {
+            serving_chain: vec![self.serving.der.clone()],
+            serving_key: PrivateKeyDer::from_pem_slice(self.serving.key_pem.as_bytes()).expect("key"),
+            client_ca: vec![self.root.der.clone()],
+            requestheader_ca: vec![self.front_proxy_ca.der.clone()],
+            requestheader_allowed_names: vec!["front-proxy-client".into()],
+            username_headers: vec!["X-Remote-User".into()],
+            uid_headers: vec!["X-Remote-Uid".into()],
+            group_headers: vec!["X-Remote-Group".into()],
+            extra_header_prefixes: vec!["X-Remote-Extra-".into()],
+            tokens: vec![(
+                TOKEN.into(),
+                UserInfo { username: "token-user".into(), groups: vec!["tokens".into()], ..Default::default() },
+            )],
+        }
+    }
+}
+
+/// The stand-in upstream, stopped when dropped.
+pub struct Upstream {
+    pub addr: SocketAddr,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+}
+
+impl Upstream {
+    pub async fn start(config: SimConfig) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind sim");
+        let addr = listener.local_addr().expect("sim addr");
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(kube_crl_proxy::sim::serve(listener, Arc::new(config), async move {
+            let _ = rx.await;
+        }));
+        Self { addr, stop: Some(tx), task: Some(task) }
+    }
+
+    /// Stops accepting and closes every connection (for "upstream killed" tests).
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        if let Some(t) = self.task.take() {
+            let _ = t.await;
+        }
+    }
+}
+
+impl Drop for Upstream {
+    fn drop(&mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+/// The real binary, started on an ephemeral port; killed (by its PID) when dropped.
+pub struct ProxyProcess {
+    pub child: Child,
+    pub addr: SocketAddr,
+    pub log: PathBuf,
+}
+
+pub fn binary() -> &'static str {
+    env!("CARGO_BIN_EXE_kube-crl-proxy")
+}
+
+impl ProxyProcess {
+    /// Starts the proxy with `args` (plus bind/port/ready-file) and waits until it listens.
+    pub fn start(dir: &Path, args: &[String]) -> Self {
+        static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let ready = dir.join(format!("ready-{n}"));
+        let log = dir.join(format!("proxy-{n}.log"));
+        let log_file = std::fs::File::create(&log).expect("log file");
+        let child = Command::new(binary())
+            .args(["--bind-address", "127.0.0.1", "--secure-port", "0", "--ready-file"])
+            .arg(&ready)
+            .args(["--log-level", "debug"])
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(log_file)
+            .spawn()
+            .expect("spawn kube-crl-proxy");
+        let mut p = Self { child, addr: "127.0.0.1:0".parse().expect("addr"), log };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(s) = std::fs::read_to_string(&ready)
+                && let Ok(addr) = s.trim().parse()
+            {
+                p.addr = addr;
+                return p;
+            }
+            if let Ok(Some(status)) = p.child.try_wait() {
+                panic!("kube-crl-proxy exited with {status} before listening:\n{}", p.logs());
+            }
+            assert!(Instant::now() < deadline, "kube-crl-proxy did not become ready:\n{}", p.logs());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Waits (bounded) until the log contains `needle`.
+    pub fn wait_for_log(&self, needle: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let logs = self.logs();
+            if logs.contains(needle) {
+                return logs;
+            }
+            assert!(Instant::now() < deadline, "log never contained {needle:?}:\n{logs}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for ProxyProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs the binary to completion with `args` (for start-up errors); returns (status, stderr).
+pub fn run_to_exit(args: &[String]) -> (Option<i32>, String) {
+    let out = Command::new(binary())
+        .args(["--bind-address", "127.0.0.1", "--secure-port", "0"])
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run kube-crl-proxy");
+    (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+/// Options of a test client.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Http {
+    H1,
+    H2,
+}
+
+/// A rustls client config trusting the test root, with an optional client certificate.
+pub fn client_tls(
+    ca: &CertificateDer<'static>,
+    cert: Option<(&Issued, &Authority)>,
+    http: Http,
+) -> rustls::ClientConfig {
+    client_tls_versions(ca, cert, http, &[&rustls::version::TLS13, &rustls::version::TLS12])
+}
+
+pub fn client_tls_versions(
+    ca: &CertificateDer<'static>,
+    cert: Option<(&Issued, &Authority)>,
+    http: Http,
+    versions: &[&'static rustls::SupportedProtocolVersion],
+) -> rustls::ClientConfig {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(ca.clone()).expect("root");
+    let b = rustls::ClientConfig::builder_with_provider(kube_crl_proxy::tls::provider())
+        .with_protocol_versions(versions)
+        .expect("versions")
+        .with_root_certificates(roots);
+    let mut c = match cert {
+        Some((leaf, issuer)) => {
+            let chain = vec![leaf.der.clone(), issuer.der.clone()];
+            let key = PrivateKeyDer::from_pem_slice(leaf.key_pem.as_bytes()).expect("key");
+            b.with_client_auth_cert(chain, key).expect("client cert")
+        }
+        None => b.with_no_client_auth(),
+    };
+    c.alpn_protocols = match http {
+        Http::H1 => vec![b"http/1.1".to_vec()],
+        Http::H2 => vec![b"h2".to_vec()],
+    };
+    c
+}
+
+pub type TlsStream = tokio_rustls::client::TlsStream<TcpStream>;
+
+/// Connects and completes the TLS handshake (TLS 1.3 reports a refused client certificate
+/// only on the first read, so callers that expect an alert should send a request).
+pub async fn connect(addr: SocketAddr, tls: rustls::ClientConfig) -> std::io::Result<TlsStream> {
+    let tcp = TcpStream::connect(addr).await?;
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(tls));
+    connector.connect(ServerName::try_from("localhost").expect("name"), tcp).await
+}
+
+/// A finished response.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: http::StatusCode,
+    pub headers: http::HeaderMap,
+    pub body: Bytes,
+    pub version: http::Version,
+}
+
+impl Reply {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
+    }
+}
+
+/// Sends one request over a new connection with the given HTTP version and returns the
+/// whole response. Errors are returned as text (with the TLS alert, if one was received).
+pub async fn request(
+    addr: SocketAddr,
+    tls: rustls::ClientConfig,
+    http: Http,
+    req: http::Request<Full<Bytes>>,
+) -> Result<Reply, String> {
+    let stream = connect(addr, tls).await.map_err(|e| kube_crl_proxy::demo::describe_client_error(&e))?;
+    let io = hyper_util::rt::TokioIo::new(stream);
+    let resp = match http {
+        Http::H1 => {
+            let (mut send, conn) = hyper::client::conn::http1::handshake(io).await.map_err(|e| e.to_string())?;
+            tokio::spawn(conn);
+            send.send_request(req).await
+        }
+        Http::H2 => {
+            let (mut send, conn) = hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), io)
+                .await
+                .map_err(|e| kube_crl_proxy::demo::describe_client_error(&e))?;
+            tokio::spawn(conn);
+            send.send_request(req).await
+        }
+    }
+    .map_err(|e| kube_crl_proxy::demo::describe_client_error(&e))?;
+    let status = resp.status();
+    let version = resp.version();
+    let headers = resp.headers().clone();
+    let body = resp.into_body().collect().await.map_err(|e| e.to_string())?.to_bytes();
+    Ok(Reply { status, headers, body, version })
+}
+
+/// A GET to `path` (with `localhost` as authority).
+pub fn get(path: &str) -> http::Request<Full<Bytes>> {
+    http::Request::get(format!("https://localhost{path}")).body(Full::new(Bytes::new())).expect("request")
+}
+
+/// The SelfSubjectReview POST `kubectl auth whoami` makes.
+pub fn whoami_request() -> http::Request<Full<Bytes>> {
+    http::Request::post("https://localhost/apis/authentication.k8s.io/v1/selfsubjectreviews")
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from_static(br#"{"kind":"SelfSubjectReview","apiVersion":"authentication.k8s.io/v1"}"#)))
+        .expect("request")
+}
+
+/// The userInfo of a SelfSubjectReview reply.
+pub fn user_info(reply: &Reply) -> UserInfo {
+    assert!(reply.status.is_success(), "{}: {}", reply.status, String::from_utf8_lossy(&reply.body));
+    serde_json::from_value(reply.json()["status"]["userInfo"].clone()).expect("userInfo")
+}
+
+/// A temporary directory for one test.
+pub fn tempdir() -> tempfile::TempDir {
+    tempfile::Builder::new().prefix("kcp-test-").tempdir().expect("tempdir")
+}
+
+/// A standard environment: PKI, stand-in upstream and the proxy in front of it.
+pub struct Env {
+    pub tmp: tempfile::TempDir,
+    pub pki: Pki,
+    pub upstream: Upstream,
+    pub proxy: ProxyProcess,
+}
+
+impl Env {
+    pub async fn start(extra: &[&str]) -> Self {
+        let tmp = tempdir();
+        let pki = Pki::new(tmp.path());
+        let upstream = Upstream::start(pki.sim_config()).await;
+        let mut args = pki.proxy_args(upstream.addr);
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let proxy = ProxyProcess::start(tmp.path(), &args);
+        Self { tmp, pki, upstream, proxy }
+    }
+
+    pub fn tls(&self, user: Option<&Issued>, http: Http) -> rustls::ClientConfig {
+        client_tls(&self.pki.root_der(), user.map(|u| (u, &self.pki.users_ca)), http)
+    }
+
+    pub async fn request(
+        &self,
+        user: Option<&Issued>,
+        http: Http,
+        req: http::Request<Full<Bytes>>,
+    ) -> Result<Reply, String> {
+        request(self.proxy.addr, self.tls(user, http), http, req).await
+    }
+}
