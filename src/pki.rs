@@ -17,6 +17,8 @@ use time::{Duration, OffsetDateTime};
 pub struct Authority {
     pub name: String,
     pub cert_pem: String,
+    /// The CA's private key (PKCS#8 PEM), for tests that drive `openssl ca` with it.
+    pub key_pem: String,
     pub der: CertificateDer<'static>,
     issuer: Issuer<'static, KeyPair>,
 }
