@@ -107,7 +107,13 @@ impl Authority {
         let key = KeyPair::generate().expect("generate key");
         let params = ca_params(cn);
         let cert = params.self_signed(&key).expect("self-sign CA");
-        Self { name: cn.into(), cert_pem: cert.pem(), der: cert.der().clone(), issuer: Issuer::new(params, key) }
+        Self {
+            name: cn.into(),
+            cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
+            der: cert.der().clone(),
+            issuer: Issuer::new(params, key),
+        }
     }
 
     /// An intermediate CA signed by this one.
@@ -115,7 +121,13 @@ impl Authority {
         let key = KeyPair::generate().expect("generate key");
         let params = ca_params(cn);
         let cert = params.signed_by(&key, &self.issuer).expect("sign intermediate");
-        Self { name: cn.into(), cert_pem: cert.pem(), der: cert.der().clone(), issuer: Issuer::new(params, key) }
+        Self {
+            name: cn.into(),
+            cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
+            der: cert.der().clone(),
+            issuer: Issuer::new(params, key),
+        }
     }
 
     /// Issues a certificate.
