@@ -138,7 +138,7 @@ pub struct RunFlags {
     /// Maximum time for a client to send a request's headers (HTTP/1.1) [default: 30s].
     #[arg(long, value_name = "DURATION")]
     pub request_header_timeout: Option<String>,
-    /// Maximum time to connect to the upstream (TCP + TLS) [default: 10s].
+    /// Maximum time to open a TCP connection to the upstream [default: 10s].
     #[arg(long, value_name = "DURATION")]
     pub upstream_connect_timeout: Option<String>,
 
