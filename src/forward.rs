@@ -226,7 +226,8 @@ fn upgrade_protocol<B>(req: &Request<B>) -> Option<HeaderValue> {
 }
 
 /// Headers that apply to one connection only (RFC 9110 §7.6.1), plus those named in
-/// `Connection`.
+/// `Connection`. `Expect: 100-continue` is answered on the client's hop (hyper sends the
+/// `100 Continue` when the body is first read), so it is not passed on.
 const HOP_BY_HOP: [HeaderName; 8] = [
     header::CONNECTION,
     HeaderName::from_static("keep-alive"),
@@ -234,8 +235,8 @@ const HOP_BY_HOP: [HeaderName; 8] = [
     header::PROXY_AUTHENTICATE,
     header::PROXY_AUTHORIZATION,
     header::TE,
-    header::TRAILER,
     header::TRANSFER_ENCODING,
+    header::EXPECT,
 ];
 
 fn strip_hop_by_hop(headers: &mut HeaderMap) {
@@ -310,6 +311,7 @@ mod tests {
         h.insert(header::TE, HeaderValue::from_static("trailers"));
         h.insert(header::TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
         h.insert(header::PROXY_AUTHORIZATION, HeaderValue::from_static("Basic x"));
+        h.insert(header::EXPECT, HeaderValue::from_static("100-continue"));
         h.insert(header::AUTHORIZATION, HeaderValue::from_static("Bearer t"));
         h.insert(header::ACCEPT, HeaderValue::from_static("application/json"));
         strip_hop_by_hop(&mut h);
