@@ -11,8 +11,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::net::TcpListener;
@@ -233,8 +232,8 @@ fn print_user(info: &UserInfo) {
     }
 }
 
-/// Makes the request `kubectl auth whoami` makes, with an optional client certificate
-/// (chain file, key next to it) and an optional bearer token.
+/// Makes the request `kubectl auth whoami` makes (HTTP/2, as kubectl negotiates it), with
+/// an optional client certificate (chain file, key next to it) and an optional bearer token.
 pub async fn whoami(
     addr: SocketAddr,
     ca: &CertificateDer<'static>,
@@ -247,7 +246,7 @@ pub async fn whoami(
         .with_safe_default_protocol_versions()
         .map_err(|e| e.to_string())?
         .with_root_certificates(roots);
-    let tls = match cert_file {
+    let mut tls = match cert_file {
         Some(path) => {
             let chain = crate::pem::certificates("client certificate", path).map_err(|e| e.to_string())?;
             let key = crate::pem::private_key("client key", &path.with_extension("key")).map_err(|e| e.to_string())?;
@@ -255,27 +254,54 @@ pub async fn whoami(
         }
         None => builder.with_no_client_auth(),
     };
-    let connector =
-        hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(tls).https_only().enable_all_versions().build();
-    let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build(connector);
+    tls.alpn_protocols = vec![b"h2".to_vec()];
+    // One connection, driven here, so that a TLS alert arriving after the handshake (TLS 1.3
+    // checks the client certificate after the server's Finished) is reported, not retried.
+    let tcp = tokio::net::TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
+    let name = rustls_pki_types::ServerName::try_from("localhost").map_err(|e| e.to_string())?;
+    let stream = tokio_rustls::TlsConnector::from(Arc::new(tls))
+        .connect(name, tcp)
+        .await
+        .map_err(|e| describe_client_error(&e))?;
+    let (mut send, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+        .await
+        .map_err(|e| describe_client_error(&e))?;
+    let driver = tokio::spawn(conn);
     let body = r#"{"kind":"SelfSubjectReview","apiVersion":"authentication.k8s.io/v1"}"#;
-    let mut req = http::Request::post(format!(
-        "https://localhost:{}/apis/authentication.k8s.io/v1/selfsubjectreviews",
-        addr.port()
-    ))
-    .header("content-type", "application/json");
+    let mut req = http::Request::post("https://localhost/apis/authentication.k8s.io/v1/selfsubjectreviews")
+        .header("content-type", "application/json");
     if let Some(t) = token {
         req = req.header("authorization", format!("Bearer {t}"));
     }
     let req = req.body(Full::new(Bytes::from_static(body.as_bytes()))).map_err(|e| e.to_string())?;
-    let resp = client.request(req).await.map_err(|e| describe_client_error(&e))?;
-    let status = resp.status();
-    let bytes = resp.into_body().collect().await.map_err(|e| describe_client_error(&e))?.to_bytes();
-    if !status.is_success() {
-        return Err(format!("{status}: {}", String::from_utf8_lossy(&bytes)));
+    let result = async {
+        let resp = send.send_request(req).await.map_err(|e| describe_client_error(&e))?;
+        let status = resp.status();
+        let bytes = resp.into_body().collect().await.map_err(|e| describe_client_error(&e))?.to_bytes();
+        if !status.is_success() {
+            return Err(format!("{status}: {}", String::from_utf8_lossy(&bytes)));
+        }
+        let v: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| e.to_string())?;
+        serde_json::from_value(v["status"]["userInfo"].clone()).map_err(|e| e.to_string())
     }
-    let v: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| e.to_string())?;
-    serde_json::from_value(v["status"]["userInfo"].clone()).map_err(|e| e.to_string())
+    .await;
+    connection_error_first(result, driver).await
+}
+
+/// When a request fails because its connection failed, the connection's error (for example
+/// the TLS alert) is the meaningful one; HTTP/2 reports only "connection closed" to requests.
+pub async fn connection_error_first<T>(
+    result: Result<T, String>,
+    driver: tokio::task::JoinHandle<Result<(), hyper::Error>>,
+) -> Result<T, String> {
+    if result.is_ok() {
+        driver.abort();
+        return result;
+    }
+    match tokio::time::timeout(std::time::Duration::from_secs(5), driver).await {
+        Ok(Ok(Err(conn_err))) => Err(describe_client_error(&conn_err)),
+        _ => result,
+    }
 }
 
 /// Turns a client error into what kubectl would print for it (the TLS alert if there was one).

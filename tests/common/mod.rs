@@ -326,27 +326,35 @@ pub async fn request(
     http: Http,
     req: http::Request<Full<Bytes>>,
 ) -> Result<Reply, String> {
-    let stream = connect(addr, tls).await.map_err(|e| kube_crl_proxy::demo::describe_client_error(&e))?;
+    use kube_crl_proxy::demo::{connection_error_first, describe_client_error};
+    let stream = connect(addr, tls).await.map_err(|e| describe_client_error(&e))?;
     let io = hyper_util::rt::TokioIo::new(stream);
-    let resp = match http {
+    match http {
         Http::H1 => {
             let (mut send, conn) = hyper::client::conn::http1::handshake(io).await.map_err(|e| e.to_string())?;
-            tokio::spawn(conn);
-            send.send_request(req).await
+            let driver = tokio::spawn(conn);
+            let result =
+                async { collect(send.send_request(req).await.map_err(|e| describe_client_error(&e))?).await }.await;
+            connection_error_first(result, driver).await
         }
         Http::H2 => {
             let (mut send, conn) = hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), io)
                 .await
-                .map_err(|e| kube_crl_proxy::demo::describe_client_error(&e))?;
-            tokio::spawn(conn);
-            send.send_request(req).await
+                .map_err(|e| describe_client_error(&e))?;
+            let driver = tokio::spawn(conn);
+            let result =
+                async { collect(send.send_request(req).await.map_err(|e| describe_client_error(&e))?).await }.await;
+            connection_error_first(result, driver).await
         }
     }
-    .map_err(|e| kube_crl_proxy::demo::describe_client_error(&e))?;
+}
+
+async fn collect(resp: http::Response<hyper::body::Incoming>) -> Result<Reply, String> {
     let status = resp.status();
     let version = resp.version();
     let headers = resp.headers().clone();
-    let body = resp.into_body().collect().await.map_err(|e| e.to_string())?.to_bytes();
+    let body =
+        resp.into_body().collect().await.map_err(|e| kube_crl_proxy::demo::describe_client_error(&e))?.to_bytes();
     Ok(Reply { status, headers, body, version })
 }
 
