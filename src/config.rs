@@ -129,6 +129,10 @@ pub struct RunFlags {
     #[arg(long, value_name = "NAMES", value_delimiter = ',')]
     pub requestheader_uid_headers: Vec<String>,
 
+    /// Close a connection when its client certificate's notAfter passes [default: true].
+    #[arg(long, value_name = "BOOL", action = clap::ArgAction::Set)]
+    pub close_expired_connections: Option<bool>,
+
     /// Time to let in-flight requests finish after SIGTERM/SIGINT [default: 30s].
     #[arg(long, value_name = "DURATION")]
     pub shutdown_grace: Option<String>,
@@ -183,6 +187,7 @@ struct FileConfig {
     requestheader_extra_headers_prefix: Option<String>,
     #[serde(default)]
     requestheader_uid_headers: OneOrMany<String>,
+    close_expired_connections: Option<bool>,
     shutdown_grace: Option<String>,
     tls_handshake_timeout: Option<String>,
     request_header_timeout: Option<String>,
@@ -260,6 +265,7 @@ pub struct Config {
     pub revocation: RevocationPolicy,
     pub upstream: UpstreamConfig,
     pub headers: HeaderNames,
+    pub close_expired_connections: bool,
     pub shutdown_grace: Duration,
     pub tls_handshake_timeout: Duration,
     pub request_header_timeout: Duration,
@@ -503,6 +509,8 @@ impl Config {
                 )?,
             },
             headers: HeaderNames { username, group, uid, extra_prefix },
+            close_expired_connections: pick(flags.close_expired_connections, file.close_expired_connections, fp)
+                .is_none_or(|s| s.value),
             shutdown_grace: duration(
                 pick(flags.shutdown_grace, file.shutdown_grace, fp),
                 "shutdown-grace",
@@ -583,6 +591,7 @@ mod tests {
         assert!(c.headers.uid.is_empty());
         assert_eq!(c.headers.extra_prefix, "x-remote-extra-");
         assert_eq!(c.upstream.server_name, "127.0.0.1");
+        assert!(c.close_expired_connections);
     }
 
     #[test]

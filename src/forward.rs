@@ -5,6 +5,7 @@
 //! `Status` responses.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -34,6 +35,13 @@ pub struct ConnInfo {
     /// `None` without a client certificate; `Some(Err)` when the certificate verified but
     /// its subject cannot be mapped safely (every request gets 403).
     pub identity: Option<Result<Identity, IdentityError>>,
+    /// Fires when the connection must close (revoked, expired); upgraded tunnels watch it.
+    pub close: Option<crate::conns::CloseSignal>,
+    /// Keeps the connection registered for re-checks; upgraded tunnels hold a clone, since
+    /// they outlive the HTTP connection that started them.
+    pub registration: Option<Arc<crate::conns::Registration>>,
+    /// The client certificate's notAfter, when `--close-expired-connections` is on.
+    pub expires: Option<tokio::time::Instant>,
 }
 
 /// The upstream side: two pools (HTTP/2-capable, and HTTP/1.1-only for upgrades).
@@ -138,7 +146,8 @@ impl Upstream {
             };
             let up = hyper::upgrade::on(&mut resp);
             let remote = conn.remote;
-            tokio::spawn(async move { tunnel(down, up, remote).await });
+            let (close, registration, expires) = (conn.close.clone(), conn.registration.clone(), conn.expires);
+            tokio::spawn(async move { tunnel(down, up, remote, close, registration, expires).await });
             let (mut parts, _) = resp.into_parts();
             strip_hop_by_hop_except_upgrade(&mut parts.headers);
             return Ok(Response::from_parts(parts, http_body_util::Empty::new().map_err(|n| match n {}).boxed()));
@@ -194,7 +203,15 @@ pub fn status_response(err: &ProxyError) -> Response<ProxyBody> {
 }
 
 /// Copies bytes both ways between the two upgraded connections until both sides close.
-async fn tunnel(down: hyper::upgrade::OnUpgrade, up: hyper::upgrade::OnUpgrade, remote: SocketAddr) {
+/// The tunnel ends early when the connection's certificate is revoked or expires.
+async fn tunnel(
+    down: hyper::upgrade::OnUpgrade,
+    up: hyper::upgrade::OnUpgrade,
+    remote: SocketAddr,
+    mut close: Option<crate::conns::CloseSignal>,
+    registration: Option<Arc<crate::conns::Registration>>,
+    expires: Option<tokio::time::Instant>,
+) {
     let (down, up) = match tokio::try_join!(down, up) {
         Ok(pair) => pair,
         Err(e) => {
@@ -204,10 +221,22 @@ async fn tunnel(down: hyper::upgrade::OnUpgrade, up: hyper::upgrade::OnUpgrade, 
     };
     let mut down = TokioIo::new(down);
     let mut up = TokioIo::new(up);
-    match tokio::io::copy_bidirectional(&mut down, &mut up).await {
-        Ok((to_up, to_down)) => tracing::debug!(peer = %remote, to_up, to_down, "tunnel closed"),
-        Err(e) => tracing::debug!(peer = %remote, "tunnel ended: {e}"),
+    tokio::select! {
+        r = tokio::io::copy_bidirectional(&mut down, &mut up) => match r {
+            Ok((to_up, to_down)) => tracing::debug!(peer = %remote, to_up, to_down, "tunnel closed"),
+            Err(e) => tracing::debug!(peer = %remote, "tunnel ended: {e}"),
+        },
+        reason = crate::proxy::wait_close(&mut close) => {
+            tracing::info!(peer = %remote, reason = reason.label(), "closing tunnel");
+        }
+        _ = crate::proxy::sleep_until(expires) => {
+            if let Some(r) = &registration {
+                r.close(crate::conns::CloseReason::Expired);
+            }
+            tracing::info!(peer = %remote, reason = "expired", "closing tunnel");
+        }
     }
+    drop(registration);
 }
 
 /// The protocol a request asks to upgrade to (HTTP/1.1 `Connection: upgrade` + `Upgrade`).

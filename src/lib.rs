@@ -20,6 +20,7 @@
 
 pub mod ca;
 pub mod config;
+pub mod conns;
 pub mod demo;
 pub mod error;
 pub mod forward;
@@ -27,6 +28,7 @@ pub mod identity;
 pub mod pem;
 pub mod pki;
 pub mod proxy;
+pub mod reload;
 pub mod revocation;
 pub mod sim;
 pub mod tls;
@@ -36,12 +38,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
+use tokio::sync::mpsc;
 
 use crate::config::Config;
+use crate::conns::Registry;
 use crate::error::ConfigError;
-use crate::forward::Upstream;
 use crate::proxy::Shared;
-use crate::tls::TlsMaterial;
+use crate::reload::{Outcome, State};
+
+/// How often open connections are re-checked even without a reload (time-based policy:
+/// a CRL passing its nextUpdate under `--crl-expired=deny`).
+const RECHECK_INTERVAL: Duration = Duration::from_secs(10);
 
 /// A proxy whose configuration and files have been loaded and validated.
 pub struct Proxy {
@@ -52,37 +59,82 @@ pub struct Proxy {
 impl Proxy {
     /// Loads every file named by the configuration. Errors name the flag and the file.
     pub fn build(config: &Config) -> Result<Self, ConfigError> {
-        let (tls, warnings) = TlsMaterial::load(config)?;
-        for w in warnings {
-            tracing::warn!("{w}");
-        }
-        for crl in tls.verifier.index().crls() {
-            tracing::info!(
-                issuer = %crl.issuer,
-                file = %crl.source.display(),
-                entries = crl.len(),
-                version = crl.version,
-                this_update = %revocation::fmt_time(crl.this_update),
-                next_update = %crl.next_update.map_or("none".into(), revocation::fmt_time),
-                "CRL loaded (signature verified)"
-            );
-        }
-        let upstream = Upstream::new(&config.upstream, tls.upstream, config.headers.clone());
+        let state = State::load(config.clone())?;
         Ok(Self {
-            shared: Arc::new(Shared {
-                server_tls: tls.server,
-                upstream,
-                handshake_timeout: config.tls_handshake_timeout,
-                request_header_timeout: config.request_header_timeout,
-            }),
+            shared: Arc::new(Shared { state: Arc::new(state), conns: Arc::new(Registry::default()) }),
             grace: config.shutdown_grace,
         })
     }
 
-    /// Serves on `listener` until `shutdown` resolves, then drains for the grace period.
-    pub async fn serve(self, listener: TcpListener, shutdown: impl Future<Output = ()>) {
-        proxy::serve(listener, self.shared, shutdown, self.grace).await;
+    /// The reloadable state (for tests and tools).
+    pub fn state(&self) -> &Arc<State> {
+        &self.shared.state
     }
+
+    /// Serves on `listener` until `shutdown` resolves, then drains for the grace period.
+    /// Meanwhile, reloads on file changes and SIGHUP, and re-checks open connections.
+    pub async fn serve(self, listener: TcpListener, shutdown: impl Future<Output = ()>) {
+        let reloader = tokio::spawn(reload_loop(self.shared.clone()));
+        proxy::serve(listener, self.shared, shutdown, self.grace).await;
+        reloader.abort();
+    }
+}
+
+/// Reload triggers (file events, SIGHUP) → debounced reload → re-check open connections.
+async fn reload_loop(shared: Arc<Shared>) {
+    let (tx, mut rx) = mpsc::unbounded_channel::<()>();
+    let _watcher = match reload::watch_files(&shared.state.input_files(), tx.clone()) {
+        Ok(w) => Some(w),
+        Err(e) => {
+            tracing::warn!("cannot watch the input files ({e}); reload with SIGHUP");
+            None
+        }
+    };
+    #[cfg(unix)]
+    {
+        let tx = tx.clone();
+        if let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+            tokio::spawn(async move {
+                while hup.recv().await.is_some() {
+                    tracing::info!("SIGHUP: reloading");
+                    let _ = tx.send(());
+                }
+            });
+        }
+    }
+    let mut tick = tokio::time::interval(RECHECK_INTERVAL);
+    tick.tick().await;
+    loop {
+        tokio::select! {
+            event = rx.recv() => {
+                if event.is_none() {
+                    return;
+                }
+                // Debounce: let a burst of events (rename, truncate + write) settle.
+                tokio::time::sleep(reload::DEBOUNCE).await;
+                while rx.try_recv().is_ok() {}
+                let state = shared.state.clone();
+                let outcome = tokio::task::spawn_blocking(move || state.reload()).await;
+                if let Ok(Ok(Outcome::Swapped)) = outcome {
+                    recheck(&shared).await;
+                }
+            }
+            _ = tick.tick() => recheck(&shared).await,
+        }
+    }
+}
+
+/// Re-checks every open client-certificate connection against the current snapshot.
+async fn recheck(shared: &Arc<Shared>) {
+    let shared = shared.clone();
+    let _ = tokio::task::spawn_blocking(move || {
+        let verifier = shared.state.snapshot().verifier.clone();
+        let closed = shared.conns.recheck(&verifier, rustls_pki_types::UnixTime::now());
+        if closed > 0 {
+            tracing::warn!(closed, "closed live connections whose certificate no longer passes");
+        }
+    })
+    .await;
 }
 
 /// Loads `config` and serves on `listener` until `shutdown` resolves.

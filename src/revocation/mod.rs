@@ -61,6 +61,8 @@ pub struct Revocation {
 pub struct IssuerCrl {
     /// The CA's subject, human-readable.
     pub issuer: String,
+    /// The issuing CA's index key ([`crate::ca::issuer_key`]).
+    key: Vec<u8>,
     pub source: PathBuf,
     pub version: u8,
     pub this_update: i64,
@@ -85,6 +87,11 @@ impl IssuerCrl {
         self.len() == 0
     }
 
+    /// The issuing CA's index key ([`crate::ca::issuer_key`]).
+    pub fn issuer_key(&self) -> &[u8] {
+        &self.key
+    }
+
     /// The revocation entry for a (normalised) serial, if listed.
     pub fn lookup(&self, serial: &[u8]) -> Option<Revocation> {
         match inline_key(serial) {
@@ -104,7 +111,7 @@ impl IssuerCrl {
     }
 
     /// Builds the index of one parsed, already signature-verified CRL.
-    fn build(parsed: &ParsedCrl<'_>, issuer: String, source: &Path) -> Result<Self, CrlError> {
+    fn build(parsed: &ParsedCrl<'_>, issuer: String, key: Vec<u8>, source: &Path) -> Result<Self, CrlError> {
         let mut entries = Vec::with_capacity(parsed.entries_hint());
         let mut long_entries = Vec::new();
         for e in parsed.entries() {
@@ -123,6 +130,7 @@ impl IssuerCrl {
         entries.shrink_to_fit();
         Ok(Self {
             issuer,
+            key,
             source: source.to_path_buf(),
             version: parsed.version,
             this_update: parsed.this_update,
@@ -179,7 +187,8 @@ impl RevocationIndex {
                 let which = |msg: String| ConfigError::file(flag, path, format!("CRL #{}: {msg}", i + 1));
                 let parsed = ParsedCrl::parse(der.as_ref()).map_err(|e| which(e.to_string()))?;
                 let ca = verify_against_bundle(&parsed, bundle, algs).map_err(which)?;
-                let crl = IssuerCrl::build(&parsed, ca.subject.clone(), path).map_err(|e| which(e.to_string()))?;
+                let crl =
+                    IssuerCrl::build(&parsed, ca.subject.clone(), ca.key(), path).map_err(|e| which(e.to_string()))?;
                 match by_issuer.get(&ca.key()) {
                     Some(existing) if !crl.newer_than(existing) => {
                         warnings.push(format!(

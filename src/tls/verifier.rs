@@ -206,13 +206,23 @@ impl ClientCertVerifier for CrlVerifier {
 /// One structured security event per refused handshake.
 fn log_refusal(refusal: &Refusal, end_entity: &CertificateDer<'_>) {
     let peer = PEER.try_with(|p| p.to_string()).unwrap_or_else(|_| "unknown".into());
+    security_event("handshake_refused", "refused client certificate", refusal, end_entity, &peer);
+}
+
+/// One structured security event per live connection closed because its certificate no
+/// longer passes (revoked after the handshake, CA removed, CRL stale under `deny`).
+pub fn log_connection_closed(refusal: &Refusal, end_entity: &CertificateDer<'_>, peer: SocketAddr) {
+    security_event("connection_closed", "closing live connection", refusal, end_entity, &peer.to_string());
+}
+
+fn security_event(event: &'static str, what: &str, refusal: &Refusal, end_entity: &CertificateDer<'_>, peer: &str) {
     let fingerprint = hex::encode(Sha256::digest(end_entity.as_ref()));
     let (subject, issuer, serial) = match x509_parser::parse_x509_certificate(end_entity.as_ref()) {
         Ok((_, c)) => (c.subject().to_string(), c.issuer().to_string(), hex::encode(c.raw_serial())),
         Err(_) => ("<unparsable>".into(), "<unparsable>".into(), String::new()),
     };
     tracing::warn!(
-        event = "handshake_refused",
+        event,
         reason = refusal.reason.label(),
         peer = %peer,
         subject = %subject,
@@ -220,7 +230,7 @@ fn log_refusal(refusal: &Refusal, end_entity: &CertificateDer<'_>) {
         serial = %serial,
         sha256 = %fingerprint,
         detail = %refusal.detail,
-        "refused client certificate: {}",
+        "{what}: {}",
         refusal.reason
     );
 }

@@ -1,0 +1,128 @@
+//! The registry of live connections that presented a client certificate, so revocation
+//! reaches open connections too: after every change of the revocation state each registered
+//! chain is checked again with the new verifier, and the connections that no longer pass are
+//! told to close (HTTP/1.1, HTTP/2 with GOAWAY, upgraded tunnels, long watches).
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use rustls_pki_types::{CertificateDer, UnixTime};
+use tokio::sync::watch;
+
+use crate::tls::verifier::{CrlVerifier, Refusal};
+
+/// Why a live connection is being closed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CloseReason {
+    /// The certificate (or its chain) no longer passes verification: revoked, CA removed, ...
+    Refused(Refusal),
+    /// The client certificate's notAfter has passed (`--close-expired-connections`).
+    Expired,
+}
+
+impl CloseReason {
+    /// A fixed label for logs and metrics.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Self::Refused(r) => r.reason.label(),
+            Self::Expired => "expired",
+        }
+    }
+}
+
+/// The receiving end a connection (and its tunnels) watch; `Some` means close now.
+pub type CloseSignal = watch::Receiver<Option<CloseReason>>;
+
+#[derive(Clone)]
+struct Entry {
+    chain: Arc<[CertificateDer<'static>]>,
+    remote: SocketAddr,
+    close: watch::Sender<Option<CloseReason>>,
+}
+
+/// All live client-certificate connections.
+#[derive(Default)]
+pub struct Registry {
+    entries: Mutex<HashMap<u64, Entry>>,
+    next_id: AtomicU64,
+}
+
+/// Removes its connection from the registry when dropped.
+#[derive(Debug)]
+pub struct Registration {
+    id: u64,
+    registry: Arc<Registry>,
+}
+
+impl Registration {
+    /// Tells this connection (and its tunnels) to close.
+    pub fn close(&self, reason: CloseReason) {
+        if let Some(e) = self.registry.lock().get(&self.id) {
+            tracing::warn!(event = "connection_closed", reason = reason.label(), peer = %e.remote, "closing live connection: {}",
+                match &reason { CloseReason::Expired => "client certificate expired".to_string(), CloseReason::Refused(r) => r.reason.to_string() });
+            let _ = e.close.send(Some(reason));
+        }
+    }
+}
+
+impl std::fmt::Debug for Registry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Registry").field("connections", &self.len()).finish()
+    }
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        self.registry.lock().remove(&self.id);
+    }
+}
+
+impl Registry {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Entry>> {
+        // A panic while holding the lock cannot leave the map inconsistent (single inserts
+        // and removes), so a poisoned lock is still usable.
+        self.entries.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Registers a verified connection's peer chain (leaf first).
+    pub fn register(
+        self: &Arc<Self>,
+        chain: Arc<[CertificateDer<'static>]>,
+        remote: SocketAddr,
+    ) -> (Registration, CloseSignal) {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = watch::channel(None);
+        self.lock().insert(id, Entry { chain, remote, close: tx });
+        (Registration { id, registry: self.clone() }, rx)
+    }
+
+    /// Number of registered connections.
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Checks every registered chain with `verifier` at `now`; signals the ones that fail to
+    /// close and returns how many were signalled. The checks run outside the lock.
+    pub fn recheck(&self, verifier: &CrlVerifier, now: UnixTime) -> usize {
+        let snapshot: Vec<Entry> = self.lock().values().cloned().collect();
+        let mut closed = 0;
+        for Entry { chain, remote, close } in snapshot {
+            let Some((leaf, intermediates)) = chain.split_first() else { continue };
+            if close.borrow().is_some() {
+                continue;
+            }
+            if let Err(refusal) = verifier.check(leaf, intermediates, now) {
+                crate::tls::verifier::log_connection_closed(&refusal, leaf, remote);
+                let _ = close.send(Some(CloseReason::Refused(refusal)));
+                closed += 1;
+            }
+        }
+        closed
+    }
+}

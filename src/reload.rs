@@ -1,0 +1,240 @@
+//! The reloadable state: everything built from files (serving certificate, client CAs, CRLs,
+//! upstream CA, front-proxy client certificate) lives in one [`Snapshot`], swapped atomically.
+//! A reload reads, parses and verifies everything, refuses a CRL older than the one in use,
+//! and only then swaps; on any failure the last good snapshot keeps serving and the failure
+//! is logged (with the file) and counted. New handshakes take the current snapshot; open
+//! connections are re-checked by the caller after a swap.
+//!
+//! Triggers: inotify events in the directories of every input file (atomic rename, truncate +
+//! write, Kubernetes `..data` symlink swaps), debounced, and SIGHUP.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime};
+
+use arc_swap::ArcSwap;
+use tokio::sync::mpsc;
+
+use crate::config::Config;
+use crate::error::ConfigError;
+use crate::forward::Upstream;
+use crate::revocation::{IssuerCrl, RevocationIndex};
+use crate::tls::TlsMaterial;
+use crate::tls::verifier::CrlVerifier;
+
+/// Everything built from the input files, validated.
+pub struct Snapshot {
+    pub server_tls: Arc<rustls::ServerConfig>,
+    pub verifier: Arc<CrlVerifier>,
+    pub upstream: Arc<Upstream>,
+    /// Metadata of the input files this was built from (to skip no-op reloads).
+    stamp: Vec<FileStamp>,
+}
+
+/// Identity of a file's content as far as metadata tells: path, size, mtime, inode.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct FileStamp {
+    path: PathBuf,
+    len: u64,
+    modified: Option<SystemTime>,
+    inode: u64,
+}
+
+fn stamp(paths: &[PathBuf]) -> Vec<FileStamp> {
+    paths
+        .iter()
+        .map(|p| {
+            let m = std::fs::metadata(p).ok();
+            FileStamp {
+                path: p.clone(),
+                len: m.as_ref().map_or(0, |m| m.len()),
+                modified: m.as_ref().and_then(|m| m.modified().ok()),
+                inode: m.as_ref().map_or(0, inode),
+            }
+        })
+        .collect()
+}
+
+#[cfg(unix)]
+fn inode(m: &std::fs::Metadata) -> u64 {
+    std::os::unix::fs::MetadataExt::ino(m)
+}
+
+#[cfg(not(unix))]
+fn inode(_: &std::fs::Metadata) -> u64 {
+    0
+}
+
+/// Reload counters (exposed as metrics by the admin endpoint).
+#[derive(Debug, Default)]
+pub struct ReloadStats {
+    pub reloads: AtomicU64,
+    pub failures: AtomicU64,
+    pub unchanged: AtomicU64,
+}
+
+/// What a reload did.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// No input file changed.
+    Unchanged,
+    /// A new snapshot is in use.
+    Swapped,
+}
+
+/// The current snapshot and how to rebuild it.
+pub struct State {
+    config: Config,
+    current: ArcSwap<Snapshot>,
+    pub stats: ReloadStats,
+}
+
+impl State {
+    /// Loads the first snapshot; errors are start-up errors.
+    pub fn load(config: Config) -> Result<Self, ConfigError> {
+        let snapshot = build(&config)?;
+        log_crls(&snapshot.verifier, "CRL loaded (signature verified)");
+        Ok(Self { config, current: ArcSwap::from_pointee(snapshot), stats: ReloadStats::default() })
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The snapshot new handshakes and requests use.
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.current.load_full()
+    }
+
+    /// Every file the proxy reads.
+    pub fn input_files(&self) -> Vec<PathBuf> {
+        input_files(&self.config)
+    }
+
+    /// Rebuilds from the files; swaps only if everything is valid and no CRL goes backwards.
+    pub fn reload(&self) -> Result<Outcome, ConfigError> {
+        let current = self.snapshot();
+        if stamp(&self.input_files()) == current.stamp {
+            self.stats.unchanged.fetch_add(1, Ordering::Relaxed);
+            return Ok(Outcome::Unchanged);
+        }
+        let result = build(&self.config).and_then(|next| {
+            refuse_rollback(current.verifier.index(), next.verifier.index())?;
+            Ok(next)
+        });
+        match result {
+            Ok(next) => {
+                log_crls(&next.verifier, "CRL in use after reload");
+                self.current.store(Arc::new(next));
+                self.stats.reloads.fetch_add(1, Ordering::Relaxed);
+                tracing::info!("reload done: new material in use for new handshakes");
+                Ok(Outcome::Swapped)
+            }
+            Err(e) => {
+                self.stats.failures.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(event = "reload_failed", "reload failed, still serving the last good material: {e}");
+                Err(e)
+            }
+        }
+    }
+}
+
+fn build(config: &Config) -> Result<Snapshot, ConfigError> {
+    let stamp = stamp(&input_files(config));
+    let (tls, warnings) = TlsMaterial::load(config)?;
+    for w in warnings {
+        tracing::warn!("{w}");
+    }
+    let upstream = Upstream::new(&config.upstream, tls.upstream, config.headers.clone());
+    Ok(Snapshot { server_tls: tls.server, verifier: tls.verifier, upstream: Arc::new(upstream), stamp })
+}
+
+fn input_files(config: &Config) -> Vec<PathBuf> {
+    let mut files = vec![config.tls_cert_file.clone(), config.client_ca_file.clone()];
+    files.extend(config.tls_private_key_file.clone());
+    files.extend(config.client_ca_names_file.clone());
+    files.extend(config.crl_files.iter().cloned());
+    files.push(config.upstream.ca_file.clone());
+    files.push(config.upstream.client_cert_file.clone());
+    files.extend(config.upstream.client_key_file.clone());
+    files
+}
+
+/// A CRL may not be replaced by an older one of the same CA (a replayed CRL could un-revoke).
+fn refuse_rollback(current: &RevocationIndex, next: &RevocationIndex) -> Result<(), ConfigError> {
+    for new in next.crls() {
+        let Some(old) = current.crls().find(|c| c.issuer_key() == new.issuer_key()) else { continue };
+        if is_older(new, old) {
+            return Err(ConfigError::file(
+                "--crl-file",
+                &new.source,
+                format!(
+                    "CRL for {} is older than the one in use (CRL number {} < {}, thisUpdate {} vs {}); refusing the rollback",
+                    new.issuer,
+                    number(new),
+                    number(old),
+                    crate::revocation::fmt_time(new.this_update),
+                    crate::revocation::fmt_time(old.this_update)
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn number(c: &IssuerCrl) -> String {
+    c.crl_number.as_ref().map_or("none".into(), hex::encode)
+}
+
+fn is_older(new: &IssuerCrl, old: &IssuerCrl) -> bool {
+    match (&new.crl_number, &old.crl_number) {
+        (Some(a), Some(b)) => (a.len(), a) < (b.len(), b),
+        _ => new.this_update < old.this_update,
+    }
+}
+
+fn log_crls(verifier: &CrlVerifier, what: &str) {
+    for crl in verifier.index().crls() {
+        tracing::info!(
+            issuer = %crl.issuer,
+            file = %crl.source.display(),
+            entries = crl.len(),
+            version = crl.version,
+            crl_number = %number(crl),
+            this_update = %crate::revocation::fmt_time(crl.this_update),
+            next_update = %crl.next_update.map_or("none".into(), crate::revocation::fmt_time),
+            "{what}"
+        );
+    }
+}
+
+/// How long to wait for a burst of file events to settle before reloading.
+pub const DEBOUNCE: Duration = Duration::from_millis(100);
+
+/// Watches the directories of every input file; sends a unit on each relevant event.
+/// Returns the watcher, which must be kept alive.
+pub fn watch_files(files: &[PathBuf], tx: mpsc::UnboundedSender<()>) -> notify::Result<notify::RecommendedWatcher> {
+    use notify::{RecursiveMode, Watcher};
+    let mut dirs: Vec<PathBuf> = files.iter().map(|f| parent_dir(f)).collect();
+    dirs.sort();
+    dirs.dedup();
+    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+        if let Ok(e) = event
+            && !e.kind.is_access()
+        {
+            let _ = tx.send(());
+        }
+    })?;
+    for d in &dirs {
+        watcher.watch(d, RecursiveMode::NonRecursive)?;
+    }
+    Ok(watcher)
+}
+
+fn parent_dir(f: &Path) -> PathBuf {
+    match f.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    }
+}

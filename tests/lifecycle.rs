@@ -1,0 +1,254 @@
+//! Revocation that follows the CA while the proxy runs: CRL files replaced under the real
+//! binary (rename, truncate + write, Kubernetes `..data` symlink swap, SIGHUP), open watches
+//! and tunnels of a newly revoked user cut off while other users stay up, rollbacks and
+//! corrupt files refused with the last good CRL kept.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use common::*;
+use http_body_util::{BodyExt, Empty};
+use kube_crl_proxy::pki::Spec;
+
+/// How long a revoked user's open connection may survive the new CRL landing (target: 1 s;
+/// the bound here only detects "never").
+const CUT_OFF_BOUND: Duration = Duration::from_secs(5);
+
+/// An open watch through the proxy: the response body, read frame by frame.
+struct Watch {
+    body: hyper::body::Incoming,
+    _send: Box<dyn std::any::Any + Send>,
+}
+
+impl Watch {
+    async fn open(env: &Env, user: &kube_crl_proxy::pki::Issued, http: Http) -> Self {
+        let stream = connect(env.proxy.addr, env.tls(Some(user), http)).await.unwrap();
+        let io = hyper_util::rt::TokioIo::new(stream);
+        let req = http::Request::get("https://localhost/api/v1/namespaces/default/pods?watch=1")
+            .body(Empty::<Bytes>::new())
+            .unwrap();
+        let (resp, send): (_, Box<dyn std::any::Any + Send>) = match http {
+            Http::H1 => {
+                let (mut send, conn) = hyper::client::conn::http1::handshake(io).await.unwrap();
+                tokio::spawn(conn);
+                (send.send_request(req).await.unwrap(), Box::new(send))
+            }
+            Http::H2 => {
+                let (mut send, conn) =
+                    hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), io).await.unwrap();
+                tokio::spawn(conn);
+                (send.send_request(req).await.unwrap(), Box::new(send))
+            }
+        };
+        assert_eq!(resp.status(), 200);
+        let mut w = Self { body: resp.into_body(), _send: send };
+        let first = w.next_event().await.expect("first event");
+        assert!(first.contains("ADDED"), "{first}");
+        w
+    }
+
+    /// The next data frame, or None when the stream ended (or failed).
+    async fn next_event(&mut self) -> Option<String> {
+        loop {
+            match tokio::time::timeout(Duration::from_secs(10), self.body.frame()).await {
+                Ok(Some(Ok(f))) => {
+                    if let Ok(d) = f.into_data() {
+                        return Some(String::from_utf8_lossy(&d).into_owned());
+                    }
+                }
+                Ok(Some(Err(_))) | Ok(None) => return None,
+                Err(_) => panic!("watch stalled: no event and no end in 10 s"),
+            }
+        }
+    }
+
+    /// Reads events until the stream ends; returns how long that took (bounded).
+    async fn until_closed(&mut self) -> Duration {
+        let start = Instant::now();
+        while self.next_event().await.is_some() {
+            assert!(start.elapsed() < CUT_OFF_BOUND, "connection still open {CUT_OFF_BOUND:?} after revocation");
+        }
+        start.elapsed()
+    }
+}
+
+/// Replaces `crl.pem` atomically (write elsewhere, rename over), as most tools do.
+fn replace_by_rename(env: &Env, revoked: &[&[u8]], number: u64) {
+    let tmp = env.pki.path("crl.pem.new");
+    let pem = format!(
+        "{}{}",
+        env.pki.root.crl(&[], number, time::Duration::days(7)),
+        env.pki.users_ca.crl(revoked, number, time::Duration::days(7))
+    );
+    std::fs::write(&tmp, pem).unwrap();
+    std::fs::rename(&tmp, env.pki.path("crl.pem")).unwrap();
+}
+
+#[tokio::test]
+async fn revoking_a_user_cuts_their_open_watches_and_keeps_others() {
+    let env = Env::start(&[]).await;
+    let carol = env.pki.users_ca.issue(&Spec::client("carol", &["dev"]));
+    let mut alice_h1 = Watch::open(&env, &env.pki.alice, Http::H1).await;
+    let mut alice_h2 = Watch::open(&env, &env.pki.alice, Http::H2).await;
+    let mut carol_h2 = Watch::open(&env, &carol, Http::H2).await;
+
+    replace_by_rename(&env, &[&env.pki.bob.serial, &env.pki.alice.serial], 2);
+
+    let (a, b) = tokio::join!(alice_h1.until_closed(), alice_h2.until_closed());
+    eprintln!("alice's watches closed {a:?} (HTTP/1.1) and {b:?} (HTTP/2) after the CRL landed");
+    // carol is unaffected: her watch keeps delivering events.
+    for _ in 0..2 {
+        let ev = carol_h2.next_event().await.expect("carol's watch must stay open");
+        assert!(ev.contains("MODIFIED"), "{ev}");
+    }
+    let logs = env.proxy.wait_for_log("connection_closed");
+    assert!(logs.contains(&hex::encode(&env.pki.alice.serial)), "closure log names alice's serial");
+    // New connections of alice are refused at the handshake.
+    let err = env.request(Some(&env.pki.alice), Http::H2, whoami_request()).await.unwrap_err();
+    assert_eq!(err, "remote error: tls: revoked certificate");
+    let info = user_info(&env.request(Some(&carol), Http::H1, whoami_request()).await.unwrap());
+    assert_eq!(info.username, "carol");
+}
+
+#[tokio::test]
+async fn revoking_a_user_closes_their_exec_tunnel() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let env = Env::start(&[]).await;
+    let mut s = connect(env.proxy.addr, env.tls(Some(&env.pki.alice), Http::H1)).await.unwrap();
+    s.write_all(
+        b"POST /api/v1/namespaces/default/pods/demo/exec?command=sh HTTP/1.1\r\nHost: localhost\r\n\
+          Connection: Upgrade\r\nUpgrade: SPDY/3.1\r\nX-Stream-Protocol-Version: v4.channel.k8s.io\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let mut b = [0u8; 1];
+        assert_eq!(s.read(&mut b).await.unwrap(), 1, "response head");
+        head.push(b[0]);
+    }
+    assert!(String::from_utf8_lossy(&head).starts_with("HTTP/1.1 101"), "{}", String::from_utf8_lossy(&head));
+    s.write_all(b"ping").await.unwrap();
+    let mut echo = [0u8; 4];
+    s.read_exact(&mut echo).await.unwrap();
+    assert_eq!(&echo, b"ping");
+
+    replace_by_rename(&env, &[&env.pki.bob.serial, &env.pki.alice.serial], 2);
+
+    let start = Instant::now();
+    let mut buf = [0u8; 64];
+    loop {
+        match tokio::time::timeout(CUT_OFF_BOUND, s.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => break,
+            Ok(Ok(_)) => continue,
+            Err(_) => panic!("tunnel still open {CUT_OFF_BOUND:?} after revocation"),
+        }
+    }
+    eprintln!("alice's exec tunnel closed {:?} after the CRL landed", start.elapsed());
+}
+
+#[tokio::test]
+async fn truncate_then_write_and_sighup_reload() {
+    let env = Env::start(&[]).await;
+    let mut w = Watch::open(&env, &env.pki.alice, Http::H2).await;
+    // An editor-style rewrite in place: truncate, then write.
+    let pem = format!(
+        "{}{}",
+        env.pki.root.crl(&[], 2, time::Duration::days(7)),
+        env.pki.users_ca.crl(&[&env.pki.alice.serial], 2, time::Duration::days(7))
+    );
+    {
+        use std::io::Write;
+        let mut f = std::fs::OpenOptions::new().write(true).truncate(true).open(env.pki.path("crl.pem")).unwrap();
+        f.flush().unwrap();
+        f.write_all(pem.as_bytes()).unwrap();
+    }
+    w.until_closed().await;
+    // bob is un-revoked in CRL 2: bob now gets in.
+    let info = user_info(&env.request(Some(&env.pki.bob), Http::H1, whoami_request()).await.unwrap());
+    assert_eq!(info.username, "bob");
+
+    // SIGHUP after a change the watcher could not see is not needed here; check that SIGHUP
+    // itself triggers a reload (logged) without disturbing anyone.
+    let status = std::process::Command::new("kill").args(["-HUP", &env.proxy.pid().to_string()]).status().unwrap();
+    assert!(status.success());
+    env.proxy.wait_for_log("SIGHUP: reloading");
+    let info = user_info(&env.request(Some(&env.pki.bob), Http::H2, whoami_request()).await.unwrap());
+    assert_eq!(info.username, "bob");
+}
+
+#[tokio::test]
+async fn kubernetes_secret_volume_symlink_swap_is_followed() {
+    // Lay the CRL out like a Secret volume: crl.pem -> ..data/crl.pem, ..data -> ..v1
+    let tmp = tempdir();
+    let pki = Pki::new(tmp.path());
+    let vol = tmp.path().join("secret");
+    std::fs::create_dir_all(vol.join("..v1")).unwrap();
+    std::fs::copy(pki.path("crl.pem"), vol.join("..v1/crl.pem")).unwrap();
+    std::os::unix::fs::symlink("..v1", vol.join("..data")).unwrap();
+    std::os::unix::fs::symlink("..data/crl.pem", vol.join("crl.pem")).unwrap();
+    let upstream = Upstream::start(pki.sim_config()).await;
+    let mut args = pki.proxy_args(upstream.addr);
+    let i = args.iter().position(|a| a == "--crl-file").unwrap();
+    args[i + 1] = vol.join("crl.pem").display().to_string();
+    let proxy = ProxyProcess::start(tmp.path(), &args);
+    let env = Env { tmp, pki, upstream, proxy };
+    let alice_ok = env.request(Some(&env.pki.alice), Http::H1, whoami_request()).await.unwrap();
+    assert_eq!(user_info(&alice_ok).username, "alice");
+
+    // The kubelet's update: new timestamped dir, ..data_tmp symlink, renamed over ..data.
+    std::fs::create_dir_all(vol.join("..v2")).unwrap();
+    let pem = format!(
+        "{}{}",
+        env.pki.root.crl(&[], 2, time::Duration::days(7)),
+        env.pki.users_ca.crl(&[&env.pki.bob.serial, &env.pki.alice.serial], 2, time::Duration::days(7))
+    );
+    std::fs::write(vol.join("..v2/crl.pem"), pem).unwrap();
+    std::os::unix::fs::symlink("..v2", vol.join("..data_tmp")).unwrap();
+    std::fs::rename(vol.join("..data_tmp"), vol.join("..data")).unwrap();
+
+    let deadline = Instant::now() + CUT_OFF_BOUND;
+    loop {
+        match env.request(Some(&env.pki.alice), Http::H1, whoami_request()).await {
+            Err(e) if e == "remote error: tls: revoked certificate" => break,
+            other => {
+                assert!(Instant::now() < deadline, "alice still accepted after the swap: {other:?}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn corrupt_crl_and_rollback_keep_the_last_good_one() {
+    let env = Env::start(&[]).await;
+    replace_by_rename(&env, &[&env.pki.bob.serial, &env.pki.alice.serial], 5);
+    let deadline = Instant::now() + CUT_OFF_BOUND;
+    while env.request(Some(&env.pki.alice), Http::H1, whoami_request()).await.is_ok() {
+        assert!(Instant::now() < deadline, "CRL 5 never took effect");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // Garbage: reload fails, the last good CRL (alice revoked) stays.
+    std::fs::write(env.pki.path("crl.pem.new"), b"-----BEGIN X509 CRL-----\nnot base64\n-----END X509 CRL-----\n")
+        .unwrap();
+    std::fs::rename(env.pki.path("crl.pem.new"), env.pki.path("crl.pem")).unwrap();
+    env.proxy.wait_for_log("reload_failed");
+    assert_eq!(
+        env.request(Some(&env.pki.alice), Http::H1, whoami_request()).await.unwrap_err(),
+        "remote error: tls: revoked certificate"
+    );
+
+    // An older CRL (number 3 < 5) that would un-revoke alice: refused as a rollback.
+    replace_by_rename(&env, &[&env.pki.bob.serial], 3);
+    env.proxy.wait_for_log("refusing the rollback");
+    assert_eq!(
+        env.request(Some(&env.pki.alice), Http::H2, whoami_request()).await.unwrap_err(),
+        "remote error: tls: revoked certificate"
+    );
+    // Everyone else is still served.
+    let carol = env.pki.users_ca.issue(&Spec::client("carol", &[]));
+    assert_eq!(user_info(&env.request(Some(&carol), Http::H1, whoami_request()).await.unwrap()).username, "carol");
+}
