@@ -129,6 +129,9 @@ pub struct RunFlags {
     #[arg(long, value_name = "NAMES", value_delimiter = ',')]
     pub requestheader_uid_headers: Vec<String>,
 
+    /// Warn when a CRL's nextUpdate is this close [default: 24h].
+    #[arg(long, value_name = "DURATION")]
+    pub crl_expiry_warning: Option<String>,
     /// Close a connection when its client certificate's notAfter passes [default: true].
     #[arg(long, value_name = "BOOL", action = clap::ArgAction::Set)]
     pub close_expired_connections: Option<bool>,
@@ -188,6 +191,7 @@ struct FileConfig {
     #[serde(default)]
     requestheader_uid_headers: OneOrMany<String>,
     close_expired_connections: Option<bool>,
+    crl_expiry_warning: Option<String>,
     shutdown_grace: Option<String>,
     tls_handshake_timeout: Option<String>,
     request_header_timeout: Option<String>,
@@ -266,6 +270,7 @@ pub struct Config {
     pub upstream: UpstreamConfig,
     pub headers: HeaderNames,
     pub close_expired_connections: bool,
+    pub crl_expiry_warning: Duration,
     pub shutdown_grace: Duration,
     pub tls_handshake_timeout: Duration,
     pub request_header_timeout: Duration,
@@ -511,6 +516,11 @@ impl Config {
             headers: HeaderNames { username, group, uid, extra_prefix },
             close_expired_connections: pick(flags.close_expired_connections, file.close_expired_connections, fp)
                 .is_none_or(|s| s.value),
+            crl_expiry_warning: duration(
+                pick(flags.crl_expiry_warning, file.crl_expiry_warning, fp),
+                "crl-expiry-warning",
+                Duration::from_secs(24 * 3600),
+            )?,
             shutdown_grace: duration(
                 pick(flags.shutdown_grace, file.shutdown_grace, fp),
                 "shutdown-grace",

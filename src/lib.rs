@@ -124,11 +124,13 @@ async fn reload_loop(shared: Arc<Shared>) {
     }
 }
 
-/// Re-checks every open client-certificate connection against the current snapshot.
+/// Re-checks every open client-certificate connection against the current snapshot, and
+/// warns about CRLs close to their nextUpdate.
 async fn recheck(shared: &Arc<Shared>) {
     let shared = shared.clone();
     let _ = tokio::task::spawn_blocking(move || {
         let verifier = shared.state.snapshot().verifier.clone();
+        verifier.index().warn_expiring(revocation::now_secs(), shared.state.config().crl_expiry_warning);
         let closed = shared.conns.recheck(&verifier, rustls_pki_types::UnixTime::now());
         if closed > 0 {
             tracing::warn!(closed, "closed live connections whose certificate no longer passes");

@@ -95,6 +95,7 @@ impl State {
     pub fn load(config: Config) -> Result<Self, ConfigError> {
         let snapshot = build(&config)?;
         log_crls(&snapshot.verifier, "CRL loaded (signature verified)");
+        snapshot.verifier.index().warn_expiring(crate::revocation::now_secs(), config.crl_expiry_warning);
         Ok(Self { config, current: ArcSwap::from_pointee(snapshot), stats: ReloadStats::default() })
     }
 
@@ -126,6 +127,7 @@ impl State {
         match result {
             Ok(next) => {
                 log_crls(&next.verifier, "CRL in use after reload");
+                next.verifier.index().warn_expiring(crate::revocation::now_secs(), self.config.crl_expiry_warning);
                 self.current.store(Arc::new(next));
                 self.stats.reloads.fetch_add(1, Ordering::Relaxed);
                 tracing::info!("reload done: new material in use for new handshakes");

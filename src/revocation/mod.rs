@@ -75,6 +75,8 @@ pub struct IssuerCrl {
     long_entries: Vec<(Vec<u8>, Revocation)>,
     /// Last time a stale-CRL warning was logged for it (rate limit).
     last_stale_warning: AtomicI64,
+    /// Last time an expiring-soon warning was logged for it (rate limit).
+    last_expiry_warning: AtomicI64,
 }
 
 impl IssuerCrl {
@@ -141,6 +143,7 @@ impl IssuerCrl {
             entries,
             long_entries,
             last_stale_warning: AtomicI64::new(i64::MIN),
+            last_expiry_warning: AtomicI64::new(i64::MIN),
         })
     }
 }
@@ -270,6 +273,36 @@ impl RevocationIndex {
     }
 }
 
+impl RevocationIndex {
+    /// Warns (at most hourly per CRL) about CRLs whose nextUpdate is within `window` of `now`
+    /// but not yet passed; returns how many are in that state.
+    pub fn warn_expiring(&self, now: i64, window: std::time::Duration) -> usize {
+        let window = i64::try_from(window.as_secs()).unwrap_or(i64::MAX);
+        let mut expiring = 0;
+        for crl in self.by_issuer.values() {
+            let Some(next) = crl.next_update else { continue };
+            if next <= now || next.saturating_sub(now) > window {
+                continue;
+            }
+            expiring += 1;
+            let last = crl.last_expiry_warning.load(Ordering::Relaxed);
+            if now.saturating_sub(last) >= 3600
+                && crl.last_expiry_warning.compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed).is_ok()
+            {
+                tracing::warn!(
+                    event = "crl_expiring",
+                    issuer = %crl.issuer,
+                    crl_file = %crl.source.display(),
+                    next_update = %fmt_time(next),
+                    seconds_left = next - now,
+                    "CRL expires soon: publish a fresh one before nextUpdate (see --crl-expired)"
+                );
+            }
+        }
+        expiring
+    }
+}
+
 /// Logs that a CRL is stale at most once a minute per CRL.
 fn warn_stale(crl: &IssuerCrl, now: i64) {
     let last = crl.last_stale_warning.load(Ordering::Relaxed);
@@ -323,5 +356,113 @@ pub fn fmt_time(secs: i64) -> String {
             humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + std::time::Duration::from_secs(s)).to_string()
         }
         Err(_) => format!("{secs} (before 1970)"),
+    }
+}
+
+/// The current time in Unix seconds.
+pub fn now_secs() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{RevocationCheck, RevocationPolicy};
+    use crate::pki::{Authority, Spec};
+
+    fn policy(missing: Policy, expired: Policy, grace: u64) -> RevocationPolicy {
+        RevocationPolicy {
+            check: RevocationCheck::Chain,
+            crl_missing: missing,
+            crl_expired: expired,
+            crl_expired_grace: std::time::Duration::from_secs(grace),
+        }
+    }
+
+    struct Fixture {
+        _dir: tempfile::TempDir,
+        bundle: CaBundle,
+        crl: PathBuf,
+        ca: Authority,
+    }
+
+    fn fixture() -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = Authority::root("unit-ca");
+        std::fs::write(dir.path().join("ca.pem"), &ca.cert_pem).unwrap();
+        let bundle = CaBundle::load(&dir.path().join("ca.pem"), None).unwrap();
+        let crl = dir.path().join("crl.pem");
+        Fixture { _dir: dir, bundle, crl, ca }
+    }
+
+    fn algs() -> WebPkiSupportedAlgorithms {
+        crate::tls::provider().signature_verification_algorithms
+    }
+
+    #[test]
+    fn lookup_finds_listed_serials_only_and_normalises_padding() {
+        let f = fixture();
+        let a = f.ca.issue(&Spec::client("a", &[]));
+        let b = f.ca.issue(&Spec::client("b", &[]));
+        std::fs::write(&f.crl, f.ca.crl(&[&a.serial, &[0x00, 0x01, 0x02]], 7, time::Duration::days(1))).unwrap();
+        let (index, warnings) = RevocationIndex::load(
+            &f.bundle,
+            std::slice::from_ref(&f.crl),
+            policy(Policy::Deny, Policy::Deny, 0),
+            &algs(),
+        )
+        .unwrap();
+        assert!(warnings.is_empty());
+        let key = f.bundle.cas[0].key();
+        let now = now_secs();
+        assert!(matches!(index.check(&a.serial, &key, false, now), Err(RevocationError::Revoked { .. })));
+        assert_eq!(index.check(&b.serial, &key, false, now), Ok(()));
+        // 0x0102 was listed with a leading zero; a certificate serial without it matches.
+        assert!(index.check(&[0x01, 0x02], &key, false, now).is_err());
+        assert_eq!(index.crl_for(&key).unwrap().crl_number.as_deref(), Some(&[7u8][..]));
+    }
+
+    #[test]
+    fn stale_policy_and_grace() {
+        let f = fixture();
+        std::fs::write(&f.crl, f.ca.crl(&[], 1, time::Duration::hours(-2))).unwrap();
+        let key = f.bundle.cas[0].key();
+        let now = now_secs();
+        let load = |p| RevocationIndex::load(&f.bundle, std::slice::from_ref(&f.crl), p, &algs()).unwrap().0;
+        let deny = load(policy(Policy::Deny, Policy::Deny, 0));
+        assert!(matches!(deny.check(&[1], &key, false, now), Err(RevocationError::Stale { .. })));
+        let graced = load(policy(Policy::Deny, Policy::Deny, 3 * 3600));
+        assert_eq!(graced.check(&[1], &key, false, now), Ok(()));
+        let allow = load(policy(Policy::Deny, Policy::Allow, 0));
+        assert_eq!(allow.check(&[1], &key, false, now), Ok(()));
+    }
+
+    #[test]
+    fn missing_crl_is_a_start_up_error_unless_allowed() {
+        let f = fixture();
+        let err = RevocationIndex::load(&f.bundle, &[], policy(Policy::Deny, Policy::Deny, 0), &algs()).unwrap_err();
+        assert!(err.to_string().contains("unit-ca") && err.to_string().contains("--crl-missing"), "{err}");
+        let (index, warnings) =
+            RevocationIndex::load(&f.bundle, &[], policy(Policy::Allow, Policy::Deny, 0), &algs()).unwrap();
+        assert_eq!(warnings.len(), 1);
+        assert_eq!(index.check(&[1], &f.bundle.cas[0].key(), false, now_secs()), Ok(()));
+    }
+
+    #[test]
+    fn expiring_crls_are_counted_within_the_window() {
+        let f = fixture();
+        std::fs::write(&f.crl, f.ca.crl(&[], 1, time::Duration::hours(2))).unwrap();
+        let (index, _) = RevocationIndex::load(
+            &f.bundle,
+            std::slice::from_ref(&f.crl),
+            policy(Policy::Deny, Policy::Deny, 0),
+            &algs(),
+        )
+        .unwrap();
+        let now = now_secs();
+        assert_eq!(index.warn_expiring(now, std::time::Duration::from_secs(24 * 3600)), 1);
+        assert_eq!(index.warn_expiring(now, std::time::Duration::from_secs(3600)), 0);
     }
 }
