@@ -149,6 +149,13 @@ pub struct RunFlags {
     #[arg(long, value_name = "DURATION")]
     pub upstream_connect_timeout: Option<String>,
 
+    /// Admin endpoint (plain HTTP: /livez, /readyz, /metrics); keep it on loopback [default: 127.0.0.1:9090].
+    #[arg(long, value_name = "IP:PORT")]
+    pub admin_address: Option<std::net::SocketAddr>,
+    /// How often the upstream's /readyz is checked [default: 5s].
+    #[arg(long, value_name = "DURATION")]
+    pub upstream_check_interval: Option<String>,
+
     /// Log format [default: text].
     #[arg(long, value_name = "FORMAT")]
     pub log_format: Option<LogFormat>,
@@ -196,6 +203,8 @@ struct FileConfig {
     tls_handshake_timeout: Option<String>,
     request_header_timeout: Option<String>,
     upstream_connect_timeout: Option<String>,
+    admin_address: Option<std::net::SocketAddr>,
+    upstream_check_interval: Option<String>,
     log_format: Option<LogFormat>,
     log_level: Option<String>,
 }
@@ -274,6 +283,8 @@ pub struct Config {
     pub shutdown_grace: Duration,
     pub tls_handshake_timeout: Duration,
     pub request_header_timeout: Duration,
+    pub admin_address: std::net::SocketAddr,
+    pub upstream_check_interval: Duration,
     pub log_format: LogFormat,
     pub log_level: String,
 }
@@ -536,6 +547,13 @@ impl Config {
                 "request-header-timeout",
                 Duration::from_secs(30),
             )?,
+            admin_address: pick(flags.admin_address, file.admin_address, fp)
+                .map_or(std::net::SocketAddr::from(([127, 0, 0, 1], 9090)), |s| s.value),
+            upstream_check_interval: duration(
+                pick(flags.upstream_check_interval, file.upstream_check_interval, fp),
+                "upstream-check-interval",
+                Duration::from_secs(5),
+            )?,
             log_format: pick(flags.log_format, file.log_format, fp).map_or(LogFormat::Text, |s| s.value),
             log_level,
         };
@@ -602,6 +620,8 @@ mod tests {
         assert_eq!(c.headers.extra_prefix, "x-remote-extra-");
         assert_eq!(c.upstream.server_name, "127.0.0.1");
         assert!(c.close_expired_connections);
+        assert_eq!(c.admin_address.to_string(), "127.0.0.1:9090");
+        assert_eq!(c.upstream_check_interval, Duration::from_secs(5));
     }
 
     #[test]

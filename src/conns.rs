@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex};
 use rustls_pki_types::{CertificateDer, UnixTime};
 use tokio::sync::watch;
 
+use crate::metrics::{Metrics, ReasonLabel};
 use crate::tls::verifier::{CrlVerifier, Refusal};
 
 /// Why a live connection is being closed.
@@ -43,10 +44,10 @@ struct Entry {
 }
 
 /// All live client-certificate connections.
-#[derive(Default)]
 pub struct Registry {
     entries: Mutex<HashMap<u64, Entry>>,
     next_id: AtomicU64,
+    metrics: Arc<Metrics>,
 }
 
 /// Removes its connection from the registry when dropped.
@@ -59,9 +60,10 @@ pub struct Registration {
 impl Registration {
     /// Tells this connection (and its tunnels) to close.
     pub fn close(&self, reason: CloseReason) {
-        if let Some(e) = self.registry.lock().get(&self.id) {
+        if let Some(e) = self.registry.lock().get(&self.id).filter(|e| e.close.borrow().is_none()) {
             tracing::warn!(event = "connection_closed", reason = reason.label(), peer = %e.remote, "closing live connection: {}",
                 match &reason { CloseReason::Expired => "client certificate expired".to_string(), CloseReason::Refused(r) => r.reason.to_string() });
+            self.registry.count_closed(&reason);
             let _ = e.close.send(Some(reason));
         }
     }
@@ -80,6 +82,14 @@ impl Drop for Registration {
 }
 
 impl Registry {
+    pub fn new(metrics: Arc<Metrics>) -> Self {
+        Self { entries: Mutex::default(), next_id: AtomicU64::new(0), metrics }
+    }
+
+    fn count_closed(&self, reason: &CloseReason) {
+        self.metrics.connections_closed.get_or_create(&ReasonLabel { reason: reason.label() }).inc();
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Entry>> {
         // A panic while holding the lock cannot leave the map inconsistent (single inserts
         // and removes), so a poisoned lock is still usable.
@@ -119,7 +129,9 @@ impl Registry {
             }
             if let Err(refusal) = verifier.check(leaf, intermediates, now) {
                 crate::tls::verifier::log_connection_closed(&refusal, leaf, remote);
-                let _ = close.send(Some(CloseReason::Refused(refusal)));
+                let reason = CloseReason::Refused(refusal);
+                self.count_closed(&reason);
+                let _ = close.send(Some(reason));
                 closed += 1;
             }
         }

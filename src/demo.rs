@@ -165,10 +165,12 @@ async fn run(args: DemoArgs) -> Result<(), String> {
         .map_err(|e| format!("cannot listen on 127.0.0.1:{}: {e}", args.port))?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
     let proxy = crate::Proxy::build(&config).map_err(|e| e.to_string())?;
+    let admin = TcpListener::bind("127.0.0.1:0").await.map_err(|e| e.to_string())?;
+    let admin_addr = admin.local_addr().map_err(|e| e.to_string())?;
     let mut proxy_stop = stop_rx.clone();
-    let proxy_task = tokio::spawn(
-        proxy.serve(listener, async move { while proxy_stop.changed().await.is_ok() && !*proxy_stop.borrow() {} }),
-    );
+    let proxy_task = tokio::spawn(proxy.serve(listener, Some(admin), async move {
+        while proxy_stop.changed().await.is_ok() && !*proxy_stop.borrow() {}
+    }));
     let server = format!("https://{addr}");
     println!("kube-apiserver stand-in on https://{sim_addr}; kube-crl-proxy on {server}\n");
 
@@ -205,6 +207,7 @@ async fn run(args: DemoArgs) -> Result<(), String> {
          -d '{{\"apiVersion\":\"authentication.k8s.io/v1\",\"kind\":\"SelfSubjectReview\"}}' {server}/apis/authentication.k8s.io/v1/selfsubjectreviews",
         d = dir.display()
     );
+    println!("  curl http://{admin_addr}/metrics   # Prometheus metrics (also /readyz, /livez)");
     println!("The proxy's config is {}.", config_path.display());
 
     if !args.once {

@@ -90,6 +90,28 @@ impl RefusalReason {
     }
 }
 
+/// The metrics outcome of a failed handshake (what rustls reported for it).
+pub fn handshake_outcome(err: &std::io::Error) -> &'static str {
+    let tls = err.get_ref().and_then(|e| e.downcast_ref::<rustls::Error>());
+    match tls {
+        Some(rustls::Error::InvalidCertificate(c)) => match c {
+            CertificateError::Revoked => "revoked",
+            CertificateError::Expired
+            | CertificateError::ExpiredContext { .. }
+            | CertificateError::NotValidYet
+            | CertificateError::NotValidYetContext { .. } => "expired",
+            CertificateError::UnknownIssuer => "unknown_ca",
+            CertificateError::InvalidPurpose | CertificateError::InvalidPurposeContext { .. } => "bad_eku",
+            CertificateError::ExpiredRevocationList | CertificateError::ExpiredRevocationListContext { .. } => {
+                "stale_crl"
+            }
+            _ => "other",
+        },
+        Some(rustls::Error::NoCertificatesPresented) => "no_cert",
+        _ => "other",
+    }
+}
+
 /// A start-up error: bad flag, config field or file. `main` exits with status 64.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -103,6 +125,13 @@ pub enum ConfigError {
     },
     #[error("{flag} {}: {message}", path.display())]
     File { flag: &'static str, path: PathBuf, message: String },
+    #[error(
+        "--client-ca-file {}: CA {subject:?} has no CRL. Add its CRL with --crl-file (e.g. `openssl ca -gencrl` or \
+         your CA's CRL distribution point), or set --crl-missing=allow to accept its certificates without a \
+         revocation check",
+        ca_file.display()
+    )]
+    MissingCrl { ca_file: PathBuf, subject: String },
     #[error("{0}")]
     Other(String),
 }
@@ -182,6 +211,23 @@ mod tests {
         for (reason, alert) in cases {
             assert_eq!(AlertDescription::from(reason.certificate_error()), alert, "{reason:?}");
         }
+    }
+
+    #[test]
+    fn handshake_failures_map_to_metric_outcomes() {
+        let io = |e: rustls::Error| std::io::Error::new(std::io::ErrorKind::InvalidData, e);
+        for reason in [
+            RefusalReason::Revoked,
+            RefusalReason::Expired,
+            RefusalReason::UnknownCa,
+            RefusalReason::BadEku,
+            RefusalReason::StaleCrl,
+        ] {
+            let e = io(rustls::Error::InvalidCertificate(reason.certificate_error()));
+            assert_eq!(handshake_outcome(&e), reason.label(), "{reason:?}");
+        }
+        assert_eq!(handshake_outcome(&io(rustls::Error::NoCertificatesPresented)), "no_cert");
+        assert_eq!(handshake_outcome(&std::io::Error::other("garbage")), "other");
     }
 
     #[test]

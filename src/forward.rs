@@ -22,6 +22,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use crate::config::{HeaderNames, UpstreamConfig};
 use crate::error::ProxyError;
 use crate::identity::{self, Identity, IdentityError};
+use crate::metrics::{Metrics, RequestLabels};
 
 /// The body type flowing through the proxy, both ways.
 pub type ProxyBody = BoxBody<Bytes, hyper::Error>;
@@ -89,9 +90,26 @@ impl Upstream {
         }
     }
 
+    /// Sends a request of the proxy's own (health check) upstream; returns its status.
+    pub async fn probe(&self, mut req: Request<ProxyBody>) -> Result<StatusCode, ProxyError> {
+        *req.uri_mut() = self.upstream_uri(req.uri())?;
+        let resp = self.client.request(req).await.map_err(|e| self.classify(e))?;
+        let status = resp.status();
+        let _ = resp.into_body().collect().await;
+        Ok(status)
+    }
+
     /// Proxies one request. Never fails: errors become Kubernetes `Status` responses.
-    pub async fn handle(&self, req: Request<Incoming>, conn: &ConnInfo) -> Response<ProxyBody> {
-        match self.forward(req, conn).await {
+    pub async fn handle(&self, req: Request<Incoming>, conn: &ConnInfo, metrics: &Arc<Metrics>) -> Response<ProxyBody> {
+        let method = crate::metrics::method_label(req.method());
+        let verb = crate::metrics::verb_class(&req);
+        let resp = self.respond(req, conn, metrics).await;
+        metrics.requests.get_or_create(&RequestLabels { code: resp.status().as_u16(), method, verb }).inc();
+        resp
+    }
+
+    async fn respond(&self, req: Request<Incoming>, conn: &ConnInfo, metrics: &Arc<Metrics>) -> Response<ProxyBody> {
+        match self.forward(req, conn, metrics).await {
             Ok(resp) => resp,
             Err(err) => {
                 match &err {
@@ -107,7 +125,12 @@ impl Upstream {
         }
     }
 
-    async fn forward(&self, mut req: Request<Incoming>, conn: &ConnInfo) -> Result<Response<ProxyBody>, ProxyError> {
+    async fn forward(
+        &self,
+        mut req: Request<Incoming>,
+        conn: &ConnInfo,
+        metrics: &Arc<Metrics>,
+    ) -> Result<Response<ProxyBody>, ProxyError> {
         let identity = match &conn.identity {
             None => None,
             Some(Ok(id)) => Some(id),
@@ -135,7 +158,9 @@ impl Upstream {
         let out = Request::from_parts(parts, body);
 
         let client = if upgrade.is_some() { &self.upgrade_client } else { &self.client };
+        let started = std::time::Instant::now();
         let mut resp = client.request(out).await.map_err(|e| self.classify(e))?;
+        metrics.upstream_latency.observe(started.elapsed().as_secs_f64());
 
         if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
             let (Some(down), Some(_)) = (downstream_upgrade, &upgrade) else {
@@ -147,7 +172,12 @@ impl Upstream {
             let up = hyper::upgrade::on(&mut resp);
             let remote = conn.remote;
             let (close, registration, expires) = (conn.close.clone(), conn.registration.clone(), conn.expires);
-            tokio::spawn(async move { tunnel(down, up, remote, close, registration, expires).await });
+            let metrics = metrics.clone();
+            tokio::spawn(async move {
+                metrics.open_tunnels.inc();
+                tunnel(down, up, remote, close, registration, expires).await;
+                metrics.open_tunnels.dec();
+            });
             let (mut parts, _) = resp.into_parts();
             strip_hop_by_hop_except_upgrade(&mut parts.headers);
             return Ok(Response::from_parts(parts, http_body_util::Empty::new().map_err(|n| match n {}).boxed()));

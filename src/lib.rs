@@ -11,6 +11,9 @@
 //! - [`identity`]: verified certificate → user, groups, UID, credential-id → headers.
 //! - [`proxy`]: accept loop, handshake, HTTP/1.1 and HTTP/2 serving, graceful drain.
 //! - [`forward`]: upstream pools, header rules, streaming, upgrades, error responses.
+//! - [`reload`]: the reloadable snapshot: build, validate, swap; file watching.
+//! - [`conns`]: live client-certificate connections, re-checked after every change.
+//! - [`admin`], [`metrics`]: `/livez`, `/readyz`, `/metrics`; upstream health checks.
 //! - [`error`]: typed errors and the one table each that maps them to alerts / statuses.
 //! - [`pki`], [`sim`], [`demo`]: the throwaway PKI, the kube-apiserver stand-in and the
 //!   `demo` command built on them (also used by the tests).
@@ -18,6 +21,7 @@
 //! [`run`] is the one entry point shared by `main` and the tests: it takes a bound
 //! listener and a shutdown future.
 
+pub mod admin;
 pub mod ca;
 pub mod config;
 pub mod conns;
@@ -25,6 +29,7 @@ pub mod demo;
 pub mod error;
 pub mod forward;
 pub mod identity;
+pub mod metrics;
 pub mod pem;
 pub mod pki;
 pub mod proxy;
@@ -53,15 +58,22 @@ const RECHECK_INTERVAL: Duration = Duration::from_secs(10);
 /// A proxy whose configuration and files have been loaded and validated.
 pub struct Proxy {
     shared: Arc<Shared>,
+    health: Arc<admin::Health>,
     grace: Duration,
 }
 
 impl Proxy {
     /// Loads every file named by the configuration. Errors name the flag and the file.
     pub fn build(config: &Config) -> Result<Self, ConfigError> {
-        let state = State::load(config.clone())?;
+        let metrics = Arc::new(metrics::Metrics::new());
+        let state = State::load(config.clone(), metrics.clone())?;
         Ok(Self {
-            shared: Arc::new(Shared { state: Arc::new(state), conns: Arc::new(Registry::default()) }),
+            shared: Arc::new(Shared {
+                state: Arc::new(state),
+                conns: Arc::new(Registry::new(metrics.clone())),
+                metrics,
+            }),
+            health: Arc::new(admin::Health::default()),
             grace: config.shutdown_grace,
         })
     }
@@ -71,12 +83,26 @@ impl Proxy {
         &self.shared.state
     }
 
-    /// Serves on `listener` until `shutdown` resolves, then drains for the grace period.
-    /// Meanwhile, reloads on file changes and SIGHUP, and re-checks open connections.
-    pub async fn serve(self, listener: TcpListener, shutdown: impl Future<Output = ()>) {
-        let reloader = tokio::spawn(reload_loop(self.shared.clone()));
+    /// Serves on `listener` (and the admin endpoint on `admin`, if given) until `shutdown`
+    /// resolves, then drains for the grace period. Meanwhile, reloads on file changes and
+    /// SIGHUP, re-checks open connections, and checks the upstream's health.
+    pub async fn serve(self, listener: TcpListener, admin: Option<TcpListener>, shutdown: impl Future<Output = ()>) {
+        let state = self.shared.state.clone();
+        let mut background = vec![
+            tokio::spawn(reload_loop(self.shared.clone())),
+            tokio::spawn(admin::check_upstream(
+                state.clone(),
+                self.health.clone(),
+                state.config().upstream_check_interval,
+            )),
+        ];
+        if let Some(l) = admin {
+            background.push(tokio::spawn(admin::serve(l, state, self.health.clone())));
+        }
         proxy::serve(listener, self.shared, shutdown, self.grace).await;
-        reloader.abort();
+        for task in background {
+            task.abort();
+        }
     }
 }
 
@@ -139,12 +165,13 @@ async fn recheck(shared: &Arc<Shared>) {
     .await;
 }
 
-/// Loads `config` and serves on `listener` until `shutdown` resolves.
+/// Loads `config` and serves on `listener` (admin endpoint on `admin`) until `shutdown`.
 pub async fn run(
     config: &Config,
     listener: TcpListener,
+    admin: Option<TcpListener>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ConfigError> {
-    Proxy::build(config)?.serve(listener, shutdown).await;
+    Proxy::build(config)?.serve(listener, admin, shutdown).await;
     Ok(())
 }

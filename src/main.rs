@@ -80,24 +80,33 @@ fn run(flags: RunFlags) -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
+        let admin = match tokio::net::TcpListener::bind(config.admin_address).await {
+            Ok(l) => l,
+            Err(e) => {
+                eprintln!("kube-crl-proxy: cannot listen on --admin-address {}: {e}", config.admin_address);
+                return ExitCode::FAILURE;
+            }
+        };
         let bound = listener.local_addr().map_or_else(|_| addr.to_string(), |a| a.to_string());
-        tracing::info!(address = %bound, upstream = %config.upstream.url, "listening");
+        let admin_bound = admin.local_addr().map_or_else(|_| config.admin_address.to_string(), |a| a.to_string());
+        tracing::info!(address = %bound, admin = %admin_bound, upstream = %config.upstream.url, "listening");
         if let Some(path) = &config.ready_file
-            && let Err(e) = write_ready_file(path, &bound)
+            && let Err(e) = write_ready_file(path, &bound, &admin_bound)
         {
             eprintln!("kube-crl-proxy: --ready-file {}: {e}", path.display());
             return ExitCode::from(EXIT_USAGE);
         }
-        proxy.serve(listener, shutdown_signal()).await;
+        proxy.serve(listener, Some(admin), shutdown_signal()).await;
         tracing::info!("stopped");
         ExitCode::SUCCESS
     })
 }
 
-/// Writes the bound address atomically (temp file + rename), so a reader never sees half.
-fn write_ready_file(path: &std::path::Path, addr: &str) -> std::io::Result<()> {
+/// Writes the bound addresses atomically (temp file + rename), so a reader never sees half:
+/// line 1 the proxy's `ip:port`, line 2 `admin ip:port`.
+fn write_ready_file(path: &std::path::Path, addr: &str, admin: &str) -> std::io::Result<()> {
     let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, format!("{addr}\n"))?;
+    std::fs::write(&tmp, format!("{addr}\nadmin {admin}\n"))?;
     std::fs::rename(&tmp, path)
 }
 

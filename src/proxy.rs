@@ -19,6 +19,7 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::conns::{CloseReason, CloseSignal, Registration, Registry};
 use crate::forward::ConnInfo;
+use crate::metrics::Metrics;
 use crate::reload::State;
 use crate::tls::verifier::PEER;
 
@@ -26,6 +27,23 @@ use crate::tls::verifier::PEER;
 pub struct Shared {
     pub state: Arc<State>,
     pub conns: Arc<Registry>,
+    pub metrics: Arc<Metrics>,
+}
+
+/// Counts an open connection for as long as it lives.
+struct OpenGuard(Arc<Metrics>);
+
+impl OpenGuard {
+    fn new(m: &Arc<Metrics>) -> Self {
+        m.open_connections.inc();
+        Self(m.clone())
+    }
+}
+
+impl Drop for OpenGuard {
+    fn drop(&mut self) {
+        self.0.open_connections.dec();
+    }
 }
 
 /// Upper bounds for draining a refused client before closing its socket.
@@ -73,6 +91,7 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>, shutdown: impl Fu
 
 async fn connection(tcp: TcpStream, remote: SocketAddr, shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
     let _ = tcp.set_nodelay(true);
+    let _open = OpenGuard::new(&shared.metrics);
     let snapshot = shared.state.snapshot();
     let config = shared.state.config();
     let accept = TlsAcceptor::from(snapshot.server_tls.clone()).accept(tcp).into_fallible();
@@ -82,10 +101,12 @@ async fn connection(tcp: TcpStream, remote: SocketAddr, shared: Arc<Shared>, mut
     };
     let tls = match tls {
         Err(_) => {
+            shared.metrics.handshake("other");
             tracing::debug!(peer = %remote, "TLS handshake timed out");
             return;
         }
         Ok(Err((err, tcp))) => {
+            shared.metrics.handshake(crate::error::handshake_outcome(&err));
             tracing::debug!(peer = %remote, "TLS handshake failed: {err}");
             close_after_alert(tcp).await;
             return;
@@ -96,6 +117,7 @@ async fn connection(tcp: TcpStream, remote: SocketAddr, shared: Arc<Shared>, mut
 
     let (_, session) = tls.get_ref();
     let h2 = session.alpn_protocol() == Some(b"h2");
+    shared.metrics.handshake(if session.peer_certificates().is_some_and(|c| !c.is_empty()) { "ok" } else { "no_cert" });
     let chain: Option<Arc<[CertificateDer<'static>]>> = session
         .peer_certificates()
         .filter(|c| !c.is_empty())
@@ -118,11 +140,12 @@ async fn connection(tcp: TcpStream, remote: SocketAddr, shared: Arc<Shared>, mut
         Arc::new(ConnInfo { remote, identity, close: close.clone(), registration: registration.clone(), expires });
     let io = TokioIo::new(tls);
     let state = shared.state.clone();
+    let metrics = shared.metrics.clone();
     let svc = service_fn(move |req| {
         // Per request, so that a rotated front-proxy certificate applies to open connections.
         let upstream = state.snapshot().upstream.clone();
-        let info = info.clone();
-        async move { Ok::<_, std::convert::Infallible>(upstream.handle(req, &info).await) }
+        let (info, metrics) = (info.clone(), metrics.clone());
+        async move { Ok::<_, std::convert::Infallible>(upstream.handle(req, &info, &metrics).await) }
     });
 
     let life = Life { stop: &mut stop, close, expires, registration: registration.as_deref(), remote };

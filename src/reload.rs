@@ -10,7 +10,6 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
 use arc_swap::ArcSwap;
@@ -19,6 +18,7 @@ use tokio::sync::mpsc;
 use crate::config::Config;
 use crate::error::ConfigError;
 use crate::forward::Upstream;
+use crate::metrics::{KindLabel, Metrics};
 use crate::revocation::{IssuerCrl, RevocationIndex};
 use crate::tls::TlsMaterial;
 use crate::tls::verifier::CrlVerifier;
@@ -35,18 +35,20 @@ pub struct Snapshot {
 /// Identity of a file's content as far as metadata tells: path, size, mtime, inode.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct FileStamp {
+    kind: &'static str,
     path: PathBuf,
     len: u64,
     modified: Option<SystemTime>,
     inode: u64,
 }
 
-fn stamp(paths: &[PathBuf]) -> Vec<FileStamp> {
-    paths
+fn stamp(files: &[(&'static str, PathBuf)]) -> Vec<FileStamp> {
+    files
         .iter()
-        .map(|p| {
+        .map(|(kind, p)| {
             let m = std::fs::metadata(p).ok();
             FileStamp {
+                kind,
                 path: p.clone(),
                 len: m.as_ref().map_or(0, |m| m.len()),
                 modified: m.as_ref().and_then(|m| m.modified().ok()),
@@ -66,14 +68,6 @@ fn inode(_: &std::fs::Metadata) -> u64 {
     0
 }
 
-/// Reload counters (exposed as metrics by the admin endpoint).
-#[derive(Debug, Default)]
-pub struct ReloadStats {
-    pub reloads: AtomicU64,
-    pub failures: AtomicU64,
-    pub unchanged: AtomicU64,
-}
-
 /// What a reload did.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Outcome {
@@ -87,16 +81,16 @@ pub enum Outcome {
 pub struct State {
     config: Config,
     current: ArcSwap<Snapshot>,
-    pub stats: ReloadStats,
+    metrics: Arc<Metrics>,
 }
 
 impl State {
     /// Loads the first snapshot; errors are start-up errors.
-    pub fn load(config: Config) -> Result<Self, ConfigError> {
+    pub fn load(config: Config, metrics: Arc<Metrics>) -> Result<Self, ConfigError> {
         let snapshot = build(&config)?;
         log_crls(&snapshot.verifier, "CRL loaded (signature verified)");
         snapshot.verifier.index().warn_expiring(crate::revocation::now_secs(), config.crl_expiry_warning);
-        Ok(Self { config, current: ArcSwap::from_pointee(snapshot), stats: ReloadStats::default() })
+        Ok(Self { config, current: ArcSwap::from_pointee(snapshot), metrics })
     }
 
     pub fn config(&self) -> &Config {
@@ -108,18 +102,25 @@ impl State {
         self.current.load_full()
     }
 
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
     /// Every file the proxy reads.
     pub fn input_files(&self) -> Vec<PathBuf> {
-        input_files(&self.config)
+        input_files(&self.config).into_iter().map(|(_, p)| p).collect()
     }
 
     /// Rebuilds from the files; swaps only if everything is valid and no CRL goes backwards.
     pub fn reload(&self) -> Result<Outcome, ConfigError> {
         let current = self.snapshot();
-        if stamp(&self.input_files()) == current.stamp {
-            self.stats.unchanged.fetch_add(1, Ordering::Relaxed);
+        let now = stamp(&input_files(&self.config));
+        if now == current.stamp {
             return Ok(Outcome::Unchanged);
         }
+        let mut changed: Vec<&'static str> =
+            now.iter().zip(&current.stamp).filter(|(a, b)| a != b).map(|(a, _)| a.kind).collect();
+        changed.dedup();
         let result = build(&self.config).and_then(|next| {
             refuse_rollback(current.verifier.index(), next.verifier.index())?;
             Ok(next)
@@ -129,12 +130,14 @@ impl State {
                 log_crls(&next.verifier, "CRL in use after reload");
                 next.verifier.index().warn_expiring(crate::revocation::now_secs(), self.config.crl_expiry_warning);
                 self.current.store(Arc::new(next));
-                self.stats.reloads.fetch_add(1, Ordering::Relaxed);
+                for kind in changed {
+                    self.metrics.reloads.get_or_create(&KindLabel { kind }).inc();
+                }
                 tracing::info!("reload done: new material in use for new handshakes");
                 Ok(Outcome::Swapped)
             }
             Err(e) => {
-                self.stats.failures.fetch_add(1, Ordering::Relaxed);
+                self.metrics.reload_failures.get_or_create(&KindLabel { kind: failed_kind(&e) }).inc();
                 tracing::error!(event = "reload_failed", "reload failed, still serving the last good material: {e}");
                 Err(e)
             }
@@ -152,15 +155,32 @@ fn build(config: &Config) -> Result<Snapshot, ConfigError> {
     Ok(Snapshot { server_tls: tls.server, verifier: tls.verifier, upstream: Arc::new(upstream), stamp })
 }
 
-fn input_files(config: &Config) -> Vec<PathBuf> {
-    let mut files = vec![config.tls_cert_file.clone(), config.client_ca_file.clone()];
-    files.extend(config.tls_private_key_file.clone());
-    files.extend(config.client_ca_names_file.clone());
-    files.extend(config.crl_files.iter().cloned());
-    files.push(config.upstream.ca_file.clone());
-    files.push(config.upstream.client_cert_file.clone());
-    files.extend(config.upstream.client_key_file.clone());
+/// Every input file with its kind (the `kind` label of the reload metrics).
+fn input_files(config: &Config) -> Vec<(&'static str, PathBuf)> {
+    let mut files = vec![("serving_cert", config.tls_cert_file.clone()), ("client_ca", config.client_ca_file.clone())];
+    files.extend(config.tls_private_key_file.clone().map(|p| ("serving_cert", p)));
+    files.extend(config.client_ca_names_file.clone().map(|p| ("client_ca", p)));
+    files.extend(config.crl_files.iter().map(|p| ("crl", p.clone())));
+    files.push(("upstream_ca", config.upstream.ca_file.clone()));
+    files.push(("proxy_client_cert", config.upstream.client_cert_file.clone()));
+    files.extend(config.upstream.client_key_file.clone().map(|p| ("proxy_client_cert", p)));
     files
+}
+
+/// The file kind a reload error is about, from the flag it names.
+fn failed_kind(e: &ConfigError) -> &'static str {
+    match e {
+        ConfigError::File { flag, .. } => match *flag {
+            "--tls-cert-file" | "--tls-private-key-file" => "serving_cert",
+            "--client-ca-file" | "--client-ca-names-file" => "client_ca",
+            "--crl-file" => "crl",
+            "--upstream-ca-file" => "upstream_ca",
+            "--proxy-client-cert-file" | "--proxy-client-key-file" => "proxy_client_cert",
+            _ => "other",
+        },
+        ConfigError::MissingCrl { .. } => "crl",
+        _ => "other",
+    }
 }
 
 /// A CRL may not be replaced by an older one of the same CA (a replayed CRL could un-revoke).

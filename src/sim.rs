@@ -406,6 +406,7 @@ async fn route(req: Request<Incoming>, ctx: &ConnCtx, auth: AuthMethod, user: &U
     }
     match (req.method().clone(), &segments[..]) {
         (Method::GET, ["version"]) => json_text(ok, VERSION_JSON),
+        (Method::GET, ["readyz" | "livez" | "healthz"]) => respond(ok, "text/plain; charset=utf-8", full_body("ok")),
         (Method::GET, ["api"]) => json_response(ok, &api_versions(ctx.local_addr)),
         (Method::GET, ["api", "v1"]) => json_text(ok, CORE_V1_JSON),
         (Method::GET, ["apis"]) => json_text(ok, API_GROUP_LIST_JSON),

@@ -218,7 +218,7 @@ async fn run_bounded(mut cmd: tokio::process::Command, stdin: &[u8], limit: Dura
 /// instead of hanging it.
 async fn proxy_exit(args: &[String]) -> (Option<i32>, String) {
     let mut cmd = tokio::process::Command::new(binary());
-    cmd.args(["--bind-address", "127.0.0.1", "--secure-port", "0"]).args(args);
+    cmd.args(["--bind-address", "127.0.0.1", "--secure-port", "0", "--admin-address", "127.0.0.1:0"]).args(args);
     let ran = run_bounded(cmd, b"", COMMAND_LIMIT).await;
     (ran.code, ran.stderr)
 }

@@ -214,13 +214,7 @@ impl RevocationIndex {
             }
             match policy.crl_missing {
                 Policy::Deny => {
-                    return Err(ConfigError::Other(format!(
-                        "--client-ca-file {}: CA {:?} has no CRL. Add its CRL with --crl-file \
-                         (e.g. `openssl ca -gencrl` or your CA's CRL distribution point), or set \
-                         --crl-missing=allow to accept its certificates without a revocation check",
-                        bundle.source.display(),
-                        ca.subject
-                    )));
+                    return Err(ConfigError::MissingCrl { ca_file: bundle.source.clone(), subject: ca.subject.clone() });
                 }
                 Policy::Allow => warnings.push(format!(
                     "CA {:?} has no CRL; its certificates are accepted without a revocation check (--crl-missing=allow)",

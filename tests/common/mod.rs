@@ -168,6 +168,8 @@ impl Drop for Upstream {
 pub struct ProxyProcess {
     pub child: Child,
     pub addr: SocketAddr,
+    /// The admin endpoint (`--admin-address 127.0.0.1:0`).
+    pub admin: SocketAddr,
     pub log: PathBuf,
 }
 
@@ -184,7 +186,8 @@ impl ProxyProcess {
         let log = dir.join(format!("proxy-{n}.log"));
         let log_file = std::fs::File::create(&log).expect("log file");
         let child = Command::new(binary())
-            .args(["--bind-address", "127.0.0.1", "--secure-port", "0", "--ready-file"])
+            .args(["--bind-address", "127.0.0.1", "--secure-port", "0", "--admin-address", "127.0.0.1:0"])
+            .args(["--upstream-check-interval", "500ms", "--ready-file"])
             .arg(&ready)
             .args(["--log-level", "debug"])
             .args(args)
@@ -192,14 +195,19 @@ impl ProxyProcess {
             .stderr(log_file)
             .spawn()
             .expect("spawn kube-crl-proxy");
-        let mut p = Self { child, addr: "127.0.0.1:0".parse().expect("addr"), log };
+        let unset: SocketAddr = "127.0.0.1:0".parse().expect("addr");
+        let mut p = Self { child, addr: unset, admin: unset, log };
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            if let Ok(s) = std::fs::read_to_string(&ready)
-                && let Ok(addr) = s.trim().parse()
-            {
-                p.addr = addr;
-                return p;
+            if let Ok(s) = std::fs::read_to_string(&ready) {
+                let mut lines = s.lines();
+                let addr = lines.next().and_then(|l| l.trim().parse().ok());
+                let admin = lines.next().and_then(|l| l.strip_prefix("admin ")).and_then(|a| a.trim().parse().ok());
+                if let (Some(addr), Some(admin)) = (addr, admin) {
+                    p.addr = addr;
+                    p.admin = admin;
+                    return p;
+                }
             }
             if let Ok(Some(status)) = p.child.try_wait() {
                 panic!("kube-crl-proxy exited with {status} before listening:\n{}", p.logs());
@@ -241,7 +249,7 @@ impl Drop for ProxyProcess {
 /// Runs the binary to completion with `args` (for start-up errors); returns (status, stderr).
 pub fn run_to_exit(args: &[String]) -> (Option<i32>, String) {
     let out = Command::new(binary())
-        .args(["--bind-address", "127.0.0.1", "--secure-port", "0"])
+        .args(["--bind-address", "127.0.0.1", "--secure-port", "0", "--admin-address", "127.0.0.1:0"])
         .args(args)
         .stdin(Stdio::null())
         .output()

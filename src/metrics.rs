@@ -1,0 +1,224 @@
+//! Prometheus metrics (prometheus-client). Every label value is a fixed enum or comes from
+//! the operator's own files (a CA's subject); nothing a client sends becomes a label.
+//!
+//! | metric | labels |
+//! |---|---|
+//! | `kube_crl_proxy_handshakes_total` | `outcome`: ok, no_cert, revoked, expired, unknown_ca, bad_eku, stale_crl, other |
+//! | `kube_crl_proxy_requests_total` | `code`, `method` (GET, POST, …, other), `verb`: watch, exec, other |
+//! | `kube_crl_proxy_upstream_request_duration_seconds` | histogram, time to response headers |
+//! | `kube_crl_proxy_open_connections`, `kube_crl_proxy_open_tunnels` | — |
+//! | `kube_crl_proxy_crl_entries`, `_crl_this_update_seconds`, `_crl_next_update_seconds`, `_crl_seconds_to_next_update` | `issuer` |
+//! | `kube_crl_proxy_reloads_total`, `kube_crl_proxy_reload_failures_total` | `kind`: serving_cert, client_ca, crl, upstream_ca, proxy_client_cert, other |
+//! | `kube_crl_proxy_connections_closed_total` | `reason`: revoked, expired, unknown_ca, stale_crl, … |
+//! | `kube_crl_proxy_upstream_up` | 1 when the upstream's `/readyz` answered 200 at the last check |
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+use crate::revocation::RevocationIndex;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabel {
+    pub outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    pub code: u16,
+    pub method: &'static str,
+    pub verb: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabel {
+    pub kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabel {
+    pub reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct IssuerLabel {
+    pub issuer: String,
+}
+
+/// The process's metrics.
+pub struct Metrics {
+    registry: Registry,
+    pub handshakes: Family<OutcomeLabel, Counter>,
+    pub requests: Family<RequestLabels, Counter>,
+    pub upstream_latency: Histogram,
+    pub open_connections: Gauge,
+    pub open_tunnels: Gauge,
+    pub reloads: Family<KindLabel, Counter>,
+    pub reload_failures: Family<KindLabel, Counter>,
+    pub connections_closed: Family<ReasonLabel, Counter>,
+    pub upstream_up: Gauge,
+    crl_entries: Family<IssuerLabel, Gauge>,
+    crl_this_update: Family<IssuerLabel, Gauge>,
+    crl_next_update: Family<IssuerLabel, Gauge>,
+    crl_seconds_left: Family<IssuerLabel, Gauge>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("kube_crl_proxy");
+        let m = Self {
+            handshakes: Family::default(),
+            requests: Family::default(),
+            upstream_latency: Histogram::new(exponential_buckets(0.001, 2.0, 16)),
+            open_connections: Gauge::default(),
+            open_tunnels: Gauge::default(),
+            reloads: Family::default(),
+            reload_failures: Family::default(),
+            connections_closed: Family::default(),
+            upstream_up: Gauge::default(),
+            crl_entries: Family::default(),
+            crl_this_update: Family::default(),
+            crl_next_update: Family::default(),
+            crl_seconds_left: Family::default(),
+            registry: Registry::default(),
+        };
+        registry.register("handshakes", "TLS handshakes by outcome", m.handshakes.clone());
+        registry.register("requests", "Requests by status code, method and verb class", m.requests.clone());
+        registry.register(
+            "upstream_request_duration_seconds",
+            "Time from sending a request upstream to its response headers",
+            m.upstream_latency.clone(),
+        );
+        registry.register("open_connections", "Open downstream connections", m.open_connections.clone());
+        registry.register("open_tunnels", "Open upgraded tunnels (exec, attach, port-forward)", m.open_tunnels.clone());
+        registry.register("reloads", "Successful reloads by changed file kind", m.reloads.clone());
+        registry.register("reload_failures", "Failed reloads by file kind", m.reload_failures.clone());
+        registry.register(
+            "connections_closed",
+            "Live connections closed because their certificate was revoked or expired",
+            m.connections_closed.clone(),
+        );
+        registry.register(
+            "upstream_up",
+            "1 if the upstream's /readyz answered 200 at the last check",
+            m.upstream_up.clone(),
+        );
+        registry.register("crl_entries", "Revoked serials in the CRL of each CA", m.crl_entries.clone());
+        registry.register(
+            "crl_this_update_seconds",
+            "thisUpdate of each CA's CRL (Unix time)",
+            m.crl_this_update.clone(),
+        );
+        registry.register(
+            "crl_next_update_seconds",
+            "nextUpdate of each CA's CRL (Unix time)",
+            m.crl_next_update.clone(),
+        );
+        registry.register(
+            "crl_seconds_to_next_update",
+            "Seconds until each CA's CRL reaches nextUpdate (negative: stale)",
+            m.crl_seconds_left.clone(),
+        );
+        Self { registry, ..m }
+    }
+
+    /// Renders the text exposition, with the CRL gauges taken from the index in use.
+    pub fn encode(&self, index: &RevocationIndex, now: i64) -> String {
+        for f in [&self.crl_entries, &self.crl_this_update, &self.crl_next_update, &self.crl_seconds_left] {
+            f.clear();
+        }
+        for crl in index.crls() {
+            let l = IssuerLabel { issuer: crl.issuer.clone() };
+            self.crl_entries.get_or_create(&l).set(i64::try_from(crl.len()).unwrap_or(i64::MAX));
+            self.crl_this_update.get_or_create(&l).set(crl.this_update);
+            if let Some(next) = crl.next_update {
+                self.crl_next_update.get_or_create(&l).set(next);
+                self.crl_seconds_left.get_or_create(&l).set(next - now);
+            }
+        }
+        let mut out = String::new();
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+
+    pub fn handshake(&self, outcome: &'static str) {
+        self.handshakes.get_or_create(&OutcomeLabel { outcome }).inc();
+    }
+}
+
+/// The method as a bounded label value.
+pub fn method_label(m: &http::Method) -> &'static str {
+    match *m {
+        http::Method::GET => "GET",
+        http::Method::POST => "POST",
+        http::Method::PUT => "PUT",
+        http::Method::PATCH => "PATCH",
+        http::Method::DELETE => "DELETE",
+        http::Method::HEAD => "HEAD",
+        http::Method::OPTIONS => "OPTIONS",
+        _ => "other",
+    }
+}
+
+/// kube verb class of a request: a watch, an exec-style upgrade, or anything else.
+pub fn verb_class<B>(req: &http::Request<B>) -> &'static str {
+    if req.headers().contains_key(http::header::UPGRADE) {
+        return "exec";
+    }
+    let watch_query =
+        req.uri().query().is_some_and(|q| q.split('&').any(|kv| matches!(kv, "watch=true" | "watch=1" | "watch")));
+    if watch_query || req.uri().path().contains("/watch/") {
+        return "watch";
+    }
+    "other"
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn verb_classes() {
+        let r = |uri: &str| http::Request::get(uri).body(()).unwrap();
+        assert_eq!(verb_class(&r("/api/v1/pods?watch=true")), "watch");
+        assert_eq!(verb_class(&r("/api/v1/watch/namespaces/x/pods")), "watch");
+        assert_eq!(verb_class(&r("/api/v1/pods?watcher=1")), "other");
+        let up = http::Request::get("/api/v1/namespaces/x/pods/y/exec").header("upgrade", "SPDY/3.1").body(()).unwrap();
+        assert_eq!(verb_class(&up), "exec");
+        assert_eq!(method_label(&http::Method::from_bytes(b"BREW").unwrap()), "other");
+    }
+
+    #[test]
+    fn exposition_has_the_families() {
+        let m = Metrics::new();
+        m.handshake("revoked");
+        m.requests.get_or_create(&RequestLabels { code: 200, method: "GET", verb: "watch" }).inc();
+        let dir = tempfile::tempdir().unwrap();
+        let ca = crate::pki::Authority::root("metrics-ca");
+        std::fs::write(dir.path().join("ca.pem"), &ca.cert_pem).unwrap();
+        std::fs::write(dir.path().join("crl.pem"), ca.crl(&[&[5]], 1, time::Duration::hours(1))).unwrap();
+        let bundle = crate::ca::CaBundle::load(&dir.path().join("ca.pem"), None).unwrap();
+        let policy = crate::config::RevocationPolicy {
+            check: crate::config::RevocationCheck::Chain,
+            crl_missing: crate::config::Policy::Deny,
+            crl_expired: crate::config::Policy::Deny,
+            crl_expired_grace: std::time::Duration::ZERO,
+        };
+        let algs = crate::tls::provider().signature_verification_algorithms;
+        let (index, _) = RevocationIndex::load(&bundle, &[dir.path().join("crl.pem")], policy, &algs).unwrap();
+        let text = m.encode(&index, crate::revocation::now_secs());
+        assert!(text.contains(r#"kube_crl_proxy_handshakes_total{outcome="revoked"} 1"#), "{text}");
+        assert!(text.contains(r#"kube_crl_proxy_requests_total{code="200",method="GET",verb="watch"} 1"#), "{text}");
+        assert!(text.contains(r#"kube_crl_proxy_crl_entries{issuer="CN=metrics-ca"} 1"#), "{text}");
+        assert!(text.contains("kube_crl_proxy_crl_seconds_to_next_update{issuer=\"CN=metrics-ca\"} 3"), "{text}");
+    }
+}
