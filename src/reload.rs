@@ -235,23 +235,43 @@ fn log_crls(verifier: &CrlVerifier, what: &str) {
 pub const DEBOUNCE: Duration = Duration::from_millis(100);
 
 /// Watches the directories of every input file; sends a unit on each relevant event.
-/// Returns the watcher, which must be kept alive.
-pub fn watch_files(files: &[PathBuf], tx: mpsc::UnboundedSender<()>) -> notify::Result<notify::RecommendedWatcher> {
-    use notify::{RecursiveMode, Watcher};
+/// Uses inotify; where that is unavailable (exhausted watch limits, some container
+/// filesystems) falls back to polling the files every second. Keep the result alive.
+pub fn watch_files(
+    files: &[PathBuf],
+    tx: mpsc::UnboundedSender<()>,
+) -> notify::Result<Box<dyn notify::Watcher + Send>> {
     let mut dirs: Vec<PathBuf> = files.iter().map(|f| parent_dir(f)).collect();
     dirs.sort();
     dirs.dedup();
-    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+    let handler = move |event: notify::Result<notify::Event>| {
         if let Ok(e) = event
             && !e.kind.is_access()
         {
             let _ = tx.send(());
         }
-    })?;
-    for d in &dirs {
-        watcher.watch(d, RecursiveMode::NonRecursive)?;
+    };
+    match notify::recommended_watcher(handler.clone()).and_then(|w| watch_dirs(w, &dirs)) {
+        Ok(w) => Ok(w),
+        Err(e) => {
+            tracing::warn!("inotify unavailable ({e}); polling the input files every second instead");
+            let poll = notify::PollWatcher::new(
+                handler,
+                notify::Config::default().with_poll_interval(Duration::from_secs(1)),
+            )?;
+            watch_dirs(poll, &dirs)
+        }
     }
-    Ok(watcher)
+}
+
+fn watch_dirs<W: notify::Watcher + Send + 'static>(
+    mut w: W,
+    dirs: &[PathBuf],
+) -> notify::Result<Box<dyn notify::Watcher + Send>> {
+    for d in dirs {
+        w.watch(d, notify::RecursiveMode::NonRecursive)?;
+    }
+    Ok(Box::new(w))
 }
 
 fn parent_dir(f: &Path) -> PathBuf {
