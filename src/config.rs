@@ -87,6 +87,25 @@ pub struct RunFlags {
     /// optional: clients without a certificate pass with no identity; required: they are refused [default: optional].
     #[arg(long, value_name = "MODE")]
     pub client_cert_mode: Option<ClientCertMode>,
+    /// URL (http or https) to fetch a CRL from, refreshed before its nextUpdate. Repeatable.
+    #[arg(long = "crl-url", value_name = "URL")]
+    pub crl_urls: Vec<String>,
+    /// CA bundle verifying https CRL URLs [default: the system roots].
+    #[arg(long, value_name = "FILE")]
+    pub crl_url_ca_file: Option<PathBuf>,
+    /// Refresh fetched CRLs at least this often [default: 5m].
+    #[arg(long, value_name = "DURATION")]
+    pub crl_refresh_interval: Option<String>,
+    /// Keep fetched CRLs here, so a restart while the CA's server is down still enforces them.
+    #[arg(long, value_name = "DIR")]
+    pub crl_cache_dir: Option<PathBuf>,
+    /// Largest CRL accepted from a URL, in bytes [default: 134217728 (128 MiB)].
+    #[arg(long, value_name = "BYTES")]
+    pub crl_max_bytes: Option<usize>,
+    /// Also fetch the CRLs named in the CRL Distribution Points of the CA certificates and of
+    /// verified client certificates [default: false].
+    #[arg(long, value_name = "BOOL", action = clap::ArgAction::Set)]
+    pub crl_from_distribution_points: Option<bool>,
     /// chain: leaf and intermediates are checked against CRLs; leaf: the leaf only [default: chain].
     #[arg(long, value_name = "MODE")]
     pub revocation_check: Option<RevocationCheck>,
@@ -181,6 +200,13 @@ struct FileConfig {
     #[serde(default)]
     crl_file: OneOrMany<PathBuf>,
     client_cert_mode: Option<ClientCertMode>,
+    #[serde(default)]
+    crl_url: OneOrMany<String>,
+    crl_url_ca_file: Option<PathBuf>,
+    crl_refresh_interval: Option<String>,
+    crl_cache_dir: Option<PathBuf>,
+    crl_max_bytes: Option<usize>,
+    crl_from_distribution_points: Option<bool>,
     revocation_check: Option<RevocationCheck>,
     crl_missing: Option<Policy>,
     crl_expired: Option<Policy>,
@@ -243,6 +269,17 @@ pub struct UpstreamConfig {
     pub connect_timeout: Duration,
 }
 
+/// Fetching CRLs from URLs.
+#[derive(Debug, Clone)]
+pub struct FetchConfig {
+    pub urls: Vec<String>,
+    pub ca_file: Option<PathBuf>,
+    pub refresh_interval: Duration,
+    pub cache_dir: Option<PathBuf>,
+    pub max_bytes: usize,
+    pub from_distribution_points: bool,
+}
+
 /// Revocation policy, every choice spelled out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RevocationPolicy {
@@ -274,6 +311,7 @@ pub struct Config {
     pub client_ca_file: PathBuf,
     pub client_ca_names_file: Option<PathBuf>,
     pub crl_files: Vec<PathBuf>,
+    pub fetch: FetchConfig,
     pub client_cert_mode: ClientCertMode,
     pub revocation: RevocationPolicy,
     pub upstream: UpstreamConfig,
@@ -403,6 +441,30 @@ impl Config {
             Origin::Flags => crl_files.value,
         };
 
+        let crl_urls = pick_vec(flags.crl_urls, file.crl_url.into_vec(), fp);
+        for u in &crl_urls.value {
+            let ok = u
+                .parse::<http::Uri>()
+                .ok()
+                .is_some_and(|uri| matches!(uri.scheme_str(), Some("http" | "https")) && uri.host().is_some());
+            if !ok {
+                return Err(crl_urls.origin.err("crl-url", format!("{u:?} is not an http:// or https:// URL")));
+            }
+        }
+        let fetch = FetchConfig {
+            urls: crl_urls.value,
+            ca_file: rel(pick(flags.crl_url_ca_file, file.crl_url_ca_file, fp)),
+            refresh_interval: duration(
+                pick(flags.crl_refresh_interval, file.crl_refresh_interval, fp),
+                "crl-refresh-interval",
+                Duration::from_secs(300),
+            )?,
+            cache_dir: rel(pick(flags.crl_cache_dir, file.crl_cache_dir, fp)),
+            max_bytes: pick(flags.crl_max_bytes, file.crl_max_bytes, fp).map_or(128 << 20, |s| s.value),
+            from_distribution_points: pick(flags.crl_from_distribution_points, file.crl_from_distribution_points, fp)
+                .is_some_and(|s| s.value),
+        };
+
         let upstream_raw = required(
             pick(flags.upstream, file.upstream, fp),
             "upstream",
@@ -499,6 +561,7 @@ impl Config {
             client_ca_file,
             client_ca_names_file: rel(pick(flags.client_ca_names_file, file.client_ca_names_file, fp)),
             crl_files,
+            fetch,
             client_cert_mode: pick(flags.client_cert_mode, file.client_cert_mode, fp)
                 .map_or(ClientCertMode::Optional, |s| s.value),
             revocation: RevocationPolicy {

@@ -164,7 +164,7 @@ async fn run(args: DemoArgs) -> Result<(), String> {
         .await
         .map_err(|e| format!("cannot listen on 127.0.0.1:{}: {e}", args.port))?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
-    let proxy = crate::Proxy::build(&config).map_err(|e| e.to_string())?;
+    let proxy = crate::Proxy::build(&config).await.map_err(|e| e.to_string())?;
     let admin = TcpListener::bind("127.0.0.1:0").await.map_err(|e| e.to_string())?;
     let admin_addr = admin.local_addr().map_err(|e| e.to_string())?;
     let mut proxy_stop = stop_rx.clone();

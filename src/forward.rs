@@ -212,7 +212,8 @@ impl Upstream {
     }
 }
 
-fn error_chain(err: &dyn std::error::Error) -> String {
+/// An error and its sources, one line.
+pub fn error_chain(err: &dyn std::error::Error) -> String {
     let mut s = err.to_string();
     let mut src = err.source();
     while let Some(e) = src {

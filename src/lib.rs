@@ -12,6 +12,7 @@
 //! - [`proxy`]: accept loop, handshake, HTTP/1.1 and HTTP/2 serving, graceful drain.
 //! - [`forward`]: upstream pools, header rules, streaming, upgrades, error responses.
 //! - [`reload`]: the reloadable snapshot: build, validate, swap; file watching.
+//! - [`fetch`]: CRLs fetched from URLs and distribution points, cached, refreshed.
 //! - [`conns`]: live client-certificate connections, re-checked after every change.
 //! - [`admin`], [`metrics`]: `/livez`, `/readyz`, `/metrics`; upstream health checks.
 //! - [`error`]: typed errors and the one table each that maps them to alerts / statuses.
@@ -27,6 +28,7 @@ pub mod config;
 pub mod conns;
 pub mod demo;
 pub mod error;
+pub mod fetch;
 pub mod forward;
 pub mod identity;
 pub mod metrics;
@@ -63,10 +65,16 @@ pub struct Proxy {
 }
 
 impl Proxy {
-    /// Loads every file named by the configuration. Errors name the flag and the file.
-    pub fn build(config: &Config) -> Result<Self, ConfigError> {
+    /// Loads every file named by the configuration and fetches the CRL URLs (falling back to
+    /// `--crl-cache-dir`). Errors name the flag and the file.
+    pub async fn build(config: &Config) -> Result<Self, ConfigError> {
         let metrics = Arc::new(metrics::Metrics::new());
-        let state = State::load(config.clone(), metrics.clone())?;
+        let fetcher = Arc::new(fetch::Fetcher::new(config, metrics.clone())?);
+        if !config.fetch.urls.is_empty() || config.fetch.from_distribution_points {
+            let bundle = ca::CaBundle::load(&config.client_ca_file, config.client_ca_names_file.as_deref())?;
+            fetcher.initial(&bundle).await;
+        }
+        let state = State::load(config.clone(), metrics.clone(), fetcher)?;
         Ok(Self {
             shared: Arc::new(Shared {
                 state: Arc::new(state),
@@ -88,8 +96,10 @@ impl Proxy {
     /// SIGHUP, re-checks open connections, and checks the upstream's health.
     pub async fn serve(self, listener: TcpListener, admin: Option<TcpListener>, shutdown: impl Future<Output = ()>) {
         let state = self.shared.state.clone();
+        let (trigger, triggers) = mpsc::unbounded_channel::<()>();
         let mut background = vec![
-            tokio::spawn(reload_loop(self.shared.clone())),
+            tokio::spawn(reload_loop(self.shared.clone(), trigger.clone(), triggers)),
+            tokio::spawn(state.fetcher().clone().run(state.clone(), trigger)),
             tokio::spawn(admin::check_upstream(
                 state.clone(),
                 self.health.clone(),
@@ -106,9 +116,9 @@ impl Proxy {
     }
 }
 
-/// Reload triggers (file events, SIGHUP) → debounced reload → re-check open connections.
-async fn reload_loop(shared: Arc<Shared>) {
-    let (tx, mut rx) = mpsc::unbounded_channel::<()>();
+/// Reload triggers (file events, SIGHUP, fetched CRLs) → debounced reload → re-check open
+/// connections.
+async fn reload_loop(shared: Arc<Shared>, tx: mpsc::UnboundedSender<()>, mut rx: mpsc::UnboundedReceiver<()>) {
     let _watcher = match reload::watch_files(&shared.state.input_files(), tx.clone()) {
         Ok(w) => Some(w),
         Err(e) => {
@@ -172,6 +182,6 @@ pub async fn run(
     admin: Option<TcpListener>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ConfigError> {
-    Proxy::build(config)?.serve(listener, admin, shutdown).await;
+    Proxy::build(config).await?.serve(listener, admin, shutdown).await;
     Ok(())
 }

@@ -56,14 +56,6 @@ fn run(flags: RunFlags) -> ExitCode {
         }
     };
     init_logging(config.log_format, &config.log_level);
-    let proxy = match kube_crl_proxy::Proxy::build(&config) {
-        Ok(p) => p,
-        Err(e) => {
-            tracing::error!("{e}");
-            eprintln!("kube-crl-proxy: {e}");
-            return ExitCode::from(EXIT_USAGE);
-        }
-    };
     let rt = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
@@ -72,6 +64,14 @@ fn run(flags: RunFlags) -> ExitCode {
         }
     };
     rt.block_on(async move {
+        let proxy = match kube_crl_proxy::Proxy::build(&config).await {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::error!("{e}");
+                eprintln!("kube-crl-proxy: {e}");
+                return ExitCode::from(EXIT_USAGE);
+            }
+        };
         let addr = std::net::SocketAddr::new(config.bind_address, config.secure_port);
         let listener = match tokio::net::TcpListener::bind(addr).await {
             Ok(l) => l,

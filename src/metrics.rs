@@ -10,6 +10,7 @@
 //! | `kube_crl_proxy_crl_entries`, `_crl_this_update_seconds`, `_crl_next_update_seconds`, `_crl_seconds_to_next_update` | `issuer` |
 //! | `kube_crl_proxy_reloads_total`, `kube_crl_proxy_reload_failures_total` | `kind`: serving_cert, client_ca, crl, upstream_ca, proxy_client_cert, other |
 //! | `kube_crl_proxy_connections_closed_total` | `reason`: revoked, expired, unknown_ca, stale_crl, … |
+//! | `kube_crl_proxy_crl_fetches_total` | `result`: ok, not_modified, error, too_large, invalid |
 //! | `kube_crl_proxy_upstream_up` | 1 when the upstream's `/readyz` answered 200 at the last check |
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -44,6 +45,11 @@ pub struct ReasonLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabel {
+    pub result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct IssuerLabel {
     pub issuer: String,
 }
@@ -60,6 +66,7 @@ pub struct Metrics {
     pub reload_failures: Family<KindLabel, Counter>,
     pub connections_closed: Family<ReasonLabel, Counter>,
     pub upstream_up: Gauge,
+    pub crl_fetches: Family<ResultLabel, Counter>,
     crl_entries: Family<IssuerLabel, Gauge>,
     crl_this_update: Family<IssuerLabel, Gauge>,
     crl_next_update: Family<IssuerLabel, Gauge>,
@@ -85,6 +92,7 @@ impl Metrics {
             reload_failures: Family::default(),
             connections_closed: Family::default(),
             upstream_up: Gauge::default(),
+            crl_fetches: Family::default(),
             crl_entries: Family::default(),
             crl_this_update: Family::default(),
             crl_next_update: Family::default(),
@@ -112,6 +120,7 @@ impl Metrics {
             "1 if the upstream's /readyz answered 200 at the last check",
             m.upstream_up.clone(),
         );
+        registry.register("crl_fetches", "CRL fetches by result", m.crl_fetches.clone());
         registry.register("crl_entries", "Revoked serials in the CRL of each CA", m.crl_entries.clone());
         registry.register(
             "crl_this_update_seconds",
@@ -214,7 +223,8 @@ mod tests {
             crl_expired_grace: std::time::Duration::ZERO,
         };
         let algs = crate::tls::provider().signature_verification_algorithms;
-        let (index, _) = RevocationIndex::load(&bundle, &[dir.path().join("crl.pem")], policy, &algs).unwrap();
+        let sources = crate::revocation::CrlSource::files(&[dir.path().join("crl.pem")]).unwrap();
+        let (index, _) = RevocationIndex::load(&bundle, &sources, policy, &algs).unwrap();
         let text = m.encode(&index, crate::revocation::now_secs());
         assert!(text.contains(r#"kube_crl_proxy_handshakes_total{outcome="revoked"} 1"#), "{text}");
         assert!(text.contains(r#"kube_crl_proxy_requests_total{code="200",method="GET",verb="watch"} 1"#), "{text}");

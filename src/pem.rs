@@ -65,14 +65,22 @@ pub fn private_key(flag: &'static str, path: &Path) -> Result<PrivateKeyDer<'sta
 
 /// The CRLs of a file: a PEM file with one or more `X509 CRL` blocks, or one DER CRL.
 pub fn crls(flag: &'static str, path: &Path) -> Result<Vec<CertificateRevocationListDer<'static>>, ConfigError> {
-    let bytes = read(flag, path)?;
-    if !looks_like_pem(&bytes) {
+    crls_in(flag, path, &read(flag, path)?)
+}
+
+/// The CRLs in bytes read from `path` (a file or, for fetched CRLs, a URL).
+pub fn crls_in(
+    flag: &'static str,
+    path: &Path,
+    bytes: &[u8],
+) -> Result<Vec<CertificateRevocationListDer<'static>>, ConfigError> {
+    if !looks_like_pem(bytes) {
         if bytes.first() == Some(&0x30) {
-            return Ok(vec![CertificateRevocationListDer::from(bytes)]);
+            return Ok(vec![CertificateRevocationListDer::from(bytes.to_vec())]);
         }
         return Err(ConfigError::file(flag, path, "neither PEM (X509 CRL blocks) nor a DER CRL"));
     }
-    let crls = CertificateRevocationListDer::pem_slice_iter(&bytes)
+    let crls = CertificateRevocationListDer::pem_slice_iter(bytes)
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| ConfigError::file(flag, path, format!("bad PEM: {e}")))?;
     if crls.is_empty() {

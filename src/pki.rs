@@ -43,6 +43,8 @@ pub struct Spec {
     pub dns: Vec<String>,
     pub ips: Vec<IpAddr>,
     pub eku: Vec<ExtendedKeyUsagePurpose>,
+    /// CRL Distribution Points (URLs of the CRL covering this certificate).
+    pub crl_urls: Vec<String>,
     /// Validity relative to now.
     pub not_before: Duration,
     pub not_after: Duration,
@@ -58,6 +60,7 @@ impl Spec {
             dns: Vec::new(),
             ips: Vec::new(),
             eku: vec![ExtendedKeyUsagePurpose::ClientAuth],
+            crl_urls: Vec::new(),
             not_before: Duration::hours(-1),
             not_after: Duration::days(365),
         }
@@ -72,6 +75,7 @@ impl Spec {
             dns: dns.iter().map(|d| d.to_string()).collect(),
             ips: ips.to_vec(),
             eku: vec![ExtendedKeyUsagePurpose::ServerAuth],
+            crl_urls: Vec::new(),
             not_before: Duration::hours(-1),
             not_after: Duration::days(365),
         }
@@ -118,8 +122,17 @@ impl Authority {
 
     /// An intermediate CA signed by this one.
     pub fn intermediate(&self, cn: &str) -> Self {
+        self.intermediate_with_crl_urls(cn, &[])
+    }
+
+    /// An intermediate CA whose CRL Distribution Points name these URLs (this CA's CRL).
+    pub fn intermediate_with_crl_urls(&self, cn: &str, crl_urls: &[&str]) -> Self {
         let key = KeyPair::generate().expect("generate key");
-        let params = ca_params(cn);
+        let mut params = ca_params(cn);
+        if !crl_urls.is_empty() {
+            params.crl_distribution_points =
+                vec![rcgen::CrlDistributionPoint { uris: crl_urls.iter().map(|u| u.to_string()).collect() }];
+        }
         let cert = params.signed_by(&key, &self.issuer).expect("sign intermediate");
         Self {
             name: cn.into(),
@@ -156,6 +169,9 @@ impl Authority {
             p.subject_alt_names.push(SanType::IpAddress(*ip));
         }
         p.extended_key_usages = spec.eku.clone();
+        if !spec.crl_urls.is_empty() {
+            p.crl_distribution_points = vec![rcgen::CrlDistributionPoint { uris: spec.crl_urls.clone() }];
+        }
         p.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
         let now = OffsetDateTime::now_utc();
         p.not_before = now + spec.not_before;

@@ -124,6 +124,9 @@ async fn connection(tcp: TcpStream, remote: SocketAddr, shared: Arc<Shared>, mut
         .map(|c| c.iter().map(|d| d.clone().into_owned()).collect());
     // No certificate, or a certificate without CN: no identity (like a token client).
     let identity = chain.as_ref().and_then(|c| crate::identity::from_leaf(c[0].as_ref()).transpose());
+    if let Some(c) = &chain {
+        shared.state.fetcher().discover_from(c[0].as_ref());
+    }
     let expires = match (&chain, config.close_expired_connections) {
         (Some(c), true) => not_after(&c[0]),
         _ => None,

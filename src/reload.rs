@@ -15,8 +15,10 @@ use std::time::{Duration, SystemTime};
 use arc_swap::ArcSwap;
 use tokio::sync::mpsc;
 
+use crate::ca::CaBundle;
 use crate::config::Config;
 use crate::error::ConfigError;
+use crate::fetch::Fetcher;
 use crate::forward::Upstream;
 use crate::metrics::{KindLabel, Metrics};
 use crate::revocation::{IssuerCrl, RevocationIndex};
@@ -28,6 +30,8 @@ pub struct Snapshot {
     pub server_tls: Arc<rustls::ServerConfig>,
     pub verifier: Arc<CrlVerifier>,
     pub upstream: Arc<Upstream>,
+    /// The client CA bundle (fetched CRLs are verified against it before use).
+    pub bundle: Arc<CaBundle>,
     /// Metadata of the input files this was built from (to skip no-op reloads).
     stamp: Vec<FileStamp>,
 }
@@ -42,7 +46,15 @@ struct FileStamp {
     inode: u64,
 }
 
-fn stamp(files: &[(&'static str, PathBuf)]) -> Vec<FileStamp> {
+/// The stamps of the input files, plus one for the fetched CRLs (their generation).
+fn stamp(files: &[(&'static str, PathBuf)], fetcher: &Fetcher) -> Vec<FileStamp> {
+    let fetched = FileStamp {
+        kind: "crl",
+        path: PathBuf::from("<fetched CRLs>"),
+        len: fetcher.generation(),
+        modified: None,
+        inode: 0,
+    };
     files
         .iter()
         .map(|(kind, p)| {
@@ -55,6 +67,7 @@ fn stamp(files: &[(&'static str, PathBuf)]) -> Vec<FileStamp> {
                 inode: m.as_ref().map_or(0, inode),
             }
         })
+        .chain(std::iter::once(fetched))
         .collect()
 }
 
@@ -82,15 +95,16 @@ pub struct State {
     config: Config,
     current: ArcSwap<Snapshot>,
     metrics: Arc<Metrics>,
+    fetcher: Arc<Fetcher>,
 }
 
 impl State {
     /// Loads the first snapshot; errors are start-up errors.
-    pub fn load(config: Config, metrics: Arc<Metrics>) -> Result<Self, ConfigError> {
-        let snapshot = build(&config)?;
+    pub fn load(config: Config, metrics: Arc<Metrics>, fetcher: Arc<Fetcher>) -> Result<Self, ConfigError> {
+        let snapshot = build(&config, &fetcher)?;
         log_crls(&snapshot.verifier, "CRL loaded (signature verified)");
         snapshot.verifier.index().warn_expiring(crate::revocation::now_secs(), config.crl_expiry_warning);
-        Ok(Self { config, current: ArcSwap::from_pointee(snapshot), metrics })
+        Ok(Self { config, current: ArcSwap::from_pointee(snapshot), metrics, fetcher })
     }
 
     pub fn config(&self) -> &Config {
@@ -106,6 +120,10 @@ impl State {
         &self.metrics
     }
 
+    pub fn fetcher(&self) -> &Arc<Fetcher> {
+        &self.fetcher
+    }
+
     /// Every file the proxy reads.
     pub fn input_files(&self) -> Vec<PathBuf> {
         input_files(&self.config).into_iter().map(|(_, p)| p).collect()
@@ -114,14 +132,14 @@ impl State {
     /// Rebuilds from the files; swaps only if everything is valid and no CRL goes backwards.
     pub fn reload(&self) -> Result<Outcome, ConfigError> {
         let current = self.snapshot();
-        let now = stamp(&input_files(&self.config));
+        let now = stamp(&input_files(&self.config), &self.fetcher);
         if now == current.stamp {
             return Ok(Outcome::Unchanged);
         }
         let mut changed: Vec<&'static str> =
             now.iter().zip(&current.stamp).filter(|(a, b)| a != b).map(|(a, _)| a.kind).collect();
         changed.dedup();
-        let result = build(&self.config).and_then(|next| {
+        let result = build(&self.config, &self.fetcher).and_then(|next| {
             refuse_rollback(current.verifier.index(), next.verifier.index())?;
             Ok(next)
         });
@@ -145,14 +163,20 @@ impl State {
     }
 }
 
-fn build(config: &Config) -> Result<Snapshot, ConfigError> {
-    let stamp = stamp(&input_files(config));
-    let (tls, warnings) = TlsMaterial::load(config)?;
+fn build(config: &Config, fetcher: &Fetcher) -> Result<Snapshot, ConfigError> {
+    let stamp = stamp(&input_files(config), fetcher);
+    let (tls, warnings) = TlsMaterial::load(config, &fetcher.sources())?;
     for w in warnings {
         tracing::warn!("{w}");
     }
     let upstream = Upstream::new(&config.upstream, tls.upstream, config.headers.clone());
-    Ok(Snapshot { server_tls: tls.server, verifier: tls.verifier, upstream: Arc::new(upstream), stamp })
+    Ok(Snapshot {
+        server_tls: tls.server,
+        verifier: tls.verifier,
+        upstream: Arc::new(upstream),
+        bundle: Arc::new(tls.bundle),
+        stamp,
+    })
 }
 
 /// Every input file with its kind (the `kind` label of the reload metrics).

@@ -173,20 +173,43 @@ pub struct RevocationIndex {
 /// A non-fatal remark made while loading (logged by the caller).
 pub type Warning = String;
 
+/// Where CRL bytes came from: a `--crl-file`, or a fetched URL (`--crl-url`, distribution
+/// points). Errors name the flag and the file or URL.
+#[derive(Debug, Clone)]
+pub struct CrlSource {
+    pub flag: &'static str,
+    pub name: PathBuf,
+    pub bytes: Arc<Vec<u8>>,
+}
+
+impl CrlSource {
+    /// Reads every `--crl-file`.
+    pub fn files(paths: &[PathBuf]) -> Result<Vec<Self>, ConfigError> {
+        paths
+            .iter()
+            .map(|p| {
+                let bytes =
+                    std::fs::read(p).map_err(|e| ConfigError::file("--crl-file", p, format!("cannot read: {e}")))?;
+                Ok(Self { flag: "--crl-file", name: p.clone(), bytes: Arc::new(bytes) })
+            })
+            .collect()
+    }
+}
+
 impl RevocationIndex {
     /// Loads and verifies every CRL file against the CA bundle, then checks that each CA has
     /// a CRL unless `--crl-missing=allow`.
     pub fn load(
         bundle: &CaBundle,
-        crl_files: &[PathBuf],
+        sources: &[CrlSource],
         policy: RevocationPolicy,
         algs: &WebPkiSupportedAlgorithms,
     ) -> Result<(Self, Vec<Warning>), ConfigError> {
-        let flag = "--crl-file";
         let mut by_issuer: HashMap<Vec<u8>, Arc<IssuerCrl>> = HashMap::new();
         let mut warnings = Vec::new();
-        for path in crl_files {
-            for (i, der) in crate::pem::crls(flag, path)?.iter().enumerate() {
+        for source in sources {
+            let (flag, path) = (source.flag, &source.name);
+            for (i, der) in crate::pem::crls_in(flag, path, &source.bytes)?.iter().enumerate() {
                 let which = |msg: String| ConfigError::file(flag, path, format!("CRL #{}: {msg}", i + 1));
                 let parsed = ParsedCrl::parse(der.as_ref()).map_err(|e| which(e.to_string()))?;
                 let ca = verify_against_bundle(&parsed, bundle, algs).map_err(which)?;
@@ -313,7 +336,7 @@ fn warn_stale(crl: &IssuerCrl, now: i64) {
 }
 
 /// Finds the CA that signed this CRL (same subject, signature verifies, may sign CRLs).
-fn verify_against_bundle<'b>(
+pub fn verify_against_bundle<'b>(
     parsed: &ParsedCrl<'b>,
     bundle: &'b CaBundle,
     algs: &WebPkiSupportedAlgorithms,
@@ -403,7 +426,7 @@ mod tests {
         std::fs::write(&f.crl, f.ca.crl(&[&a.serial, &[0x00, 0x01, 0x02]], 7, time::Duration::days(1))).unwrap();
         let (index, warnings) = RevocationIndex::load(
             &f.bundle,
-            std::slice::from_ref(&f.crl),
+            &CrlSource::files(std::slice::from_ref(&f.crl)).unwrap(),
             policy(Policy::Deny, Policy::Deny, 0),
             &algs(),
         )
@@ -424,7 +447,11 @@ mod tests {
         std::fs::write(&f.crl, f.ca.crl(&[], 1, time::Duration::hours(-2))).unwrap();
         let key = f.bundle.cas[0].key();
         let now = now_secs();
-        let load = |p| RevocationIndex::load(&f.bundle, std::slice::from_ref(&f.crl), p, &algs()).unwrap().0;
+        let load = |p| {
+            RevocationIndex::load(&f.bundle, &CrlSource::files(std::slice::from_ref(&f.crl)).unwrap(), p, &algs())
+                .unwrap()
+                .0
+        };
         let deny = load(policy(Policy::Deny, Policy::Deny, 0));
         assert!(matches!(deny.check(&[1], &key, false, now), Err(RevocationError::Stale { .. })));
         let graced = load(policy(Policy::Deny, Policy::Deny, 3 * 3600));
@@ -450,7 +477,7 @@ mod tests {
         std::fs::write(&f.crl, f.ca.crl(&[], 1, time::Duration::hours(2))).unwrap();
         let (index, _) = RevocationIndex::load(
             &f.bundle,
-            std::slice::from_ref(&f.crl),
+            &CrlSource::files(std::slice::from_ref(&f.crl)).unwrap(),
             policy(Policy::Deny, Policy::Deny, 0),
             &algs(),
         )

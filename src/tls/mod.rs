@@ -17,7 +17,7 @@ use rustls::{ClientConfig, RootCertStore, ServerConfig};
 use crate::ca::CaBundle;
 use crate::config::Config;
 use crate::error::ConfigError;
-use crate::revocation::{RevocationIndex, Warning};
+use crate::revocation::{CrlSource, RevocationIndex, Warning};
 use verifier::CrlVerifier;
 
 /// ALPN protocols offered downstream and upstream, in preference order.
@@ -37,12 +37,15 @@ pub struct TlsMaterial {
 }
 
 impl TlsMaterial {
-    /// Loads every file the proxy needs; errors name the flag and the file.
-    pub fn load(config: &Config) -> Result<(Self, Vec<Warning>), ConfigError> {
+    /// Loads every file the proxy needs, plus CRLs fetched from URLs; errors name the flag
+    /// and the file (or URL).
+    pub fn load(config: &Config, fetched: &[CrlSource]) -> Result<(Self, Vec<Warning>), ConfigError> {
         let provider = provider();
         let algs = provider.signature_verification_algorithms;
         let bundle = CaBundle::load(&config.client_ca_file, config.client_ca_names_file.as_deref())?;
-        let (index, warnings) = RevocationIndex::load(&bundle, &config.crl_files, config.revocation, &algs)?;
+        let mut sources = CrlSource::files(&config.crl_files)?;
+        sources.extend(fetched.iter().cloned());
+        let (index, warnings) = RevocationIndex::load(&bundle, &sources, config.revocation, &algs)?;
         let verifier = Arc::new(CrlVerifier::new(&bundle, Arc::new(index), config.client_cert_mode, algs));
 
         let server = server_config(config, provider.clone(), verifier.clone())?;
