@@ -252,3 +252,38 @@ async fn corrupt_crl_and_rollback_keep_the_last_good_one() {
     let carol = env.pki.users_ca.issue(&Spec::client("carol", &[]));
     assert_eq!(user_info(&env.request(Some(&carol), Http::H1, whoami_request()).await.unwrap()).username, "carol");
 }
+
+#[tokio::test]
+async fn delta_crls_revoke_and_unrevoke_without_a_new_base() {
+    let tmp = tempdir();
+    let pki = Pki::new(tmp.path());
+    let delta = pki.path("delta.crl");
+    // Base CRL 1 (bob revoked) plus an empty delta 2.
+    std::fs::write(&delta, pki.users_ca.delta_crl(&[], 2, 1, time::Duration::days(1))).unwrap();
+    let upstream = Upstream::start(pki.sim_config()).await;
+    let mut args = pki.proxy_args(upstream.addr);
+    args.extend(["--crl-file".to_string(), delta.display().to_string()]);
+    let proxy = ProxyProcess::start(tmp.path(), &args);
+    let env = Env { tmp, pki, upstream, proxy };
+    let mut w = Watch::open(&env, &env.pki.alice, Http::H1).await;
+
+    // Delta 3: alice revoked (keyCompromise), bob removed from the CRL (removeFromCRL).
+    let tmp_delta = env.pki.path("delta.crl.new");
+    std::fs::write(
+        &tmp_delta,
+        env.pki.users_ca.delta_crl(
+            &[(&env.pki.alice.serial, 1), (&env.pki.bob.serial, 8)],
+            3,
+            1,
+            time::Duration::days(1),
+        ),
+    )
+    .unwrap();
+    std::fs::rename(&tmp_delta, &delta).unwrap();
+    w.until_closed().await;
+    assert_eq!(
+        env.request(Some(&env.pki.alice), Http::H1, whoami_request()).await.unwrap_err(),
+        "remote error: tls: revoked certificate"
+    );
+    assert_eq!(user_info(&env.request(Some(&env.pki.bob), Http::H2, whoami_request()).await.unwrap()).username, "bob");
+}

@@ -31,8 +31,6 @@ pub enum CrlError {
     IndirectEntry,
     #[error("the CRL's issuingDistributionPoint limits it to {0}, which cannot prove a certificate is not revoked")]
     PartialScope(&'static str),
-    #[error("delta CRLs are not supported yet; give the full (base) CRL")]
-    Delta,
     #[error("signature algorithm is not supported for this CA key")]
     UnsupportedAlgorithm,
     #[error("signature does not verify against the CA's public key")]
@@ -67,6 +65,8 @@ pub struct ParsedCrl<'a> {
     pub next_update: Option<i64>,
     /// CRL number INTEGER contents, normalised.
     pub crl_number: Option<&'a [u8]>,
+    /// For a delta CRL (RFC 5280 §5.2.4): the BaseCRLNumber it applies to, normalised.
+    pub delta_base: Option<&'a [u8]>,
     /// Per issuingDistributionPoint: the CRL covers end-entity and/or CA certificates.
     pub covers_end_entities: bool,
     pub covers_cas: bool,
@@ -128,6 +128,7 @@ impl<'a> ParsedCrl<'a> {
             this_update,
             next_update,
             crl_number: None,
+            delta_base: None,
             covers_end_entities: true,
             covers_cas: true,
             revoked,
@@ -155,7 +156,10 @@ impl<'a> ParsedCrl<'a> {
                     let n = Reader::new(value).expect(der::INTEGER, "cRLNumber")?;
                     self.crl_number = Some(normalize_serial(n.value));
                 }
-                OID_DELTA_CRL_INDICATOR => return Err(CrlError::Delta),
+                OID_DELTA_CRL_INDICATOR => {
+                    let n = Reader::new(value).expect(der::INTEGER, "BaseCRLNumber")?;
+                    self.delta_base = Some(normalize_serial(n.value));
+                }
                 OID_ISSUING_DISTRIBUTION_POINT => self.read_idp(value)?,
                 OID_AUTHORITY_KEY_ID | OID_FRESHEST_CRL | OID_AUTHORITY_INFO_ACCESS => {}
                 other if critical => return Err(CrlError::UnsupportedCriticalExtension(oid_string(other))),

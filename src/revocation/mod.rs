@@ -105,6 +105,68 @@ impl IssuerCrl {
         }
     }
 
+    /// A delta CRL (RFC 5280 §5.2.4) applied on this base: its entries are added (or
+    /// replace the base's), its `removeFromCRL` entries removed; validity and CRL number are
+    /// the delta's. The base's CRL number must be at least the delta's BaseCRLNumber, and the
+    /// delta must be newer than the base.
+    pub fn apply_delta(&self, delta: &IssuerCrl, base_number: &[u8]) -> Result<IssuerCrl, String> {
+        let num = |n: &[u8]| (n.len(), n.to_vec());
+        let base_has = self.crl_number.as_deref().map(num);
+        if base_has.as_ref().is_none_or(|b| *b < num(base_number)) {
+            return Err(format!(
+                "delta needs a base CRL numbered {} or later; the base in use is {}",
+                hex::encode(base_number),
+                self.crl_number.as_ref().map_or("unnumbered".into(), hex::encode)
+            ));
+        }
+        if delta.crl_number.as_deref().map(num) <= base_has {
+            return Err("delta is not newer than its base CRL".into());
+        }
+        const REMOVE_FROM_CRL: u8 = 8;
+        let mut entries = Vec::with_capacity(self.entries.len() + delta.entries.len());
+        let (mut b, mut d) = (self.entries.iter().peekable(), delta.entries.iter().peekable());
+        loop {
+            let next = match (b.peek(), d.peek()) {
+                (None, None) => break,
+                (Some(_), None) => b.next(),
+                (None, Some(_)) => d.next(),
+                (Some(x), Some(y)) => match x.key().cmp(&y.key()) {
+                    std::cmp::Ordering::Less => b.next(),
+                    std::cmp::Ordering::Greater => d.next(),
+                    std::cmp::Ordering::Equal => {
+                        b.next();
+                        d.next()
+                    }
+                },
+            };
+            if let Some(e) = next.filter(|e| e.reason != REMOVE_FROM_CRL) {
+                entries.push(*e);
+            }
+        }
+        let mut long_entries = self.long_entries.clone();
+        for (serial, r) in &delta.long_entries {
+            long_entries.retain(|(s, _)| s != serial);
+            if r.reason != Some(REMOVE_FROM_CRL) {
+                long_entries.push((serial.clone(), r.clone()));
+            }
+        }
+        Ok(IssuerCrl {
+            issuer: self.issuer.clone(),
+            key: self.key.clone(),
+            source: delta.source.clone(),
+            version: delta.version,
+            this_update: delta.this_update,
+            next_update: delta.next_update,
+            crl_number: delta.crl_number.clone(),
+            covers_end_entities: self.covers_end_entities,
+            covers_cas: self.covers_cas,
+            entries,
+            long_entries,
+            last_stale_warning: AtomicI64::new(i64::MIN),
+            last_expiry_warning: AtomicI64::new(i64::MIN),
+        })
+    }
+
     fn newer_than(&self, other: &IssuerCrl) -> bool {
         match (&self.crl_number, &other.crl_number) {
             (Some(a), Some(b)) if a != b => (a.len(), a) > (b.len(), b),
@@ -206,6 +268,8 @@ impl RevocationIndex {
         algs: &WebPkiSupportedAlgorithms,
     ) -> Result<(Self, Vec<Warning>), ConfigError> {
         let mut by_issuer: HashMap<Vec<u8>, Arc<IssuerCrl>> = HashMap::new();
+        // Delta CRLs, applied once every base is known: (issuer key, delta, where from).
+        let mut deltas: Vec<(Vec<u8>, IssuerCrl, Vec<u8>, String)> = Vec::new();
         let mut warnings = Vec::new();
         for source in sources {
             let (flag, path) = (source.flag, &source.name);
@@ -215,6 +279,11 @@ impl RevocationIndex {
                 let ca = verify_against_bundle(&parsed, bundle, algs).map_err(which)?;
                 let crl =
                     IssuerCrl::build(&parsed, ca.subject.clone(), ca.key(), path).map_err(|e| which(e.to_string()))?;
+                if let Some(base) = parsed.delta_base {
+                    let name = format!("{flag} {} CRL #{}", path.display(), i + 1);
+                    deltas.push((ca.key(), crl, base.to_vec(), name));
+                    continue;
+                }
                 match by_issuer.get(&ca.key()) {
                     Some(existing) if !crl.newer_than(existing) => {
                         warnings.push(format!(
@@ -230,6 +299,24 @@ impl RevocationIndex {
                     }
                 }
             }
+        }
+        // Newest delta first per issuer; older ones are superseded.
+        deltas.sort_by(|a, b| b.1.crl_number.cmp(&a.1.crl_number));
+        let mut applied: Vec<Vec<u8>> = Vec::new();
+        for (key, delta, base_number, name) in deltas {
+            if applied.contains(&key) {
+                continue;
+            }
+            let Some(base) = by_issuer.get(&key) else {
+                return Err(ConfigError::Other(format!(
+                    "{name}: delta CRL for {} but no base CRL of that CA is loaded",
+                    delta.issuer
+                )));
+            };
+            let merged =
+                base.apply_delta(&delta, &base_number).map_err(|e| ConfigError::Other(format!("{name}: {e}")))?;
+            by_issuer.insert(key.clone(), Arc::new(merged));
+            applied.push(key);
         }
         for ca in &bundle.cas {
             if by_issuer.contains_key(&ca.key()) {
@@ -469,6 +556,39 @@ mod tests {
             RevocationIndex::load(&f.bundle, &[], policy(Policy::Allow, Policy::Deny, 0), &algs()).unwrap();
         assert_eq!(warnings.len(), 1);
         assert_eq!(index.check(&[1], &f.bundle.cas[0].key(), false, now_secs()), Ok(()));
+    }
+
+    #[test]
+    fn delta_crls_add_and_remove_on_top_of_their_base() {
+        let f = fixture();
+        let (a, b, c) = ([0x0a_u8], [0x0b_u8], [0x0c_u8]);
+        std::fs::write(&f.crl, f.ca.crl(&[&a, &b], 5, time::Duration::days(1))).unwrap();
+        let delta_path = f.crl.with_file_name("delta.crl");
+        std::fs::write(&delta_path, f.ca.delta_crl(&[(&c, 1), (&b, 8)], 6, 5, time::Duration::hours(2))).unwrap();
+        let sources = CrlSource::files(&[f.crl.clone(), delta_path.clone()]).unwrap();
+        let (index, _) =
+            RevocationIndex::load(&f.bundle, &sources, policy(Policy::Deny, Policy::Deny, 0), &algs()).unwrap();
+        let key = f.bundle.cas[0].key();
+        let now = now_secs();
+        assert!(index.check(&a, &key, false, now).is_err(), "a stays revoked");
+        assert_eq!(index.check(&b, &key, false, now), Ok(()), "b removed by removeFromCRL");
+        assert!(index.check(&c, &key, false, now).is_err(), "c added by the delta");
+        let crl = index.crl_for(&key).unwrap();
+        assert_eq!(crl.crl_number.as_deref(), Some(&[6u8][..]));
+        assert_eq!(crl.len(), 2);
+        assert!(crl.next_update.unwrap() - now < 3 * 3600, "freshness comes from the delta");
+
+        // A delta for a newer base than the one loaded is refused.
+        std::fs::write(&delta_path, f.ca.delta_crl(&[], 9, 7, time::Duration::hours(2))).unwrap();
+        let sources = CrlSource::files(&[f.crl.clone(), delta_path.clone()]).unwrap();
+        let err =
+            RevocationIndex::load(&f.bundle, &sources, policy(Policy::Deny, Policy::Deny, 0), &algs()).unwrap_err();
+        assert!(err.to_string().contains("base CRL numbered 07"), "{err}");
+        // A delta alone has no base.
+        let sources = CrlSource::files(std::slice::from_ref(&delta_path)).unwrap();
+        let err =
+            RevocationIndex::load(&f.bundle, &sources, policy(Policy::Deny, Policy::Deny, 0), &algs()).unwrap_err();
+        assert!(err.to_string().contains("no base CRL"), "{err}");
     }
 
     #[test]
