@@ -16,6 +16,7 @@
 //! - [`conns`]: live client-certificate connections, re-checked after every change.
 //! - [`admin`], [`metrics`]: `/livez`, `/readyz`, `/metrics`; upstream health checks.
 //! - [`error`]: typed errors and the one table each that maps them to alerts / statuses.
+//! - [`check`]: the `check`, `check-apiserver` and `inspect` commands (load, judge, never serve).
 //! - [`pki`], [`sim`], [`demo`]: the throwaway PKI, the kube-apiserver stand-in and the
 //!   `demo` command built on them (also used by the tests).
 //!
@@ -24,6 +25,7 @@
 
 pub mod admin;
 pub mod ca;
+pub mod check;
 pub mod config;
 pub mod conns;
 pub mod demo;

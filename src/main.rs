@@ -24,6 +24,15 @@ enum Command {
     /// Run a throwaway PKI, a kube-apiserver stand-in and the proxy, and show a valid, a
     /// revoked and a token user going through it.
     Demo(kube_crl_proxy::demo::DemoArgs),
+    /// Load everything as `run` would (never listening, never contacting the upstream), print
+    /// a summary and warnings (logs, e.g. failed CRL fetches, go to stderr). Exit 0 if loadable, 1 on warnings with --strict, 64 on errors.
+    Check(kube_crl_proxy::check::CheckArgs),
+    /// Check kube-apiserver's static pod manifest against the proxy: loopback bind address,
+    /// request-header flags. Exit 0 if fine, 1 on problems, 64 if unreadable.
+    CheckApiserver(kube_crl_proxy::check::CheckApiserverArgs),
+    /// Tell whether a client certificate would be accepted now, why, and which identity
+    /// headers it maps to. Exit 0 if accepted, 1 if refused, 64 on bad input.
+    Inspect(kube_crl_proxy::check::InspectArgs),
 }
 
 fn main() -> ExitCode {
@@ -43,7 +52,30 @@ fn main() -> ExitCode {
             init_logging(LogFormat::Text, "warn");
             kube_crl_proxy::demo::main(args)
         }
+        Some(Command::Check(args)) => {
+            init_logging(LogFormat::Text, "warn");
+            finish(kube_crl_proxy::check::check(args))
+        }
+        Some(Command::CheckApiserver(args)) => finish(kube_crl_proxy::check::check_apiserver(args)),
+        Some(Command::Inspect(args)) => {
+            init_logging(LogFormat::Text, "warn");
+            finish(kube_crl_proxy::check::inspect(args))
+        }
         None => run(cli.run),
+    }
+}
+
+/// Prints a report: exit 0 if it passed, 1 if not; a load error exits 64 like `run`.
+fn finish(result: Result<kube_crl_proxy::check::Report, kube_crl_proxy::error::ConfigError>) -> ExitCode {
+    match result {
+        Ok(report) => {
+            print!("{}", report.text());
+            if report.passed { ExitCode::SUCCESS } else { ExitCode::FAILURE }
+        }
+        Err(e) => {
+            eprintln!("kube-crl-proxy: {e}");
+            ExitCode::from(EXIT_USAGE)
+        }
     }
 }
 
