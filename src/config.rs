@@ -175,6 +175,11 @@ pub struct RunFlags {
     #[arg(long, value_name = "DURATION")]
     pub upstream_check_interval: Option<String>,
 
+    /// Log one `access` event per finished request (user, groups, method, path, status,
+    /// bytes, duration, upstream) [default: false].
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set)]
+    pub access_log: Option<bool>,
+
     /// Log format [default: text].
     #[arg(long, value_name = "FORMAT")]
     pub log_format: Option<LogFormat>,
@@ -231,6 +236,7 @@ struct FileConfig {
     upstream_connect_timeout: Option<String>,
     admin_address: Option<std::net::SocketAddr>,
     upstream_check_interval: Option<String>,
+    access_log: Option<bool>,
     log_format: Option<LogFormat>,
     log_level: Option<String>,
 }
@@ -323,6 +329,7 @@ pub struct Config {
     pub request_header_timeout: Duration,
     pub admin_address: std::net::SocketAddr,
     pub upstream_check_interval: Duration,
+    pub access_log: bool,
     pub log_format: LogFormat,
     pub log_level: String,
 }
@@ -617,6 +624,7 @@ impl Config {
                 "upstream-check-interval",
                 Duration::from_secs(5),
             )?,
+            access_log: pick(flags.access_log, file.access_log, fp).is_some_and(|s| s.value),
             log_format: pick(flags.log_format, file.log_format, fp).map_or(LogFormat::Text, |s| s.value),
             log_level,
         };

@@ -6,7 +6,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -52,10 +52,11 @@ pub struct Upstream {
     client: HttpsClient,
     upgrade_client: HttpsClient,
     headers: HeaderNames,
+    access_log: bool,
 }
 
 impl Upstream {
-    pub fn new(cfg: &UpstreamConfig, tls: rustls::ClientConfig, headers: HeaderNames) -> Self {
+    pub fn new(cfg: &UpstreamConfig, tls: rustls::ClientConfig, headers: HeaderNames, access_log: bool) -> Self {
         let server_name = rustls_pki_types::ServerName::try_from(cfg.server_name.clone()).expect("validated by config");
         let connector = |tls: rustls::ClientConfig, h2: bool| {
             let mut http = HttpConnector::new();
@@ -87,6 +88,7 @@ impl Upstream {
             client: builder().build(connector(tls, true)),
             upgrade_client: builder().build(connector(h1_tls, false)),
             headers,
+            access_log,
         }
     }
 
@@ -103,9 +105,32 @@ impl Upstream {
     pub async fn handle(&self, req: Request<Incoming>, conn: &ConnInfo, metrics: &Arc<Metrics>) -> Response<ProxyBody> {
         let method = crate::metrics::method_label(req.method());
         let verb = crate::metrics::verb_class(&req);
+        let access = self.access_log.then(|| (req.method().to_string(), req.uri().path().to_string(), Instant::now()));
         let resp = self.respond(req, conn, metrics).await;
-        metrics.requests.get_or_create(&RequestLabels { code: resp.status().as_u16(), method, verb }).inc();
-        resp
+        let status = resp.status().as_u16();
+        metrics.requests.get_or_create(&RequestLabels { code: status, method, verb }).inc();
+        match access {
+            None => resp,
+            Some((method, path, start)) => {
+                let (user, groups) = match &conn.identity {
+                    Some(Ok(id)) => (id.user.clone(), id.groups.join(",")),
+                    Some(Err(_)) => ("<refused>".to_string(), String::new()),
+                    None => ("<no certificate>".to_string(), String::new()),
+                };
+                let record = crate::access::Record {
+                    peer: conn.remote,
+                    user,
+                    groups,
+                    method,
+                    verb,
+                    path,
+                    status,
+                    upstream: self.label.clone(),
+                    start,
+                };
+                resp.map(|body| crate::access::Logged::new(body, record).boxed())
+            }
+        }
     }
 
     async fn respond(&self, req: Request<Incoming>, conn: &ConnInfo, metrics: &Arc<Metrics>) -> Response<ProxyBody> {

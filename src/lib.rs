@@ -23,6 +23,7 @@
 //! [`run`] is the one entry point shared by `main` and the tests: it takes a bound
 //! listener and a shutdown future.
 
+pub mod access;
 pub mod admin;
 pub mod ca;
 pub mod check;

@@ -169,7 +169,7 @@ fn build(config: &Config, fetcher: &Fetcher) -> Result<Snapshot, ConfigError> {
     for w in warnings {
         tracing::warn!("{w}");
     }
-    let upstream = Upstream::new(&config.upstream, tls.upstream, config.headers.clone());
+    let upstream = Upstream::new(&config.upstream, tls.upstream, config.headers.clone(), config.access_log);
     Ok(Snapshot {
         server_tls: tls.server,
         verifier: tls.verifier,
