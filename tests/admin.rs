@@ -138,3 +138,27 @@ async fn reloads_failures_and_closures_are_counted() {
 fn get_empty(path: &str) -> http::Request<Empty<Bytes>> {
     http::Request::get(format!("https://localhost{path}")).body(Empty::new()).unwrap()
 }
+
+#[tokio::test]
+async fn access_log_records_finished_requests_without_secrets() {
+    let env = Env::start(&["--access-log"]).await;
+    user_info(&env.request(Some(&env.pki.alice), Http::H2, whoami_request()).await.unwrap());
+    let req = http::Request::get("https://localhost/_sim/bytes?n=12345")
+        .header("authorization", format!("Bearer {TOKEN}"))
+        .body(http_body_util::Full::new(Bytes::new()))
+        .unwrap();
+    assert_eq!(env.request(None, Http::H1, req).await.unwrap().body.len(), 12345);
+    let logs = env.proxy.wait_for_log("bytes=12345");
+    let lines: Vec<&str> = logs.lines().filter(|l| l.contains(" access ")).collect();
+    assert_eq!(lines.len(), 2, "{logs}");
+    let alice = lines.iter().find(|l| l.contains("user=alice")).expect("alice's line");
+    for field in
+        ["groups=dev,ops", "method=POST", "path=/apis/authentication.k8s.io/v1/selfsubjectreviews", "status=201"]
+    {
+        assert!(alice.contains(field), "{field} in {alice}");
+    }
+    let token = lines.iter().find(|l| l.contains("bytes=12345")).unwrap();
+    assert!(token.contains("status=200") && token.contains("path=/_sim/bytes"), "{token}");
+    assert!(!logs.contains(TOKEN), "the bearer token must never be logged");
+    assert!(!logs.contains("n=12345"), "query strings are not logged");
+}
