@@ -8,12 +8,11 @@
 //! - `GET /metrics`: Prometheus text format (see [`crate::metrics`]).
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode, header};
-use http_body_util::{BodyExt, Empty, Full};
+use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
@@ -23,20 +22,8 @@ use tokio::net::TcpListener;
 use crate::config::Policy;
 use crate::reload::State;
 
-/// Shared health state.
-#[derive(Default)]
-pub struct Health {
-    upstream_ok: AtomicBool,
-}
-
-impl Health {
-    pub fn upstream_ok(&self) -> bool {
-        self.upstream_ok.load(Ordering::Relaxed)
-    }
-}
-
 /// The failing readiness checks (empty when ready).
-pub fn readiness_problems(state: &State, health: &Health) -> Vec<String> {
+pub fn readiness_problems(state: &State) -> Vec<String> {
     let mut problems = Vec::new();
     let snapshot = state.snapshot();
     let index = snapshot.verifier.index();
@@ -50,24 +37,25 @@ pub fn readiness_problems(state: &State, health: &Health) -> Vec<String> {
             }
         }
     }
-    if !health.upstream_ok() {
-        problems.push(format!("upstream {} /readyz did not answer 200", state.config().upstream.url));
+    if !state.upstream_health().iter().any(|h| h.is_up()) {
+        let urls: Vec<String> = state.config().upstream.targets.iter().map(|t| t.url.to_string()).collect();
+        problems.push(format!("no upstream's /readyz answered 200 at the last check ({})", urls.join(", ")));
     }
     problems
 }
 
 /// Serves the admin endpoint until the task is dropped.
-pub async fn serve(listener: TcpListener, state: Arc<State>, health: Arc<Health>) {
+pub async fn serve(listener: TcpListener, state: Arc<State>) {
     loop {
         let Ok((tcp, _)) = listener.accept().await else {
             tokio::time::sleep(Duration::from_millis(50)).await;
             continue;
         };
-        let (state, health) = (state.clone(), health.clone());
+        let state = state.clone();
         tokio::spawn(async move {
             let svc = service_fn(move |req| {
-                let (state, health) = (state.clone(), health.clone());
-                async move { Ok::<_, std::convert::Infallible>(route(&req, &state, &health)) }
+                let state = state.clone();
+                async move { Ok::<_, std::convert::Infallible>(route(&req, &state)) }
             });
             let mut b = http1::Builder::new();
             b.timer(TokioTimer::new()).header_read_timeout(Duration::from_secs(10));
@@ -83,14 +71,14 @@ fn text(code: StatusCode, body: String, content_type: &'static str) -> Response<
     r
 }
 
-fn route(req: &Request<Incoming>, state: &State, health: &Health) -> Response<Full<Bytes>> {
+fn route(req: &Request<Incoming>, state: &State) -> Response<Full<Bytes>> {
     if req.method() != Method::GET && req.method() != Method::HEAD {
         return text(StatusCode::METHOD_NOT_ALLOWED, "GET only\n".into(), "text/plain");
     }
     match req.uri().path() {
         "/livez" | "/healthz" => text(StatusCode::OK, "ok\n".into(), "text/plain"),
         "/readyz" => {
-            let problems = readiness_problems(state, health);
+            let problems = readiness_problems(state);
             if problems.is_empty() {
                 text(StatusCode::OK, "ok\n".into(), "text/plain")
             } else {
@@ -106,34 +94,26 @@ fn route(req: &Request<Incoming>, state: &State, health: &Health) -> Response<Fu
     }
 }
 
-/// Checks the upstream's `/readyz` every `interval` (anonymously, with the front-proxy
-/// certificate, as kube-apiserver allows for `system:public-info-viewer`).
-pub async fn check_upstream(state: Arc<State>, health: Arc<Health>, interval: Duration) {
+/// Checks every upstream's `/readyz` every `interval` (anonymously, with the front-proxy
+/// certificate, as kube-apiserver allows for `system:public-info-viewer`); routing prefers the
+/// ones that answer 200, and readiness needs at least one.
+pub async fn check_upstreams(state: Arc<State>, interval: Duration) {
     let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut was_ready = None;
     loop {
         tick.tick().await;
         let upstream = state.snapshot().upstream.clone();
-        let req = Request::get("/readyz").body(Empty::<Bytes>::new().map_err(|n| match n {}).boxed());
-        let ok = match req {
-            Ok(req) => match tokio::time::timeout(interval.max(Duration::from_secs(1)), upstream.probe(req)).await {
-                Ok(Ok(status)) => status == StatusCode::OK,
-                Ok(Err(e)) => {
-                    tracing::debug!("upstream health check failed: {e}");
-                    false
-                }
-                Err(_) => false,
-            },
-            Err(_) => false,
-        };
-        let was = health.upstream_ok.swap(ok, Ordering::Relaxed);
-        if was != ok {
-            if ok {
-                tracing::info!("upstream /readyz answers 200: ready");
+        let up = upstream.check_all(interval.max(Duration::from_secs(1))).await;
+        let ready = up > 0;
+        if was_ready != Some(ready) {
+            if ready {
+                tracing::info!(healthy = up, "an upstream's /readyz answers 200: ready");
             } else {
-                tracing::warn!("upstream /readyz does not answer 200: not ready");
+                tracing::warn!("no upstream's /readyz answers 200: not ready");
             }
+            was_ready = Some(ready);
         }
-        state.metrics().upstream_up.set(i64::from(ok));
+        state.metrics().upstream_up.set(i64::try_from(up).unwrap_or(i64::MAX));
     }
 }

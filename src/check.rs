@@ -458,7 +458,7 @@ fn proxy_header_names(args: &CheckApiserverArgs) -> Result<HeaderNames, ConfigEr
         requestheader_uid_headers: args.requestheader_uid_headers.clone(),
         tls_cert_file: unused(),
         client_ca_file: unused(),
-        upstream: Some("https://127.0.0.1:6443".into()),
+        upstream: vec!["https://127.0.0.1:6443".into()],
         upstream_ca_file: unused(),
         proxy_client_cert_file: unused(),
         ..Default::default()

@@ -119,9 +119,9 @@ pub struct RunFlags {
     #[arg(long, value_name = "DURATION")]
     pub crl_expired_grace: Option<String>,
 
-    /// kube-apiserver URL, e.g. https://127.0.0.1:6443.
-    #[arg(long, value_name = "URL")]
-    pub upstream: Option<String>,
+    /// kube-apiserver URL, e.g. https://127.0.0.1:6443. Repeatable: requests go to a healthy one.
+    #[arg(long = "upstream", value_name = "URL")]
+    pub upstream: Vec<String>,
     /// CA bundle that verifies the upstream's serving certificate (PEM).
     #[arg(long, value_name = "FILE")]
     pub upstream_ca_file: Option<PathBuf>,
@@ -216,7 +216,8 @@ struct FileConfig {
     crl_missing: Option<Policy>,
     crl_expired: Option<Policy>,
     crl_expired_grace: Option<String>,
-    upstream: Option<String>,
+    #[serde(default)]
+    upstream: OneOrMany<String>,
     upstream_ca_file: Option<PathBuf>,
     upstream_server_name: Option<String>,
     proxy_client_cert_file: Option<PathBuf>,
@@ -264,9 +265,19 @@ impl<T> OneOrMany<T> {
     }
 }
 
+/// One kube-apiserver.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpstreamTarget {
+    pub url: http::Uri,
+    /// SNI and verification name (`--upstream-server-name`, else the URL's host).
+    pub server_name: String,
+}
+
 /// Upstream (kube-apiserver) settings.
 #[derive(Debug, Clone)]
 pub struct UpstreamConfig {
+    /// Every `--upstream`, in order; `url` and `server_name` are the first one's.
+    pub targets: Vec<UpstreamTarget>,
     pub url: http::Uri,
     pub ca_file: PathBuf,
     pub server_name: String,
@@ -472,38 +483,45 @@ impl Config {
                 .is_some_and(|s| s.value),
         };
 
-        let upstream_raw = required(
-            pick(flags.upstream, file.upstream, fp),
-            "upstream",
-            "kube-apiserver's URL, e.g. https://127.0.0.1:6443",
-        )?;
-        let url: http::Uri = upstream_raw
-            .value
-            .parse()
-            .map_err(|e| upstream_raw.origin.err("upstream", format!("invalid URL {:?}: {e}", upstream_raw.value)))?;
-        if url.scheme_str() != Some("https") {
-            return Err(upstream_raw.origin.err(
-                "upstream",
-                format!("{:?} must be an https:// URL (kube-apiserver serves TLS)", upstream_raw.value),
-            ));
+        let upstream_raw = pick_vec(flags.upstream, file.upstream.into_vec(), fp);
+        if upstream_raw.value.is_empty() {
+            return Err(
+                Origin::Flags.err("upstream", "is required (kube-apiserver's URL, e.g. https://127.0.0.1:6443)")
+            );
         }
-        let host = url
-            .host()
-            .ok_or_else(|| upstream_raw.origin.err("upstream", "URL has no host"))?
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .to_string();
-        if url.path_and_query().is_some_and(|pq| pq.as_str() != "/") {
-            return Err(upstream_raw.origin.err("upstream", "URL must not have a path or query"));
-        }
-        let server_name = match pick(flags.upstream_server_name, file.upstream_server_name, fp) {
+        let name_flag = match pick(flags.upstream_server_name, file.upstream_server_name, fp) {
             Some(s) => {
                 rustls_pki_types::ServerName::try_from(s.value.as_str())
                     .map_err(|e| s.origin.err("upstream-server-name", format!("{:?}: {e}", s.value)))?;
-                s.value
+                Some(s.value)
             }
-            None => host,
+            None => None,
         };
+        let mut targets = Vec::new();
+        for raw in &upstream_raw.value {
+            let err = |m: String| upstream_raw.origin.err("upstream", m);
+            let url: http::Uri = raw.parse().map_err(|e| err(format!("invalid URL {raw:?}: {e}")))?;
+            if url.scheme_str() != Some("https") {
+                return Err(err(format!("{raw:?} must be an https:// URL (kube-apiserver serves TLS)")));
+            }
+            let host = url
+                .host()
+                .ok_or_else(|| err(format!("{raw:?} has no host")))?
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_string();
+            if url.path_and_query().is_some_and(|pq| pq.as_str() != "/") {
+                return Err(err(format!("{raw:?} must not have a path or query")));
+            }
+            if targets.iter().any(|t: &UpstreamTarget| t.url == url) {
+                return Err(err(format!("{raw:?} is given twice")));
+            }
+            let server_name = name_flag.clone().unwrap_or(host);
+            rustls_pki_types::ServerName::try_from(server_name.as_str())
+                .map_err(|e| err(format!("{raw:?}: host is not a valid server name: {e}")))?;
+            targets.push(UpstreamTarget { url, server_name });
+        }
+        let (url, server_name) = (targets[0].url.clone(), targets[0].server_name.clone());
         let upstream_ca_file = required(
             pick(flags.upstream_ca_file, file.upstream_ca_file, fp),
             "upstream-ca-file",
@@ -583,6 +601,7 @@ impl Config {
                 )?,
             },
             upstream: UpstreamConfig {
+                targets,
                 url,
                 ca_file: rel(Some(upstream_ca_file)).unwrap_or_default(),
                 server_name,
@@ -668,7 +687,7 @@ mod tests {
         RunFlags {
             tls_cert_file: Some("s.pem".into()),
             client_ca_file: Some("ca.pem".into()),
-            upstream: Some("https://127.0.0.1:6443".into()),
+            upstream: vec!["https://127.0.0.1:6443".into()],
             upstream_ca_file: Some("uca.pem".into()),
             proxy_client_cert_file: Some("fp.pem".into()),
             ..Default::default()
@@ -745,8 +764,16 @@ mod tests {
     #[test]
     fn flag_errors_name_the_flag() {
         let mut f = base();
-        f.upstream = Some("http://127.0.0.1:8080".into());
+        f.upstream = vec!["http://127.0.0.1:8080".into()];
         assert!(Config::resolve(f).unwrap_err().to_string().contains("--upstream"));
+        let mut f = base();
+        f.upstream.push("https://127.0.0.1:6443".into());
+        assert!(Config::resolve(f).unwrap_err().to_string().contains("given twice"));
+        let mut f = base();
+        f.upstream.push("https://[::1]:6443".into());
+        let c = Config::resolve(f).unwrap();
+        assert_eq!(c.upstream.targets.len(), 2);
+        assert_eq!(c.upstream.targets[1].server_name, "::1");
         let mut f = base();
         f.tls_cert_file = None;
         assert!(Config::resolve(f).unwrap_err().to_string().contains("--tls-cert-file"));

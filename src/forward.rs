@@ -6,6 +6,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -19,7 +20,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 
-use crate::config::{HeaderNames, UpstreamConfig};
+use crate::config::{HeaderNames, UpstreamConfig, UpstreamTarget};
 use crate::error::ProxyError;
 use crate::identity::{self, Identity, IdentityError};
 use crate::metrics::{Metrics, RequestLabels};
@@ -45,19 +46,66 @@ pub struct ConnInfo {
     pub expires: Option<tokio::time::Instant>,
 }
 
-/// The upstream side: two pools (HTTP/2-capable, and HTTP/1.1-only for upgrades).
-pub struct Upstream {
+/// Health of one upstream, kept across reloads (indexed like `--upstream`).
+#[derive(Debug, Default)]
+pub struct TargetHealth {
+    /// Result of the last active `/readyz` check: 0 unknown, 1 up, 2 down.
+    state: AtomicU8,
+    /// Passively ejected (connection failures) until this Unix time in milliseconds.
+    ejected_until_ms: AtomicU64,
+}
+
+const UNKNOWN: u8 = 0;
+const UP: u8 = 1;
+const DOWN: u8 = 2;
+/// How long a target that refused a connection is skipped.
+const EJECTION: Duration = Duration::from_secs(10);
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+impl TargetHealth {
+    /// Routable: not ejected and not known to be down.
+    fn preferred(&self) -> bool {
+        self.state.load(Ordering::Relaxed) != DOWN && self.ejected_until_ms.load(Ordering::Relaxed) <= now_ms()
+    }
+
+    pub fn is_up(&self) -> bool {
+        self.state.load(Ordering::Relaxed) == UP
+    }
+
+    fn eject(&self) {
+        self.ejected_until_ms.store(now_ms() + EJECTION.as_millis() as u64, Ordering::Relaxed);
+    }
+}
+
+/// One kube-apiserver: two pools (HTTP/2-capable, and HTTP/1.1-only for upgrades).
+pub struct Target {
     base: Uri,
     label: String,
     client: HttpsClient,
     upgrade_client: HttpsClient,
+    health: Arc<TargetHealth>,
+}
+
+/// The upstream side: every `--upstream`, header rules and the access log.
+pub struct Upstream {
+    targets: Vec<Target>,
+    next: AtomicUsize,
     headers: HeaderNames,
     access_log: bool,
 }
 
-impl Upstream {
-    pub fn new(cfg: &UpstreamConfig, tls: rustls::ClientConfig, headers: HeaderNames, access_log: bool) -> Self {
-        let server_name = rustls_pki_types::ServerName::try_from(cfg.server_name.clone()).expect("validated by config");
+impl Target {
+    fn new(
+        cfg: &UpstreamConfig,
+        target: &UpstreamTarget,
+        tls: &rustls::ClientConfig,
+        health: Arc<TargetHealth>,
+    ) -> Self {
+        let server_name =
+            rustls_pki_types::ServerName::try_from(target.server_name.clone()).expect("validated by config");
         let connector = |tls: rustls::ClientConfig, h2: bool| {
             let mut http = HttpConnector::new();
             http.enforce_http(false);
@@ -83,134 +131,48 @@ impl Upstream {
         let mut h1_tls = tls.clone();
         h1_tls.alpn_protocols.clear();
         Self {
-            base: cfg.url.clone(),
-            label: cfg.url.to_string().trim_end_matches('/').to_string(),
-            client: builder().build(connector(tls, true)),
+            base: target.url.clone(),
+            label: target.url.to_string().trim_end_matches('/').to_string(),
+            client: builder().build(connector(tls.clone(), true)),
             upgrade_client: builder().build(connector(h1_tls, false)),
-            headers,
-            access_log,
+            health,
         }
     }
 
-    /// Sends a request of the proxy's own (health check) upstream; returns its status.
-    pub async fn probe(&self, mut req: Request<ProxyBody>) -> Result<StatusCode, ProxyError> {
+    /// Sends a request to this upstream (the URI's path and query are kept).
+    async fn send(&self, mut req: Request<ProxyBody>, upgrade: bool) -> Result<Response<Incoming>, ProxyError> {
         *req.uri_mut() = self.upstream_uri(req.uri())?;
-        let resp = self.client.request(req).await.map_err(|e| self.classify(e))?;
-        let status = resp.status();
-        let _ = resp.into_body().collect().await;
-        Ok(status)
+        let client = if upgrade { &self.upgrade_client } else { &self.client };
+        client.request(req).await.map_err(|e| self.classify(e))
     }
 
-    /// Proxies one request. Never fails: errors become Kubernetes `Status` responses.
-    pub async fn handle(&self, req: Request<Incoming>, conn: &ConnInfo, metrics: &Arc<Metrics>) -> Response<ProxyBody> {
-        let method = crate::metrics::method_label(req.method());
-        let verb = crate::metrics::verb_class(&req);
-        let access = self.access_log.then(|| (req.method().to_string(), req.uri().path().to_string(), Instant::now()));
-        let resp = self.respond(req, conn, metrics).await;
-        let status = resp.status().as_u16();
-        metrics.requests.get_or_create(&RequestLabels { code: status, method, verb }).inc();
-        match access {
-            None => resp,
-            Some((method, path, start)) => {
-                let (user, groups) = match &conn.identity {
-                    Some(Ok(id)) => (id.user.clone(), id.groups.join(",")),
-                    Some(Err(_)) => ("<refused>".to_string(), String::new()),
-                    None => ("<no certificate>".to_string(), String::new()),
-                };
-                let record = crate::access::Record {
-                    peer: conn.remote,
-                    user,
-                    groups,
-                    method,
-                    verb,
-                    path,
-                    status,
-                    upstream: self.label.clone(),
-                    start,
-                };
-                resp.map(|body| crate::access::Logged::new(body, record).boxed())
-            }
-        }
-    }
-
-    async fn respond(&self, req: Request<Incoming>, conn: &ConnInfo, metrics: &Arc<Metrics>) -> Response<ProxyBody> {
-        match self.forward(req, conn, metrics).await {
-            Ok(resp) => resp,
-            Err(err) => {
-                match &err {
-                    ProxyError::IdentityRefused(_) => tracing::warn!(
-                        event = "request_refused",
-                        peer = %conn.remote,
-                        "{err}"
-                    ),
-                    _ => tracing::warn!(peer = %conn.remote, "{err}"),
+    /// Checks `/readyz` and records the result.
+    async fn check(&self, timeout: Duration) -> bool {
+        let req = Request::get("/readyz").body(http_body_util::Empty::<Bytes>::new().map_err(|n| match n {}).boxed());
+        let ok = match req {
+            Ok(req) => match tokio::time::timeout(timeout, self.send(req, false)).await {
+                Ok(Ok(resp)) => {
+                    let ok = resp.status() == StatusCode::OK;
+                    let _ = resp.into_body().collect().await;
+                    ok
                 }
-                status_response(&err)
+                Ok(Err(e)) => {
+                    tracing::debug!(upstream = %self.label, "upstream health check failed: {e}");
+                    false
+                }
+                Err(_) => false,
+            },
+            Err(_) => false,
+        };
+        let was = self.health.state.swap(if ok { UP } else { DOWN }, Ordering::Relaxed);
+        if was != UNKNOWN && (was == UP) != ok {
+            if ok {
+                tracing::info!(upstream = %self.label, "upstream /readyz answers 200 again");
+            } else {
+                tracing::warn!(upstream = %self.label, "upstream /readyz does not answer 200: not routing to it");
             }
         }
-    }
-
-    async fn forward(
-        &self,
-        mut req: Request<Incoming>,
-        conn: &ConnInfo,
-        metrics: &Arc<Metrics>,
-    ) -> Result<Response<ProxyBody>, ProxyError> {
-        let identity = match &conn.identity {
-            None => None,
-            Some(Ok(id)) => Some(id),
-            Some(Err(e)) => return Err(ProxyError::IdentityRefused(e.to_string())),
-        };
-        if req.method() == Method::CONNECT {
-            return Err(ProxyError::MethodNotAllowed("CONNECT".into()));
-        }
-        let upgrade = upgrade_protocol(&req);
-        let downstream_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
-
-        let (mut parts, body) = req.into_parts();
-        strip_hop_by_hop(&mut parts.headers);
-        identity::apply(&mut parts.headers, identity, &self.headers);
-        append_forwarded_for(&mut parts.headers, conn.remote);
-        parts.headers.remove(header::HOST);
-        if let Some(proto) = &upgrade {
-            parts.headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-            parts.headers.insert(header::UPGRADE, proto.clone());
-        }
-        parts.uri = self.upstream_uri(&parts.uri)?;
-        parts.version = Version::HTTP_11;
-        let names = self.headers.clone();
-        let body = body.map_frame(move |frame| strip_trailer_identity(frame, &names)).boxed();
-        let out = Request::from_parts(parts, body);
-
-        let client = if upgrade.is_some() { &self.upgrade_client } else { &self.client };
-        let started = std::time::Instant::now();
-        let mut resp = client.request(out).await.map_err(|e| self.classify(e))?;
-        metrics.upstream_latency.observe(started.elapsed().as_secs_f64());
-
-        if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
-            let (Some(down), Some(_)) = (downstream_upgrade, &upgrade) else {
-                return Err(ProxyError::UpstreamFailed {
-                    upstream: self.label.clone(),
-                    detail: "101 Switching Protocols to a request that did not ask for an upgrade".into(),
-                });
-            };
-            let up = hyper::upgrade::on(&mut resp);
-            let remote = conn.remote;
-            let (close, registration, expires) = (conn.close.clone(), conn.registration.clone(), conn.expires);
-            let metrics = metrics.clone();
-            tokio::spawn(async move {
-                metrics.open_tunnels.inc();
-                tunnel(down, up, remote, close, registration, expires).await;
-                metrics.open_tunnels.dec();
-            });
-            let (mut parts, _) = resp.into_parts();
-            strip_hop_by_hop_except_upgrade(&mut parts.headers);
-            return Ok(Response::from_parts(parts, http_body_util::Empty::new().map_err(|n| match n {}).boxed()));
-        }
-
-        let (mut parts, body) = resp.into_parts();
-        strip_hop_by_hop(&mut parts.headers);
-        Ok(Response::from_parts(parts, body.boxed()))
+        ok
     }
 
     fn upstream_uri(&self, uri: &Uri) -> Result<Uri, ProxyError> {
@@ -234,6 +196,190 @@ impl Upstream {
         } else {
             ProxyError::UpstreamFailed { upstream, detail }
         }
+    }
+}
+
+impl Upstream {
+    /// `health` has one entry per `--upstream` and outlives reloads.
+    pub fn new(
+        cfg: &UpstreamConfig,
+        tls: rustls::ClientConfig,
+        headers: HeaderNames,
+        access_log: bool,
+        health: &[Arc<TargetHealth>],
+    ) -> Self {
+        let targets = cfg.targets.iter().zip(health).map(|(t, h)| Target::new(cfg, t, &tls, h.clone())).collect();
+        Self { targets, next: AtomicUsize::new(0), headers, access_log }
+    }
+
+    /// Checks every upstream's `/readyz`; returns how many answered 200.
+    pub async fn check_all(&self, timeout: Duration) -> usize {
+        let checks = self.targets.iter().map(|t| t.check(timeout));
+        futures_util::future::join_all(checks).await.into_iter().filter(|ok| *ok).count()
+    }
+
+    /// The upstreams to try, in order: the routable ones starting round-robin, then the rest
+    /// (a last resort when every one looks down).
+    fn order(&self) -> Vec<&Target> {
+        let n = self.targets.len();
+        let start = self.next.fetch_add(1, Ordering::Relaxed) % n.max(1);
+        let rotated = (0..n).map(|i| &self.targets[(start + i) % n]);
+        let (mut good, bad): (Vec<&Target>, Vec<&Target>) = rotated.partition(|t| t.health.preferred());
+        good.extend(bad);
+        good
+    }
+
+    /// Proxies one request. Never fails: errors become Kubernetes `Status` responses.
+    pub async fn handle(&self, req: Request<Incoming>, conn: &ConnInfo, metrics: &Arc<Metrics>) -> Response<ProxyBody> {
+        let method = crate::metrics::method_label(req.method());
+        let verb = crate::metrics::verb_class(&req);
+        let access = self.access_log.then(|| (req.method().to_string(), req.uri().path().to_string(), Instant::now()));
+        let (resp, served_by) = self.respond(req, conn, metrics).await;
+        let status = resp.status().as_u16();
+        metrics.requests.get_or_create(&RequestLabels { code: status, method, verb }).inc();
+        match access {
+            None => resp,
+            Some((method, path, start)) => {
+                let (user, groups) = match &conn.identity {
+                    Some(Ok(id)) => (id.user.clone(), id.groups.join(",")),
+                    Some(Err(_)) => ("<refused>".to_string(), String::new()),
+                    None => ("<no certificate>".to_string(), String::new()),
+                };
+                let record = crate::access::Record {
+                    peer: conn.remote,
+                    user,
+                    groups,
+                    method,
+                    verb,
+                    path,
+                    status,
+                    upstream: served_by.unwrap_or_else(|| "-".into()),
+                    start,
+                };
+                resp.map(|body| crate::access::Logged::new(body, record).boxed())
+            }
+        }
+    }
+
+    async fn respond(
+        &self,
+        req: Request<Incoming>,
+        conn: &ConnInfo,
+        metrics: &Arc<Metrics>,
+    ) -> (Response<ProxyBody>, Option<String>) {
+        let mut served_by = None;
+        match self.forward(req, conn, metrics, &mut served_by).await {
+            Ok(resp) => (resp, served_by),
+            Err(err) => {
+                match &err {
+                    ProxyError::IdentityRefused(_) => tracing::warn!(
+                        event = "request_refused",
+                        peer = %conn.remote,
+                        "{err}"
+                    ),
+                    _ => tracing::warn!(peer = %conn.remote, "{err}"),
+                }
+                (status_response(&err), served_by)
+            }
+        }
+    }
+
+    async fn forward(
+        &self,
+        mut req: Request<Incoming>,
+        conn: &ConnInfo,
+        metrics: &Arc<Metrics>,
+        served_by: &mut Option<String>,
+    ) -> Result<Response<ProxyBody>, ProxyError> {
+        let identity = match &conn.identity {
+            None => None,
+            Some(Ok(id)) => Some(id),
+            Some(Err(e)) => return Err(ProxyError::IdentityRefused(e.to_string())),
+        };
+        if req.method() == Method::CONNECT {
+            return Err(ProxyError::MethodNotAllowed("CONNECT".into()));
+        }
+        let upgrade = upgrade_protocol(&req);
+        let downstream_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
+
+        let (mut parts, body) = req.into_parts();
+        strip_hop_by_hop(&mut parts.headers);
+        identity::apply(&mut parts.headers, identity, &self.headers);
+        append_forwarded_for(&mut parts.headers, conn.remote);
+        parts.headers.remove(header::HOST);
+        if let Some(proto) = &upgrade {
+            parts.headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+            parts.headers.insert(header::UPGRADE, proto.clone());
+        }
+        // A request without a body can be sent again to another upstream when the first one
+        // refuses the connection (nothing was sent). One with a body never is.
+        let replayable = hyper::body::Body::is_end_stream(&body);
+        let names = self.headers.clone();
+        let mut body = Some(body.map_frame(move |frame| strip_trailer_identity(frame, &names)).boxed());
+
+        let mut last_err = None;
+        let mut resp = None;
+        for target in self.order() {
+            let b = match body.take() {
+                Some(b) => b,
+                None if replayable => http_body_util::Empty::new().map_err(|n| match n {}).boxed(),
+                None => break,
+            };
+            let mut out = Request::new(b);
+            *out.method_mut() = parts.method.clone();
+            *out.uri_mut() = parts.uri.clone();
+            *out.version_mut() = Version::HTTP_11;
+            *out.headers_mut() = parts.headers.clone();
+            let started = std::time::Instant::now();
+            *served_by = Some(target.label.clone());
+            match target.send(out, upgrade.is_some()).await {
+                Ok(r) => {
+                    metrics.upstream_latency.observe(started.elapsed().as_secs_f64());
+                    resp = Some(r);
+                    break;
+                }
+                Err(e @ (ProxyError::UpstreamUnavailable { .. } | ProxyError::UpstreamTimeout { .. })) => {
+                    // Nothing reached this upstream: skip it for a while, try the next.
+                    target.health.eject();
+                    if self.targets.len() > 1 {
+                        tracing::warn!(upstream = %target.label, "{e}; trying another upstream");
+                    }
+                    last_err = Some(e);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        let Some(mut resp) = resp else {
+            return Err(last_err.unwrap_or_else(|| ProxyError::UpstreamUnavailable {
+                upstream: "every upstream".into(),
+                detail: "no upstream could be reached".into(),
+            }));
+        };
+
+        if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+            let (Some(down), Some(_)) = (downstream_upgrade, &upgrade) else {
+                return Err(ProxyError::UpstreamFailed {
+                    upstream: served_by.clone().unwrap_or_default(),
+                    detail: "101 Switching Protocols to a request that did not ask for an upgrade".into(),
+                });
+            };
+            let up = hyper::upgrade::on(&mut resp);
+            let remote = conn.remote;
+            let (close, registration, expires) = (conn.close.clone(), conn.registration.clone(), conn.expires);
+            let metrics = metrics.clone();
+            tokio::spawn(async move {
+                metrics.open_tunnels.inc();
+                tunnel(down, up, remote, close, registration, expires).await;
+                metrics.open_tunnels.dec();
+            });
+            let (mut parts, _) = resp.into_parts();
+            strip_hop_by_hop_except_upgrade(&mut parts.headers);
+            return Ok(Response::from_parts(parts, http_body_util::Empty::new().map_err(|n| match n {}).boxed()));
+        }
+
+        let (mut parts, body) = resp.into_parts();
+        strip_hop_by_hop(&mut parts.headers);
+        Ok(Response::from_parts(parts, body.boxed()))
     }
 }
 

@@ -63,7 +63,6 @@ const RECHECK_INTERVAL: Duration = Duration::from_secs(10);
 /// A proxy whose configuration and files have been loaded and validated.
 pub struct Proxy {
     shared: Arc<Shared>,
-    health: Arc<admin::Health>,
     grace: Duration,
 }
 
@@ -84,7 +83,6 @@ impl Proxy {
                 conns: Arc::new(Registry::new(metrics.clone())),
                 metrics,
             }),
-            health: Arc::new(admin::Health::default()),
             grace: config.shutdown_grace,
         })
     }
@@ -103,14 +101,10 @@ impl Proxy {
         let mut background = vec![
             tokio::spawn(reload_loop(self.shared.clone(), trigger.clone(), triggers)),
             tokio::spawn(state.fetcher().clone().run(state.clone(), trigger)),
-            tokio::spawn(admin::check_upstream(
-                state.clone(),
-                self.health.clone(),
-                state.config().upstream_check_interval,
-            )),
+            tokio::spawn(admin::check_upstreams(state.clone(), state.config().upstream_check_interval)),
         ];
         if let Some(l) = admin {
-            background.push(tokio::spawn(admin::serve(l, state, self.health.clone())));
+            background.push(tokio::spawn(admin::serve(l, state)));
         }
         proxy::serve(listener, self.shared, shutdown, self.grace).await;
         for task in background {

@@ -11,7 +11,7 @@
 //! | `kube_crl_proxy_reloads_total`, `kube_crl_proxy_reload_failures_total` | `kind`: serving_cert, client_ca, crl, upstream_ca, proxy_client_cert, other |
 //! | `kube_crl_proxy_connections_closed_total` | `reason`: revoked, expired, unknown_ca, stale_crl, … |
 //! | `kube_crl_proxy_crl_fetches_total` | `result`: ok, not_modified, error, too_large, invalid |
-//! | `kube_crl_proxy_upstream_up` | 1 when the upstream's `/readyz` answered 200 at the last check |
+//! | `kube_crl_proxy_upstream_up` | upstreams whose `/readyz` answered 200 at the last check |
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;

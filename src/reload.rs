@@ -19,7 +19,7 @@ use crate::ca::CaBundle;
 use crate::config::Config;
 use crate::error::ConfigError;
 use crate::fetch::Fetcher;
-use crate::forward::Upstream;
+use crate::forward::{TargetHealth, Upstream};
 use crate::metrics::{KindLabel, Metrics};
 use crate::revocation::{IssuerCrl, RevocationIndex};
 use crate::tls::TlsMaterial;
@@ -96,15 +96,19 @@ pub struct State {
     current: ArcSwap<Snapshot>,
     metrics: Arc<Metrics>,
     fetcher: Arc<Fetcher>,
+    /// One per `--upstream`, kept across reloads.
+    upstream_health: Vec<Arc<TargetHealth>>,
 }
 
 impl State {
     /// Loads the first snapshot; errors are start-up errors.
     pub fn load(config: Config, metrics: Arc<Metrics>, fetcher: Arc<Fetcher>) -> Result<Self, ConfigError> {
-        let snapshot = build(&config, &fetcher)?;
+        let upstream_health: Vec<Arc<TargetHealth>> =
+            config.upstream.targets.iter().map(|_| Arc::new(TargetHealth::default())).collect();
+        let snapshot = build(&config, &fetcher, &upstream_health)?;
         log_crls(&snapshot.verifier, "CRL loaded (signature verified)");
         snapshot.verifier.index().warn_expiring(crate::revocation::now_secs(), config.crl_expiry_warning);
-        Ok(Self { config, current: ArcSwap::from_pointee(snapshot), metrics, fetcher })
+        Ok(Self { config, current: ArcSwap::from_pointee(snapshot), metrics, fetcher, upstream_health })
     }
 
     pub fn config(&self) -> &Config {
@@ -124,6 +128,11 @@ impl State {
         &self.fetcher
     }
 
+    /// Health of each `--upstream`, in order.
+    pub fn upstream_health(&self) -> &[Arc<TargetHealth>] {
+        &self.upstream_health
+    }
+
     /// Every file the proxy reads.
     pub fn input_files(&self) -> Vec<PathBuf> {
         input_files(&self.config).into_iter().map(|(_, p)| p).collect()
@@ -139,7 +148,7 @@ impl State {
         let mut changed: Vec<&'static str> =
             now.iter().zip(&current.stamp).filter(|(a, b)| a != b).map(|(a, _)| a.kind).collect();
         changed.dedup();
-        let result = build(&self.config, &self.fetcher).and_then(|next| {
+        let result = build(&self.config, &self.fetcher, &self.upstream_health).and_then(|next| {
             refuse_rollback(current.verifier.index(), next.verifier.index())?;
             Ok(next)
         });
@@ -163,13 +172,14 @@ impl State {
     }
 }
 
-fn build(config: &Config, fetcher: &Fetcher) -> Result<Snapshot, ConfigError> {
+fn build(config: &Config, fetcher: &Fetcher, upstream_health: &[Arc<TargetHealth>]) -> Result<Snapshot, ConfigError> {
     let stamp = stamp(&input_files(config), fetcher);
     let (tls, warnings) = TlsMaterial::load(config, &fetcher.sources())?;
     for w in warnings {
         tracing::warn!("{w}");
     }
-    let upstream = Upstream::new(&config.upstream, tls.upstream, config.headers.clone(), config.access_log);
+    let upstream =
+        Upstream::new(&config.upstream, tls.upstream, config.headers.clone(), config.access_log, upstream_health);
     Ok(Snapshot {
         server_tls: tls.server,
         verifier: tls.verifier,
