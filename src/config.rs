@@ -164,6 +164,20 @@ pub struct RunFlags {
     /// Maximum time for a client to send a request's headers (HTTP/1.1) [default: 30s].
     #[arg(long, value_name = "DURATION")]
     pub request_header_timeout: Option<String>,
+    /// Close client connections that carry no request for this long (never a live watch or
+    /// tunnel) [default: 90s].
+    #[arg(long, value_name = "DURATION")]
+    pub idle_timeout: Option<String>,
+    /// Maximum open client connections; more are refused at accept [default: 10000].
+    #[arg(long, value_name = "N")]
+    pub max_connections: Option<usize>,
+    /// Maximum size of a request's headers, HTTP/1.1 and HTTP/2 [default: 1048576 (1 MiB, as
+    /// kube-apiserver)].
+    #[arg(long, value_name = "BYTES")]
+    pub max_header_bytes: Option<usize>,
+    /// Maximum concurrent HTTP/2 streams per client connection [default: 1000].
+    #[arg(long, value_name = "N")]
+    pub http2_max_concurrent_streams: Option<u32>,
     /// Maximum time to open a TCP connection to the upstream [default: 10s].
     #[arg(long, value_name = "DURATION")]
     pub upstream_connect_timeout: Option<String>,
@@ -235,6 +249,10 @@ struct FileConfig {
     tls_handshake_timeout: Option<String>,
     request_header_timeout: Option<String>,
     upstream_connect_timeout: Option<String>,
+    idle_timeout: Option<String>,
+    max_connections: Option<usize>,
+    max_header_bytes: Option<usize>,
+    http2_max_concurrent_streams: Option<u32>,
     admin_address: Option<std::net::SocketAddr>,
     upstream_check_interval: Option<String>,
     access_log: Option<bool>,
@@ -297,6 +315,19 @@ pub struct FetchConfig {
     pub from_distribution_points: bool,
 }
 
+/// Limits on what one client may hold (explicit, see the README's "Security model").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    pub idle_timeout: Duration,
+    pub max_connections: usize,
+    pub max_header_bytes: usize,
+    pub http2_max_concurrent_streams: u32,
+    /// HTTP/2 rapid reset (CVE-2023-44487): streams reset by the client before we accept them.
+    pub http2_max_pending_accept_reset_streams: usize,
+    /// HTTP/2: streams we reset because of client errors, before GOAWAY.
+    pub http2_max_local_error_reset_streams: usize,
+}
+
 /// Revocation policy, every choice spelled out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RevocationPolicy {
@@ -338,6 +369,7 @@ pub struct Config {
     pub shutdown_grace: Duration,
     pub tls_handshake_timeout: Duration,
     pub request_header_timeout: Duration,
+    pub limits: Limits,
     pub admin_address: std::net::SocketAddr,
     pub upstream_check_interval: Duration,
     pub access_log: bool,
@@ -636,6 +668,36 @@ impl Config {
                 "request-header-timeout",
                 Duration::from_secs(30),
             )?,
+            limits: Limits {
+                idle_timeout: duration(
+                    pick(flags.idle_timeout, file.idle_timeout, fp),
+                    "idle-timeout",
+                    Duration::from_secs(90),
+                )?,
+                max_connections: match pick(flags.max_connections, file.max_connections, fp) {
+                    Some(s) if s.value == 0 => return Err(s.origin.err("max-connections", "must be at least 1")),
+                    Some(s) => s.value,
+                    None => 10_000,
+                },
+                max_header_bytes: match pick(flags.max_header_bytes, file.max_header_bytes, fp) {
+                    Some(s) if s.value < 4096 => return Err(s.origin.err("max-header-bytes", "must be at least 4096")),
+                    Some(s) => s.value,
+                    None => 1 << 20,
+                },
+                http2_max_concurrent_streams: match pick(
+                    flags.http2_max_concurrent_streams,
+                    file.http2_max_concurrent_streams,
+                    fp,
+                ) {
+                    Some(s) if s.value == 0 => {
+                        return Err(s.origin.err("http2-max-concurrent-streams", "must be at least 1"));
+                    }
+                    Some(s) => s.value,
+                    None => 1000,
+                },
+                http2_max_pending_accept_reset_streams: 20,
+                http2_max_local_error_reset_streams: 1024,
+            },
             admin_address: pick(flags.admin_address, file.admin_address, fp)
                 .map_or(std::net::SocketAddr::from(([127, 0, 0, 1], 9090)), |s| s.value),
             upstream_check_interval: duration(

@@ -7,6 +7,7 @@
 //! | `kube_crl_proxy_requests_total` | `code`, `method` (GET, POST, …, other), `verb`: watch, exec, other |
 //! | `kube_crl_proxy_upstream_request_duration_seconds` | histogram, time to response headers |
 //! | `kube_crl_proxy_open_connections`, `kube_crl_proxy_open_tunnels` | — |
+//! | `kube_crl_proxy_refused_connections_total` | — (over `--max-connections`) |
 //! | `kube_crl_proxy_crl_entries`, `_crl_this_update_seconds`, `_crl_next_update_seconds`, `_crl_seconds_to_next_update` | `issuer` |
 //! | `kube_crl_proxy_reloads_total`, `kube_crl_proxy_reload_failures_total` | `kind`: serving_cert, client_ca, crl, upstream_ca, proxy_client_cert, other |
 //! | `kube_crl_proxy_connections_closed_total` | `reason`: revoked, expired, unknown_ca, stale_crl, … |
@@ -61,6 +62,7 @@ pub struct Metrics {
     pub requests: Family<RequestLabels, Counter>,
     pub upstream_latency: Histogram,
     pub open_connections: Gauge,
+    pub refused_connections: Counter,
     pub open_tunnels: Gauge,
     pub reloads: Family<KindLabel, Counter>,
     pub reload_failures: Family<KindLabel, Counter>,
@@ -87,6 +89,7 @@ impl Metrics {
             requests: Family::default(),
             upstream_latency: Histogram::new(exponential_buckets(0.001, 2.0, 16)),
             open_connections: Gauge::default(),
+            refused_connections: Counter::default(),
             open_tunnels: Gauge::default(),
             reloads: Family::default(),
             reload_failures: Family::default(),
@@ -107,6 +110,11 @@ impl Metrics {
             m.upstream_latency.clone(),
         );
         registry.register("open_connections", "Open downstream connections", m.open_connections.clone());
+        registry.register(
+            "refused_connections",
+            "Client connections refused at accept because --max-connections were open",
+            m.refused_connections.clone(),
+        );
         registry.register("open_tunnels", "Open upgraded tunnels (exec, attach, port-forward)", m.open_tunnels.clone());
         registry.register("reloads", "Successful reloads by changed file kind", m.reloads.clone());
         registry.register("reload_failures", "Failed reloads by file kind", m.reload_failures.clone());

@@ -6,19 +6,21 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
+use http_body_util::BodyExt;
 use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use rustls_pki_types::CertificateDer;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{Semaphore, mpsc, watch};
 use tokio_rustls::TlsAcceptor;
 
 use crate::conns::{CloseReason, CloseSignal, Registration, Registry};
-use crate::forward::ConnInfo;
+use crate::forward::{ConnInfo, ProxyBody};
 use crate::metrics::Metrics;
 use crate::reload::State;
 use crate::tls::verifier::PEER;
@@ -58,17 +60,30 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>, shutdown: impl Fu
     let (stop_tx, stop_rx) = watch::channel(false);
     // Each connection task holds a clone; when all are dropped, `recv` returns None.
     let (done_tx, mut done_rx) = mpsc::channel::<()>(1);
+    let permits = Arc::new(Semaphore::new(shared.state.config().limits.max_connections));
+    let mut last_refusal_log = None::<tokio::time::Instant>;
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
             _ = &mut shutdown => break,
             accepted = listener.accept() => match accepted {
                 Ok((tcp, remote)) => {
+                    let Ok(permit) = permits.clone().try_acquire_owned() else {
+                        // Over --max-connections: close at once, before any TLS work.
+                        shared.metrics.refused_connections.inc();
+                        if last_refusal_log.is_none_or(|t| t.elapsed() > Duration::from_secs(10)) {
+                            tracing::warn!(peer = %remote, "refusing connections: --max-connections reached");
+                            last_refusal_log = Some(tokio::time::Instant::now());
+                        }
+                        drop(tcp);
+                        continue;
+                    };
                     let shared = shared.clone();
                     let stop = stop_rx.clone();
                     let done = done_tx.clone();
                     tokio::spawn(async move {
                         connection(tcp, remote, shared, stop).await;
+                        drop(permit);
                         drop(done);
                     });
                 }
@@ -144,20 +159,44 @@ async fn connection(tcp: TcpStream, remote: SocketAddr, shared: Arc<Shared>, mut
     let io = TokioIo::new(tls);
     let state = shared.state.clone();
     let metrics = shared.metrics.clone();
+    let activity = Arc::new(Activity::default());
+    let svc_activity = activity.clone();
     let svc = service_fn(move |req| {
         // Per request, so that a rotated front-proxy certificate applies to open connections.
         let upstream = state.snapshot().upstream.clone();
         let (info, metrics) = (info.clone(), metrics.clone());
-        async move { Ok::<_, std::convert::Infallible>(upstream.handle(req, &info, &metrics).await) }
+        let busy = svc_activity.start();
+        async move {
+            let resp = upstream.handle(req, &info, &metrics).await;
+            Ok::<_, std::convert::Infallible>(resp.map(|body| Tracked { body, _busy: busy }.boxed()))
+        }
     });
+    let limits = config.limits;
 
-    let life = Life { stop: &mut stop, close, expires, registration: registration.as_deref(), remote };
+    let life = Life {
+        stop: &mut stop,
+        close,
+        expires,
+        registration: registration.as_deref(),
+        remote,
+        activity,
+        idle_timeout: limits.idle_timeout,
+    };
     if h2 {
-        let conn = http2::Builder::new(TokioExecutor::new()).timer(TokioTimer::new()).serve_connection(io, svc);
+        let conn = http2::Builder::new(TokioExecutor::new())
+            .timer(TokioTimer::new())
+            .max_concurrent_streams(limits.http2_max_concurrent_streams)
+            .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
+            .max_pending_accept_reset_streams(limits.http2_max_pending_accept_reset_streams)
+            .max_local_error_reset_streams(limits.http2_max_local_error_reset_streams)
+            .serve_connection(io, svc);
         drive(conn, life, |c| c.graceful_shutdown()).await;
     } else {
         let mut b = http1::Builder::new();
-        b.timer(TokioTimer::new()).header_read_timeout(config.request_header_timeout);
+        b.timer(TokioTimer::new())
+            .header_read_timeout(config.request_header_timeout)
+            .max_header_size(limits.max_header_bytes)
+            .max_buf_size((limits.max_header_bytes + 64 * 1024).max(8192));
         let conn = b.serve_connection(io, svc).with_upgrades();
         drive(conn, life, |c| c.graceful_shutdown()).await;
     }
@@ -170,6 +209,72 @@ struct Life<'a> {
     expires: Option<tokio::time::Instant>,
     registration: Option<&'a Registration>,
     remote: SocketAddr,
+    activity: Arc<Activity>,
+    idle_timeout: Duration,
+}
+
+/// Requests in flight on a connection (until their response body ends) and when the last
+/// one ended, for `--idle-timeout`.
+#[derive(Default)]
+struct Activity {
+    in_flight: AtomicUsize,
+    /// Milliseconds since `epoch` of the last request end (or the connection start).
+    last_end_ms: AtomicU64,
+    epoch: std::sync::OnceLock<std::time::Instant>,
+}
+
+impl Activity {
+    fn now_ms(&self) -> u64 {
+        let epoch = self.epoch.get_or_init(std::time::Instant::now);
+        u64::try_from(epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    fn start(self: &Arc<Self>) -> Busy {
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        Busy(self.clone())
+    }
+
+    /// Idle for at least `timeout`: nothing in flight since then.
+    fn idle_for(&self, timeout: Duration) -> bool {
+        self.in_flight.load(Ordering::Relaxed) == 0
+            && self.now_ms().saturating_sub(self.last_end_ms.load(Ordering::Relaxed)) >= timeout.as_millis() as u64
+    }
+}
+
+/// One request in flight; ends when dropped (with its response body).
+struct Busy(Arc<Activity>);
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        self.0.last_end_ms.store(self.0.now_ms(), Ordering::Relaxed);
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// A response body that keeps its request counted as in flight until it ends or is dropped.
+struct Tracked {
+    body: ProxyBody,
+    _busy: Busy,
+}
+
+impl hyper::body::Body for Tracked {
+    type Data = bytes::Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<bytes::Bytes>, hyper::Error>>> {
+        std::pin::Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.body.size_hint()
+    }
 }
 
 /// Runs a connection to completion. On shutdown it is asked to finish in-flight requests;
@@ -180,7 +285,12 @@ where
     C: Future<Output = Result<(), E>>,
     E: std::fmt::Display,
 {
-    let Life { stop, mut close, expires, registration, remote } = life;
+    let Life { stop, mut close, expires, registration, remote, activity, idle_timeout } = life;
+    activity.last_end_ms.store(activity.now_ms(), Ordering::Relaxed);
+    let mut idle_check =
+        tokio::time::interval((idle_timeout / 4).clamp(Duration::from_millis(100), Duration::from_secs(5)));
+    idle_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut idle_closing = false;
     tokio::pin!(conn);
     let expiry = sleep_until(expires);
     tokio::pin!(expiry);
@@ -203,6 +313,13 @@ where
                 graceful(conn.as_mut());
                 let _ = tokio::time::timeout(CLOSE_LINGER, conn.as_mut()).await;
                 return;
+            }
+            _ = idle_check.tick(), if !idle_closing && !stopping => {
+                if activity.idle_for(idle_timeout) {
+                    tracing::debug!(peer = %remote, "closing idle connection (--idle-timeout)");
+                    idle_closing = true;
+                    graceful(conn.as_mut());
+                }
             }
             _ = &mut expiry, if expiry_armed => {
                 expiry_armed = false;
