@@ -73,18 +73,9 @@ pub struct CheckApiserverArgs {
     /// The proxy's YAML config file; only its requestheader-* keys are used (flags win).
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
-    /// The proxy's --requestheader-username-headers [default: X-Remote-User].
-    #[arg(long, value_name = "NAMES", value_delimiter = ',')]
-    pub requestheader_username_headers: Vec<String>,
-    /// The proxy's --requestheader-group-headers [default: X-Remote-Group].
-    #[arg(long, value_name = "NAMES", value_delimiter = ',')]
-    pub requestheader_group_headers: Vec<String>,
-    /// The proxy's --requestheader-extra-headers-prefix [default: X-Remote-Extra-].
-    #[arg(long, value_name = "PREFIX")]
-    pub requestheader_extra_headers_prefix: Option<String>,
-    /// The proxy's --requestheader-uid-headers [default: empty].
-    #[arg(long, value_name = "NAMES", value_delimiter = ',')]
-    pub requestheader_uid_headers: Vec<String>,
+    /// The proxy's request-header names, to compare with kube-apiserver's.
+    #[command(flatten)]
+    pub requestheader: crate::config::RequestHeaderFlags,
 }
 
 /// What a command found: the lines to print (stdout) and whether it passed (exit 0) or not
@@ -452,10 +443,7 @@ fn proxy_header_names(args: &CheckApiserverArgs) -> Result<HeaderNames, ConfigEr
     let unused = || Some(PathBuf::from("unused-by-check-apiserver"));
     let flags = RunFlags {
         config: args.config.clone(),
-        requestheader_username_headers: args.requestheader_username_headers.clone(),
-        requestheader_group_headers: args.requestheader_group_headers.clone(),
-        requestheader_extra_headers_prefix: args.requestheader_extra_headers_prefix.clone(),
-        requestheader_uid_headers: args.requestheader_uid_headers.clone(),
+        requestheader: args.requestheader.clone(),
         tls_cert_file: unused(),
         client_ca_file: unused(),
         upstream: vec!["https://127.0.0.1:6443".into()],

@@ -135,18 +135,8 @@ pub struct RunFlags {
     #[arg(long, value_name = "FILE")]
     pub proxy_client_key_file: Option<PathBuf>,
 
-    /// Header(s) carrying the user name, comma-separated; the first is set [default: X-Remote-User].
-    #[arg(long, value_name = "NAMES", value_delimiter = ',')]
-    pub requestheader_username_headers: Vec<String>,
-    /// Header(s) carrying groups; the first is set, one line per group [default: X-Remote-Group].
-    #[arg(long, value_name = "NAMES", value_delimiter = ',')]
-    pub requestheader_group_headers: Vec<String>,
-    /// Prefix of extra headers [default: X-Remote-Extra-].
-    #[arg(long, value_name = "PREFIX")]
-    pub requestheader_extra_headers_prefix: Option<String>,
-    /// Header(s) carrying the UID (from subject OID 1.3.6.1.4.1.57683.2); empty = off [default: empty].
-    #[arg(long, value_name = "NAMES", value_delimiter = ',')]
-    pub requestheader_uid_headers: Vec<String>,
+    #[command(flatten)]
+    pub requestheader: RequestHeaderFlags,
 
     /// Warn when a CRL's nextUpdate is this close [default: 24h].
     #[arg(long, value_name = "DURATION")]
@@ -203,6 +193,24 @@ pub struct RunFlags {
     /// More verbose logs (-v debug, -vv trace).
     #[arg(short = 'v', action = clap::ArgAction::Count)]
     pub verbose: u8,
+}
+
+/// The identity header names (kube-apiserver's `--requestheader-*` flags), shared by `run`
+/// and `check-apiserver`.
+#[derive(Debug, Default, Clone, Args)]
+pub struct RequestHeaderFlags {
+    /// Header(s) carrying the user name, comma-separated; the first is set [default: X-Remote-User].
+    #[arg(long, value_name = "NAMES", value_delimiter = ',')]
+    pub requestheader_username_headers: Vec<String>,
+    /// Header(s) carrying groups; the first is set, one line per group [default: X-Remote-Group].
+    #[arg(long, value_name = "NAMES", value_delimiter = ',')]
+    pub requestheader_group_headers: Vec<String>,
+    /// Prefix of extra headers [default: X-Remote-Extra-].
+    #[arg(long, value_name = "PREFIX")]
+    pub requestheader_extra_headers_prefix: Option<String>,
+    /// Header(s) carrying the UID (from subject OID 1.3.6.1.4.1.57683.2); empty = off [default: empty].
+    #[arg(long, value_name = "NAMES", value_delimiter = ',')]
+    pub requestheader_uid_headers: Vec<String>,
 }
 
 /// The config file: the same keys as the flags. Unknown keys are errors.
@@ -566,34 +574,41 @@ impl Config {
         )?;
 
         let username = header_names(
-            pick_vec(flags.requestheader_username_headers, file.requestheader_username_headers.into_vec(), fp),
+            pick_vec(
+                flags.requestheader.requestheader_username_headers,
+                file.requestheader_username_headers.into_vec(),
+                fp,
+            ),
             "requestheader-username-headers",
             &["X-Remote-User"],
         )?;
         let group = header_names(
-            pick_vec(flags.requestheader_group_headers, file.requestheader_group_headers.into_vec(), fp),
+            pick_vec(flags.requestheader.requestheader_group_headers, file.requestheader_group_headers.into_vec(), fp),
             "requestheader-group-headers",
             &["X-Remote-Group"],
         )?;
         let uid = header_names(
-            pick_vec(flags.requestheader_uid_headers, file.requestheader_uid_headers.into_vec(), fp),
+            pick_vec(flags.requestheader.requestheader_uid_headers, file.requestheader_uid_headers.into_vec(), fp),
             "requestheader-uid-headers",
             &[],
         )?;
-        let extra_prefix =
-            match pick(flags.requestheader_extra_headers_prefix, file.requestheader_extra_headers_prefix, fp) {
-                None => "x-remote-extra-".to_string(),
-                Some(s) => {
-                    let p = s.value.trim().to_ascii_lowercase();
-                    if p.is_empty() || HeaderName::from_bytes(p.as_bytes()).is_err() {
-                        return Err(s.origin.err(
-                            "requestheader-extra-headers-prefix",
-                            format!("{:?} is not a valid header-name prefix", s.value),
-                        ));
-                    }
-                    p
+        let extra_prefix = match pick(
+            flags.requestheader.requestheader_extra_headers_prefix,
+            file.requestheader_extra_headers_prefix,
+            fp,
+        ) {
+            None => "x-remote-extra-".to_string(),
+            Some(s) => {
+                let p = s.value.trim().to_ascii_lowercase();
+                if p.is_empty() || HeaderName::from_bytes(p.as_bytes()).is_err() {
+                    return Err(s.origin.err(
+                        "requestheader-extra-headers-prefix",
+                        format!("{:?} is not a valid header-name prefix", s.value),
+                    ));
                 }
-            };
+                p
+            }
+        };
 
         let log_level = match pick(flags.log_level, file.log_level, fp) {
             Some(s) => {
@@ -840,10 +855,10 @@ mod tests {
         f.tls_cert_file = None;
         assert!(Config::resolve(f).unwrap_err().to_string().contains("--tls-cert-file"));
         let mut f = base();
-        f.requestheader_group_headers = vec!["X-Remote-User".into()];
+        f.requestheader.requestheader_group_headers = vec!["X-Remote-User".into()];
         assert!(Config::resolve(f).unwrap_err().to_string().contains("named twice"));
         let mut f = base();
-        f.requestheader_username_headers = vec!["bad header".into()];
+        f.requestheader.requestheader_username_headers = vec!["bad header".into()];
         assert!(Config::resolve(f).unwrap_err().to_string().contains("--requestheader-username-headers"));
     }
 }

@@ -111,6 +111,10 @@ impl Authority {
         let key = KeyPair::generate().expect("generate key");
         let params = ca_params(cn);
         let cert = params.self_signed(&key).expect("self-sign CA");
+        Self::from_parts(cn, &cert, params, key)
+    }
+
+    fn from_parts(cn: &str, cert: &rcgen::Certificate, params: CertificateParams, key: KeyPair) -> Self {
         Self {
             name: cn.into(),
             cert_pem: cert.pem(),
@@ -134,13 +138,7 @@ impl Authority {
                 vec![rcgen::CrlDistributionPoint { uris: crl_urls.iter().map(|u| u.to_string()).collect() }];
         }
         let cert = params.signed_by(&key, &self.issuer).expect("sign intermediate");
-        Self {
-            name: cn.into(),
-            cert_pem: cert.pem(),
-            key_pem: key.serialize_pem(),
-            der: cert.der().clone(),
-            issuer: Issuer::new(params, key),
-        }
+        Self::from_parts(cn, &cert, params, key)
     }
 
     /// Issues a certificate.
@@ -216,18 +214,7 @@ impl Authority {
     pub fn delta_crl(&self, entries: &[(&[u8], u8)], number: u64, base: u64, next_update: Duration) -> Vec<u8> {
         use rcgen::SigningKey;
         let now = OffsetDateTime::now_utc();
-        let utc = |t: OffsetDateTime| {
-            let s = format!(
-                "{:02}{:02}{:02}{:02}{:02}{:02}Z",
-                t.year() % 100,
-                u8::from(t.month()),
-                t.day(),
-                t.hour(),
-                t.minute(),
-                t.second()
-            );
-            tlv(0x17, s.as_bytes())
-        };
+        let utc = |t: OffsetDateTime| tlv(0x17, utc_time(t).as_bytes());
         let int = |n: &[u8]| {
             let mut v = n.to_vec();
             if v.first().is_none_or(|b| b & 0x80 != 0) {
@@ -268,6 +255,19 @@ impl Authority {
         bits.extend(sig);
         tlv(0x30, &[tbs, ecdsa_sha256, tlv(0x03, &bits)].concat())
     }
+}
+
+/// An ASN.1 UTCTime string (`YYMMDDHHMMSSZ`), as CRLs and `openssl ca`'s index.txt use.
+pub fn utc_time(t: OffsetDateTime) -> String {
+    format!(
+        "{:02}{:02}{:02}{:02}{:02}{:02}Z",
+        t.year() % 100,
+        u8::from(t.month()),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second()
+    )
 }
 
 /// A DER TLV with a definite length.

@@ -631,15 +631,7 @@ async fn bad_crl_files_stop_start_up_and_name_the_file() {
 
 /// An ASN.1 UTCTime as `openssl ca`'s index.txt writes it (YYMMDDHHMMSSZ).
 fn index_time(t: time::OffsetDateTime) -> String {
-    format!(
-        "{:02}{:02}{:02}{:02}{:02}{:02}Z",
-        t.year() % 100,
-        u8::from(t.month()),
-        t.day(),
-        t.hour(),
-        t.minute(),
-        t.second()
-    )
+    kube_crl_proxy::pki::utc_time(t)
 }
 
 /// Has `openssl ca -gencrl` write the users CA's CRL (v1: no crlnumber file, no

@@ -8,11 +8,13 @@
 
 pub mod verifier;
 
+use std::path::Path;
 use std::sync::Arc;
 
 use rustls::crypto::CryptoProvider;
 use rustls::server::NoServerSessionStorage;
 use rustls::{ClientConfig, RootCertStore, ServerConfig};
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
 use crate::ca::CaBundle;
 use crate::config::Config;
@@ -59,13 +61,9 @@ fn server_config(
     provider: Arc<CryptoProvider>,
     verifier: Arc<CrlVerifier>,
 ) -> Result<ServerConfig, ConfigError> {
-    let cert_flag = "--tls-cert-file";
-    let chain = crate::pem::certificates(cert_flag, &config.tls_cert_file)?;
-    let (key_flag, key_path) = match &config.tls_private_key_file {
-        Some(p) => ("--tls-private-key-file", p),
-        None => (cert_flag, &config.tls_cert_file),
-    };
-    let key = crate::pem::private_key(key_flag, key_path)?;
+    let (cert_flag, key_flag) = ("--tls-cert-file", "--tls-private-key-file");
+    let (chain, key, key_flag, key_path) =
+        cert_and_key(cert_flag, &config.tls_cert_file, key_flag, config.tls_private_key_file.as_deref())?;
     let mut sc = ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
         .map_err(|e| ConfigError::Other(format!("TLS versions: {e}")))?
@@ -92,13 +90,9 @@ fn upstream_config(config: &Config, provider: Arc<CryptoProvider>) -> Result<Cli
             .add(cert)
             .map_err(|e| ConfigError::file("--upstream-ca-file", &up.ca_file, format!("not a usable CA: {e}")))?;
     }
-    let cert_flag = "--proxy-client-cert-file";
-    let chain = crate::pem::certificates(cert_flag, &up.client_cert_file)?;
-    let (key_flag, key_path) = match &up.client_key_file {
-        Some(p) => ("--proxy-client-key-file", p),
-        None => (cert_flag, &up.client_cert_file),
-    };
-    let key = crate::pem::private_key(key_flag, key_path)?;
+    let (cert_flag, key_flag) = ("--proxy-client-cert-file", "--proxy-client-key-file");
+    let (chain, key, key_flag, key_path) =
+        cert_and_key(cert_flag, &up.client_cert_file, key_flag, up.client_key_file.as_deref())?;
     ClientConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
         .map_err(|e| ConfigError::Other(format!("TLS versions: {e}")))?
@@ -107,4 +101,21 @@ fn upstream_config(config: &Config, provider: Arc<CryptoProvider>) -> Result<Cli
         .map_err(|e| {
             ConfigError::file(key_flag, key_path, format!("does not match the certificate in {cert_flag}: {e}"))
         })
+}
+
+/// A certificate chain and its key: the key from its own file if given, else from the
+/// certificate file (HAProxy's combined `.pem`). Returns the flag and path the key came from.
+fn cert_and_key<'a>(
+    cert_flag: &'static str,
+    cert_path: &'a Path,
+    key_flag: &'static str,
+    key_path: Option<&'a Path>,
+) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>, &'static str, &'a Path), ConfigError> {
+    let chain = crate::pem::certificates(cert_flag, cert_path)?;
+    let (key_flag, key_path) = match key_path {
+        Some(p) => (key_flag, p),
+        None => (cert_flag, cert_path),
+    };
+    let key = crate::pem::private_key(key_flag, key_path)?;
+    Ok((chain, key, key_flag, key_path))
 }
