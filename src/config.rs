@@ -99,6 +99,9 @@ pub struct RunFlags {
     /// Keep fetched CRLs here, so a restart while the CA's server is down still enforces them.
     #[arg(long, value_name = "DIR")]
     pub crl_cache_dir: Option<PathBuf>,
+    /// Time limit of one CRL fetch attempt (connect, headers and body) [default: 30s].
+    #[arg(long, value_name = "DURATION")]
+    pub crl_fetch_timeout: Option<String>,
     /// Largest CRL accepted from a URL, in bytes [default: 134217728 (128 MiB)].
     #[arg(long, value_name = "BYTES")]
     pub crl_max_bytes: Option<usize>,
@@ -232,6 +235,7 @@ struct FileConfig {
     crl_url_ca_file: Option<PathBuf>,
     crl_refresh_interval: Option<String>,
     crl_cache_dir: Option<PathBuf>,
+    crl_fetch_timeout: Option<String>,
     crl_max_bytes: Option<usize>,
     crl_from_distribution_points: Option<bool>,
     revocation_check: Option<RevocationCheck>,
@@ -319,6 +323,7 @@ pub struct FetchConfig {
     pub ca_file: Option<PathBuf>,
     pub refresh_interval: Duration,
     pub cache_dir: Option<PathBuf>,
+    pub timeout: Duration,
     pub max_bytes: usize,
     pub from_distribution_points: bool,
 }
@@ -518,6 +523,11 @@ impl Config {
                 Duration::from_secs(300),
             )?,
             cache_dir: rel(pick(flags.crl_cache_dir, file.crl_cache_dir, fp)),
+            timeout: duration(
+                pick(flags.crl_fetch_timeout, file.crl_fetch_timeout, fp),
+                "crl-fetch-timeout",
+                Duration::from_secs(30),
+            )?,
             max_bytes: pick(flags.crl_max_bytes, file.crl_max_bytes, fp).map_or(128 << 20, |s| s.value),
             from_distribution_points: pick(flags.crl_from_distribution_points, file.crl_from_distribution_points, fp)
                 .is_some_and(|s| s.value),

@@ -4,7 +4,7 @@
 //! Each URL is fetched at start and then refreshed every `--crl-refresh-interval` or shortly
 //! before the CRL's nextUpdate, whichever comes first, with conditional requests
 //! (`If-None-Match`, `If-Modified-Since`), bounded retries with backoff, a size limit
-//! (`--crl-max-bytes`) and a timeout. A fetched CRL is used only if it parses and its
+//! (`--crl-max-bytes`) and a timeout (`--crl-fetch-timeout`). A fetched CRL is used only if it parses and its
 //! signature verifies against a CA of `--client-ca-file`; otherwise the last good one stays.
 //! With `--crl-cache-dir`, good CRLs are also written to disk, so a restart while the CA's
 //! server is down still enforces the last CRL.
@@ -35,8 +35,6 @@ use crate::revocation::crl::ParsedCrl;
 /// Attempts per fetch (the first try and its retries), and the first backoff.
 const ATTEMPTS: u32 = 4;
 const FIRST_BACKOFF: Duration = Duration::from_millis(500);
-/// Timeout of one attempt (connect, headers and body).
-const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(30);
 /// Refresh this long before nextUpdate at the latest; never more often than the floor.
 const BEFORE_NEXT_UPDATE: Duration = Duration::from_secs(60);
 const REFRESH_FLOOR: Duration = Duration::from_secs(5);
@@ -87,6 +85,8 @@ pub struct Fetcher {
     store: Mutex<BTreeMap<String, Entry>>,
     generation: AtomicU64,
     refresh: Duration,
+    /// Time limit of one attempt (connect, headers and body).
+    timeout: Duration,
     max_bytes: usize,
     cache_dir: Option<PathBuf>,
     from_distribution_points: bool,
@@ -133,6 +133,7 @@ impl Fetcher {
             store: Mutex::default(),
             generation: AtomicU64::new(0),
             refresh: f.refresh_interval,
+            timeout: f.timeout,
             max_bytes: f.max_bytes,
             cache_dir: f.cache_dir.clone(),
             from_distribution_points: f.from_distribution_points,
@@ -329,7 +330,7 @@ impl Fetcher {
             let next_update = validate(url, &body, bundle).map_err(FetchError::Invalid)?;
             Ok(Fetched::New(Entry { bytes: Arc::new(body.to_vec()), etag, last_modified, next_update }))
         };
-        tokio::time::timeout(ATTEMPT_TIMEOUT, attempt).await.map_err(|_| FetchError::Timeout(ATTEMPT_TIMEOUT))?
+        tokio::time::timeout(self.timeout, attempt).await.map_err(|_| FetchError::Timeout(self.timeout))?
     }
 
     fn cache_path(&self, url: &str) -> Option<PathBuf> {

@@ -29,6 +29,8 @@ type Seen = (String, Option<String>, u16);
 struct CrlServer {
     answers: Arc<Mutex<HashMap<String, Answer>>>,
     log: Arc<Mutex<Vec<Seen>>>,
+    /// Paths answered only after this delay (a slow CA server).
+    delays: Arc<Mutex<HashMap<String, Duration>>>,
 }
 
 impl CrlServer {
@@ -43,7 +45,13 @@ impl CrlServer {
                 tokio::spawn(async move {
                     let svc = hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
                         let me = me.clone();
-                        async move { Ok::<_, std::convert::Infallible>(me.answer(&req)) }
+                        async move {
+                            let delay = me.delays.lock().unwrap().get(req.uri().path()).copied();
+                            if let Some(d) = delay {
+                                tokio::time::sleep(d).await;
+                            }
+                            Ok::<_, std::convert::Infallible>(me.answer(&req))
+                        }
                     });
                     let _ = hyper::server::conn::http1::Builder::new()
                         .serve_connection(hyper_util::rt::TokioIo::new(tcp), svc)
@@ -79,6 +87,14 @@ impl CrlServer {
 
     fn set(&self, path: &str, body: String, etag: &str) {
         self.answers.lock().unwrap().insert(path.into(), Answer::Crl { body, etag: etag.into() });
+    }
+
+    fn slow(&self, path: &str, delay: Option<Duration>) {
+        let mut delays = self.delays.lock().unwrap();
+        match delay {
+            Some(d) => delays.insert(path.into(), d),
+            None => delays.remove(path),
+        };
     }
 
     fn fail(&self, path: &str) {
@@ -266,4 +282,49 @@ async fn distribution_points_are_discovered_from_ca_and_client_certificates() {
     })
     .await;
     proxy.wait_for_log("CRL distribution point discovered");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_crl_server_times_out_and_the_last_good_crl_stays() {
+    let tmp = tempdir();
+    let pki = Pki::new(tmp.path());
+    let server = CrlServer::default();
+    server.set("/root.crl", pki.root.crl(&[], 1, time::Duration::days(7)), "\"r1\"");
+    server.set("/users.crl", pki.users_ca.crl(&[&pki.bob.serial], 1, time::Duration::days(7)), "\"u1\"");
+    let (crl_addr, _srv) = server.start().await;
+    let upstream = Upstream::start(pki.sim_config()).await;
+    let extra: Vec<String> = [
+        "--crl-url",
+        &format!("http://{crl_addr}/root.crl"),
+        "--crl-url",
+        &format!("http://{crl_addr}/users.crl"),
+        "--crl-refresh-interval",
+        "1s",
+        "--crl-fetch-timeout",
+        "300ms",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let proxy = ProxyProcess::start(tmp.path(), &args_without_crl_file(&pki, upstream.addr, &extra));
+    assert_eq!(user_info(&whoami(proxy.addr, &pki, &pki.alice).await.unwrap()).username, "alice");
+
+    // The CA revokes alice, but its server became slow: fetches time out, the proxy keeps
+    // serving with the last good CRL (alice still accepted, bob still refused), unblocked.
+    server.slow("/users.crl", Some(Duration::from_secs(5)));
+    server.set(
+        "/users.crl",
+        pki.users_ca.crl(&[&pki.bob.serial, &pki.alice.serial], 2, time::Duration::days(7)),
+        "\"u2\"",
+    );
+    proxy.wait_for_log("timed out after 300ms");
+    assert_eq!(user_info(&whoami(proxy.addr, &pki, &pki.alice).await.unwrap()).username, "alice");
+    assert!(whoami(proxy.addr, &pki, &pki.bob).await.is_err());
+
+    // The server recovers: the new CRL is fetched and alice is refused.
+    server.slow("/users.crl", None);
+    wait_until("alice refused once the server answered again", async || {
+        whoami(proxy.addr, &pki, &pki.alice).await.is_err_and(|e| e == "remote error: tls: revoked certificate")
+    })
+    .await;
 }

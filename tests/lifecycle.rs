@@ -287,3 +287,35 @@ async fn delta_crls_revoke_and_unrevoke_without_a_new_base() {
     );
     assert_eq!(user_info(&env.request(Some(&env.pki.bob), Http::H2, whoami_request()).await.unwrap()).username, "bob");
 }
+
+/// A client that would resume its TLS session (rustls caches tickets and session IDs by
+/// default) gets a full handshake every time, so a revocation reaches it at once.
+#[tokio::test]
+async fn a_resuming_client_is_refused_after_revocation() {
+    let env = Env::start(&[]).await;
+    for versions in [&[&rustls::version::TLS13][..], &[&rustls::version::TLS12][..]] {
+        let tls = std::sync::Arc::new(client_tls_versions(
+            &env.pki.root_der(),
+            Some((&env.pki.alice, &env.pki.users_ca)),
+            Http::H1,
+            versions,
+        ));
+        let reply = request(env.proxy.addr, (*tls).clone(), Http::H1, whoami_request()).await;
+        assert_eq!(user_info(&reply.unwrap()).username, "alice");
+        // The same config (same session cache) again: still a full handshake.
+        let s = connect(env.proxy.addr, (*tls).clone()).await.unwrap();
+        assert_eq!(s.get_ref().1.handshake_kind(), Some(rustls::HandshakeKind::Full));
+    }
+    replace_by_rename(&env, &[&env.pki.bob.serial, &env.pki.alice.serial], 2);
+    let deadline = Instant::now() + CUT_OFF_BOUND;
+    loop {
+        let tls = client_tls(&env.pki.root_der(), Some((&env.pki.alice, &env.pki.users_ca)), Http::H1);
+        match request(env.proxy.addr, tls, Http::H1, whoami_request()).await {
+            Err(e) if e == "remote error: tls: revoked certificate" => break,
+            other => {
+                assert!(Instant::now() < deadline, "alice still accepted: {other:?}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
