@@ -24,29 +24,42 @@ use crl::{CrlError, ParsedCrl};
 /// RFC 5280 caps serials at 20 octets; longer ones go to a small overflow list.
 const INLINE_SERIAL: usize = 20;
 
+/// A serial of up to 20 octets as integers: (length, then the big-endian octets zero-padded
+/// on the right, split 8 + 8 + 4). Ordering these compares like the octets, without memcmp.
+type SerialKey = (u8, u64, u64, u32);
+
 /// One revoked serial, 32 bytes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Entry {
+    a: u64,
+    b: u64,
+    c: u32,
     len: u8,
-    serial: [u8; INLINE_SERIAL],
     /// CRLReason code, 0xff when absent.
     reason: u8,
     revoked_at: i64,
 }
 
 impl Entry {
-    fn key(&self) -> (u8, &[u8; INLINE_SERIAL]) {
-        (self.len, &self.serial)
+    fn key(&self) -> SerialKey {
+        (self.len, self.a, self.b, self.c)
     }
 }
 
-fn inline_key(serial: &[u8]) -> Option<(u8, [u8; INLINE_SERIAL])> {
+fn inline_key(serial: &[u8]) -> Option<SerialKey> {
     if serial.len() > INLINE_SERIAL {
         return None;
     }
     let mut s = [0u8; INLINE_SERIAL];
     s[..serial.len()].copy_from_slice(serial);
-    Some((serial.len() as u8, s))
+    let (a, rest) = s.split_at(8);
+    let (b, c) = rest.split_at(8);
+    Some((
+        serial.len() as u8,
+        u64::from_be_bytes(a.try_into().ok()?),
+        u64::from_be_bytes(b.try_into().ok()?),
+        u32::from_be_bytes(c.try_into().ok()?),
+    ))
 }
 
 /// Details of a revocation, for logs and `inspect`.
@@ -97,7 +110,7 @@ impl IssuerCrl {
     /// The revocation entry for a (normalised) serial, if listed.
     pub fn lookup(&self, serial: &[u8]) -> Option<Revocation> {
         match inline_key(serial) {
-            Some((len, s)) => self.entries.binary_search_by(|e| e.key().cmp(&(len, &s))).ok().map(|i| {
+            Some(key) => self.entries.binary_search_by(|e| e.key().cmp(&key)).ok().map(|i| {
                 let e = &self.entries[i];
                 Revocation { revoked_at: e.revoked_at, reason: (e.reason != 0xff).then_some(e.reason) }
             }),
@@ -181,15 +194,18 @@ impl IssuerCrl {
         for e in parsed.entries() {
             let e = e?;
             match inline_key(e.serial) {
-                Some((len, serial)) => {
-                    entries.push(Entry { len, serial, reason: e.reason.unwrap_or(0xff), revoked_at: e.revoked_at })
+                Some((len, a, b, c)) => {
+                    entries.push(Entry { a, b, c, len, reason: e.reason.unwrap_or(0xff), revoked_at: e.revoked_at })
                 }
                 None => {
                     long_entries.push((e.serial.to_vec(), Revocation { revoked_at: e.revoked_at, reason: e.reason }))
                 }
             }
         }
-        entries.sort_unstable_by(|a, b| a.key().cmp(&b.key()));
+        // Most CRLs list serials in issuance order; sort only when needed.
+        if !entries.is_sorted_by_key(Entry::key) {
+            entries.sort_unstable_by_key(Entry::key);
+        }
         entries.dedup_by(|a, b| a.key() == b.key());
         entries.shrink_to_fit();
         Ok(Self {
@@ -526,6 +542,17 @@ mod tests {
         // 0x0102 was listed with a leading zero; a certificate serial without it matches.
         assert!(index.check(&[0x01, 0x02], &key, false, now).is_err());
         assert_eq!(index.crl_for(&key).unwrap().crl_number.as_deref(), Some(&[7u8][..]));
+    }
+
+    #[test]
+    fn serial_keys_order_like_their_octets() {
+        let serials: [&[u8]; 7] =
+            [&[1], &[2], &[0xff], &[1, 0], &[1, 0, 0, 0, 0, 0, 0, 0, 9], &[0x7f; 20], &[0x80; 20]];
+        for w in serials.windows(2) {
+            assert!(inline_key(w[0]).unwrap() < inline_key(w[1]).unwrap(), "{:?} < {:?}", w[0], w[1]);
+        }
+        assert!(inline_key(&[1; 21]).is_none());
+        assert_eq!(std::mem::size_of::<Entry>(), 32);
     }
 
     #[test]
