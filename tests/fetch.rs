@@ -127,30 +127,44 @@ async fn whoami(addr: SocketAddr, pki: &Pki, user: &kube_crl_proxy::pki::Issued)
     request(addr, client_tls(&pki.root_der(), Some((user, &pki.users_ca)), Http::H2), Http::H2, whoami_request()).await
 }
 
+/// A PKI, a CRL server publishing the root's CRL (empty) and the users CA's (bob revoked),
+/// the stand-in upstream and the proxy fetching both URLs (no `--crl-file`), plus `extra`.
+struct UrlEnv {
+    _tmp: tempfile::TempDir,
+    pki: Pki,
+    server: CrlServer,
+    _srv: tokio::task::JoinHandle<()>,
+    _upstream: Upstream,
+    proxy: ProxyProcess,
+}
+
+impl UrlEnv {
+    async fn start(extra: &[&str]) -> Self {
+        let tmp = tempdir();
+        let pki = Pki::new(tmp.path());
+        let server = CrlServer::default();
+        server.set("/root.crl", pki.root.crl(&[], 1, time::Duration::days(7)), "\"r1\"");
+        server.set("/users.crl", pki.users_ca.crl(&[&pki.bob.serial], 1, time::Duration::days(7)), "\"u1\"");
+        let (crl_addr, srv) = server.start().await;
+        let upstream = Upstream::start(pki.sim_config()).await;
+        let mut flags = vec![
+            "--crl-url".to_string(),
+            format!("http://{crl_addr}/root.crl"),
+            "--crl-url".to_string(),
+            format!("http://{crl_addr}/users.crl"),
+        ];
+        flags.extend(extra.iter().map(|s| s.to_string()));
+        let proxy = ProxyProcess::start(tmp.path(), &args_without_crl_file(&pki, upstream.addr, &flags));
+        Self { _tmp: tmp, pki, server, _srv: srv, _upstream: upstream, proxy }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn crls_from_urls_are_enforced_and_refreshed_conditionally() {
-    let tmp = tempdir();
-    let pki = Pki::new(tmp.path());
-    let server = CrlServer::default();
-    server.set("/root.crl", pki.root.crl(&[], 1, time::Duration::days(7)), "\"r1\"");
-    server.set("/users.crl", pki.users_ca.crl(&[&pki.bob.serial], 1, time::Duration::days(7)), "\"u1\"");
-    let (crl_addr, _srv) = server.start().await;
-    let upstream = Upstream::start(pki.sim_config()).await;
-    let extra: Vec<String> = [
-        "--crl-url",
-        &format!("http://{crl_addr}/root.crl"),
-        "--crl-url",
-        &format!("http://{crl_addr}/users.crl"),
-        "--crl-refresh-interval",
-        "1s",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    let proxy = ProxyProcess::start(tmp.path(), &args_without_crl_file(&pki, upstream.addr, &extra));
+    let UrlEnv { pki, server, proxy, .. } = &UrlEnv::start(&["--crl-refresh-interval", "1s"]).await;
 
-    assert_eq!(user_info(&whoami(proxy.addr, &pki, &pki.alice).await.unwrap()).username, "alice");
-    assert_eq!(whoami(proxy.addr, &pki, &pki.bob).await.unwrap_err(), "remote error: tls: revoked certificate");
+    assert_eq!(user_info(&whoami(proxy.addr, pki, &pki.alice).await.unwrap()).username, "alice");
+    assert_eq!(whoami(proxy.addr, pki, &pki.bob).await.unwrap_err(), "remote error: tls: revoked certificate");
 
     // Refreshes carry the ETag and get 304 Not Modified.
     wait_until("a conditional refresh answered 304", async || {
@@ -165,16 +179,16 @@ async fn crls_from_urls_are_enforced_and_refreshed_conditionally() {
         "\"u2\"",
     );
     wait_until("alice refused after the CRL changed at its URL", async || {
-        whoami(proxy.addr, &pki, &pki.alice).await.is_err_and(|e| e == "remote error: tls: revoked certificate")
+        whoami(proxy.addr, pki, &pki.alice).await.is_err_and(|e| e == "remote error: tls: revoked certificate")
     })
     .await;
 
     // The server fails from now on: the last good CRL stays in force.
     server.fail("/users.crl");
     proxy.wait_for_log("CRL fetch failed");
-    assert!(whoami(proxy.addr, &pki, &pki.alice).await.is_err());
+    assert!(whoami(proxy.addr, pki, &pki.alice).await.is_err());
     let carol = pki.users_ca.issue(&Spec::client("carol", &[]));
-    assert_eq!(user_info(&whoami(proxy.addr, &pki, &carol).await.unwrap()).username, "carol");
+    assert_eq!(user_info(&whoami(proxy.addr, pki, &carol).await.unwrap()).username, "carol");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -286,28 +300,9 @@ async fn distribution_points_are_discovered_from_ca_and_client_certificates() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_crl_server_times_out_and_the_last_good_crl_stays() {
-    let tmp = tempdir();
-    let pki = Pki::new(tmp.path());
-    let server = CrlServer::default();
-    server.set("/root.crl", pki.root.crl(&[], 1, time::Duration::days(7)), "\"r1\"");
-    server.set("/users.crl", pki.users_ca.crl(&[&pki.bob.serial], 1, time::Duration::days(7)), "\"u1\"");
-    let (crl_addr, _srv) = server.start().await;
-    let upstream = Upstream::start(pki.sim_config()).await;
-    let extra: Vec<String> = [
-        "--crl-url",
-        &format!("http://{crl_addr}/root.crl"),
-        "--crl-url",
-        &format!("http://{crl_addr}/users.crl"),
-        "--crl-refresh-interval",
-        "1s",
-        "--crl-fetch-timeout",
-        "300ms",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    let proxy = ProxyProcess::start(tmp.path(), &args_without_crl_file(&pki, upstream.addr, &extra));
-    assert_eq!(user_info(&whoami(proxy.addr, &pki, &pki.alice).await.unwrap()).username, "alice");
+    let UrlEnv { pki, server, proxy, .. } =
+        &UrlEnv::start(&["--crl-refresh-interval", "1s", "--crl-fetch-timeout", "300ms"]).await;
+    assert_eq!(user_info(&whoami(proxy.addr, pki, &pki.alice).await.unwrap()).username, "alice");
 
     // The CA revokes alice, but its server became slow: fetches time out, the proxy keeps
     // serving with the last good CRL (alice still accepted, bob still refused), unblocked.
@@ -318,13 +313,13 @@ async fn a_slow_crl_server_times_out_and_the_last_good_crl_stays() {
         "\"u2\"",
     );
     proxy.wait_for_log("timed out after 300ms");
-    assert_eq!(user_info(&whoami(proxy.addr, &pki, &pki.alice).await.unwrap()).username, "alice");
-    assert!(whoami(proxy.addr, &pki, &pki.bob).await.is_err());
+    assert_eq!(user_info(&whoami(proxy.addr, pki, &pki.alice).await.unwrap()).username, "alice");
+    assert!(whoami(proxy.addr, pki, &pki.bob).await.is_err());
 
     // The server recovers: the new CRL is fetched and alice is refused.
     server.slow("/users.crl", None);
     wait_until("alice refused once the server answered again", async || {
-        whoami(proxy.addr, &pki, &pki.alice).await.is_err_and(|e| e == "remote error: tls: revoked certificate")
+        whoami(proxy.addr, pki, &pki.alice).await.is_err_and(|e| e == "remote error: tls: revoked certificate")
     })
     .await;
 }
