@@ -161,7 +161,8 @@ impl Fetcher {
     pub async fn initial(&self, bundle: &CaBundle) {
         if self.from_distribution_points {
             for ca in &bundle.cas {
-                for url in distribution_points(ca.der.as_ref()) {
+                let Ok((_, cert)) = x509_parser::parse_x509_certificate(ca.der.as_ref()) else { continue };
+                for url in cert_distribution_points(&cert) {
                     self.add_url(&url);
                 }
             }
@@ -186,9 +187,9 @@ impl Fetcher {
     }
 
     /// Learns the distribution points of a verified client certificate (when enabled).
-    pub fn discover_from(&self, cert_der: &[u8]) {
+    pub fn discover_from(&self, cert: &x509_parser::certificate::X509Certificate<'_>) {
         if self.from_distribution_points {
-            for url in distribution_points(cert_der) {
+            for url in cert_distribution_points(cert) {
                 self.add_url(&url);
             }
         }
@@ -374,9 +375,8 @@ fn validate(url: &str, bytes: &[u8], bundle: &CaBundle) -> Result<Option<i64>, S
 }
 
 /// The http(s) URLs of a certificate's CRL Distribution Points extension.
-pub fn distribution_points(cert_der: &[u8]) -> Vec<String> {
+pub fn cert_distribution_points(cert: &x509_parser::certificate::X509Certificate<'_>) -> Vec<String> {
     use x509_parser::extensions::{DistributionPointName, GeneralName, ParsedExtension};
-    let Ok((_, cert)) = x509_parser::parse_x509_certificate(cert_der) else { return Vec::new() };
     let mut urls = Vec::new();
     for ext in cert.extensions() {
         if let ParsedExtension::CRLDistributionPoints(points) = ext.parsed_extension() {

@@ -46,6 +46,11 @@ pub enum IdentityError {
 /// request is forwarded without identity headers.
 pub fn from_leaf(der: &[u8]) -> Result<Option<Identity>, IdentityError> {
     let (_, cert) = X509Certificate::from_der(der).map_err(|e| IdentityError::Parse(e.to_string()))?;
+    from_parsed(&cert, der)
+}
+
+/// [`from_leaf`] for a certificate the caller has already parsed (`der` is its encoding).
+pub fn from_parsed(cert: &X509Certificate<'_>, der: &[u8]) -> Result<Option<Identity>, IdentityError> {
     let mut user = None;
     let mut groups = Vec::new();
     let mut uid = None;

@@ -137,14 +137,19 @@ async fn connection(tcp: TcpStream, remote: SocketAddr, shared: Arc<Shared>, mut
         .peer_certificates()
         .filter(|c| !c.is_empty())
         .map(|c| c.iter().map(|d| d.clone().into_owned()).collect());
-    // No certificate, or a certificate without CN: no identity (like a token client).
-    let identity = chain.as_ref().and_then(|c| crate::identity::from_leaf(c[0].as_ref()).transpose());
-    if let Some(c) = &chain {
-        shared.state.fetcher().discover_from(c[0].as_ref());
-    }
-    let expires = match (&chain, config.close_expired_connections) {
-        (Some(c), true) => not_after(&c[0]),
-        _ => None,
+    // The leaf is parsed once for identity, expiry and distribution points. No certificate,
+    // or one without CN: no identity (like a token client).
+    let (identity, expires) = match &chain {
+        None => (None, None),
+        Some(c) => match x509_parser::parse_x509_certificate(c[0].as_ref()) {
+            Ok((_, leaf)) => {
+                shared.state.fetcher().discover_from(&leaf);
+                let expires =
+                    config.close_expired_connections.then(|| instant_of(leaf.validity().not_after.timestamp()));
+                (crate::identity::from_parsed(&leaf, c[0].as_ref()).transpose(), expires.flatten())
+            }
+            Err(e) => (Some(Err(crate::identity::IdentityError::Parse(e.to_string()))), None),
+        },
     };
     let (registration, close) = match chain {
         Some(chain) => {
@@ -352,10 +357,8 @@ pub async fn sleep_until(at: Option<tokio::time::Instant>) {
     }
 }
 
-/// The tokio instant of a certificate's notAfter.
-fn not_after(cert: &CertificateDer<'_>) -> Option<tokio::time::Instant> {
-    let (_, c) = x509_parser::parse_x509_certificate(cert.as_ref()).ok()?;
-    let not_after = c.validity().not_after.timestamp();
+/// The tokio instant of a Unix time (a certificate's notAfter).
+fn instant_of(not_after: i64) -> Option<tokio::time::Instant> {
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).ok()?.as_secs();
     let left = u64::try_from(not_after).ok()?.saturating_sub(now);
     tokio::time::Instant::now().checked_add(Duration::from_secs(left))
