@@ -357,11 +357,12 @@ pub async fn sleep_until(at: Option<tokio::time::Instant>) {
     }
 }
 
-/// The tokio instant of a Unix time (a certificate's notAfter).
+/// The tokio instant at which a certificate with this notAfter (Unix seconds) has expired:
+/// it is valid through that second, as the verifier judges it, so one second later.
 fn instant_of(not_after: i64) -> Option<tokio::time::Instant> {
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).ok()?.as_secs();
-    let left = u64::try_from(not_after).ok()?.saturating_sub(now);
-    tokio::time::Instant::now().checked_add(Duration::from_secs(left))
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).ok()?;
+    let expired_at = Duration::from_secs(u64::try_from(not_after).ok()?.saturating_add(1));
+    tokio::time::Instant::now().checked_add(expired_at.saturating_sub(now))
 }
 
 /// After a refused handshake: the alert has been written; send FIN, then read and discard

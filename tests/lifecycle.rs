@@ -319,3 +319,22 @@ async fn a_resuming_client_is_refused_after_revocation() {
         }
     }
 }
+
+/// `--close-expired-connections` (default on): a watch of a certificate that expires while
+/// the connection is open is closed at its notAfter; a fresh handshake is then refused.
+#[tokio::test]
+async fn a_connection_closes_when_its_certificate_expires() {
+    let env = Env::start(&[]).await;
+    let mut spec = Spec::client("ephemeral", &["dev"]);
+    spec.not_after = time::Duration::seconds(3);
+    let short = env.pki.users_ca.issue(&spec);
+    let mut w = Watch::open(&env, &short, Http::H2).await;
+    let start = Instant::now();
+    w.until_closed().await;
+    assert!(start.elapsed() < CUT_OFF_BOUND);
+    env.proxy.wait_for_log("client certificate expired");
+    assert_eq!(
+        env.request(Some(&short), Http::H1, whoami_request()).await.unwrap_err(),
+        "remote error: tls: expired certificate"
+    );
+}
