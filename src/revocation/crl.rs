@@ -214,15 +214,19 @@ impl<'a> ParsedCrl<'a> {
         self.revoked.len() / 20
     }
 
-    /// The revoked certificates, in CRL order.
+    /// The revoked certificates, in CRL order. Ends after the first malformed entry (the
+    /// reader cannot resynchronise past it), which it yields as an error.
     pub fn entries(&self) -> impl Iterator<Item = Result<RawEntry<'a>, CrlError>> + 'a {
         let mut r = Reader::new(self.revoked);
         let v2 = self.version == 2;
+        let mut failed = false;
         std::iter::from_fn(move || {
-            if r.is_empty() {
+            if r.is_empty() || failed {
                 return None;
             }
-            Some(entry(&mut r, v2))
+            let e = entry(&mut r, v2);
+            failed = e.is_err();
+            Some(e)
         })
     }
 }
@@ -335,6 +339,20 @@ mod tests {
     fn oid_strings() {
         assert_eq!(oid_string(OID_CRL_NUMBER), "2.5.29.20");
         assert_eq!(oid_string(OID_AUTHORITY_INFO_ACCESS), "1.3.6.1.5.5.7.1.1");
+    }
+
+    #[test]
+    fn entries_end_after_a_malformed_one() {
+        // Found by the `crl` fuzz target: the reader does not advance past a malformed
+        // entry, so the iterator must stop after reporting it instead of repeating it.
+        let ca = crate::pki::Authority::root("iter-ca");
+        let pem = ca.crl(&[], 2, time::Duration::days(1));
+        let ders = crate::pem::crls_in("--crl-file", std::path::Path::new("t"), pem.as_bytes()).unwrap();
+        let parsed = ParsedCrl::parse(ders[0].as_ref()).unwrap();
+        let garbage = ParsedCrl { revoked: &[0x04, 0x00, 0x04, 0x00], ..parsed };
+        let items: Vec<_> = garbage.entries().take(10).collect();
+        assert_eq!(items.len(), 1);
+        assert!(items[0].is_err());
     }
 
     #[test]
