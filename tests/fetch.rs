@@ -85,6 +85,14 @@ impl CrlServer {
         resp
     }
 
+    /// A server publishing the root's CRL (empty) and the users CA's (bob revoked), number 1.
+    fn publishing_initial_crls(pki: &Pki) -> Self {
+        let server = Self::default();
+        server.set("/root.crl", pki.root.crl(&[], 1, time::Duration::days(7)), "\"r1\"");
+        server.set("/users.crl", pki.users_ca.crl(&[&pki.bob.serial], 1, time::Duration::days(7)), "\"u1\"");
+        server
+    }
+
     fn set(&self, path: &str, body: String, etag: &str) {
         self.answers.lock().unwrap().insert(path.into(), Answer::Crl { body, etag: etag.into() });
     }
@@ -142,9 +150,7 @@ impl UrlEnv {
     async fn start(extra: &[&str]) -> Self {
         let tmp = tempdir();
         let pki = Pki::new(tmp.path());
-        let server = CrlServer::default();
-        server.set("/root.crl", pki.root.crl(&[], 1, time::Duration::days(7)), "\"r1\"");
-        server.set("/users.crl", pki.users_ca.crl(&[&pki.bob.serial], 1, time::Duration::days(7)), "\"u1\"");
+        let server = CrlServer::publishing_initial_crls(&pki);
         let (crl_addr, srv) = server.start().await;
         let upstream = Upstream::start(pki.sim_config()).await;
         let mut flags = vec![
@@ -224,9 +230,7 @@ async fn oversized_or_forged_crls_at_a_url_are_refused() {
 async fn the_crl_cache_survives_a_restart_while_the_server_is_down() {
     let tmp = tempdir();
     let pki = Pki::new(tmp.path());
-    let server = CrlServer::default();
-    server.set("/root.crl", pki.root.crl(&[], 1, time::Duration::days(7)), "\"r1\"");
-    server.set("/users.crl", pki.users_ca.crl(&[&pki.bob.serial], 1, time::Duration::days(7)), "\"u1\"");
+    let server = CrlServer::publishing_initial_crls(&pki);
     let (crl_addr, srv) = server.start().await;
     let upstream = Upstream::start(pki.sim_config()).await;
     let cache = tmp.path().join("crl-cache");
