@@ -207,7 +207,7 @@ fn load(config: &Config) -> Result<(TlsMaterial, Vec<String>), ConfigError> {
             Ok::<_, ConfigError>(fetcher.sources())
         })?
     };
-    TlsMaterial::load(config, &fetched)
+    TlsMaterial::load(config, &fetched, None)
 }
 
 /// Trust anchor or intermediate, and why (the rule of [`CaBundle`]).
