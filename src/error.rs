@@ -51,7 +51,8 @@ impl RefusalReason {
             Self::BadEku => CertificateError::InvalidPurpose,
             Self::NoCrl => CertificateError::UnknownRevocationStatus,
             Self::StaleCrl => CertificateError::ExpiredRevocationList,
-            Self::OcspNoAnswer => CertificateError::UnknownRevocationStatus,
+            // bad_certificate_status_response (113): tells the client it is about OCSP.
+            Self::OcspNoAnswer => CertificateError::InvalidOcspResponse,
             Self::BadSignature => CertificateError::BadSignature,
             Self::BadEncoding => CertificateError::BadEncoding,
             Self::Other(_) => CertificateError::ApplicationVerificationFailure,
@@ -105,6 +106,8 @@ pub fn handshake_outcome(err: &std::io::Error) -> &'static str {
             | CertificateError::NotValidYet
             | CertificateError::NotValidYetContext { .. } => "expired",
             CertificateError::UnknownIssuer => "unknown_ca",
+            CertificateError::UnknownRevocationStatus => "no_crl",
+            CertificateError::InvalidOcspResponse => "ocsp_no_answer",
             CertificateError::InvalidPurpose | CertificateError::InvalidPurposeContext { .. } => "bad_eku",
             CertificateError::ExpiredRevocationList | CertificateError::ExpiredRevocationListContext { .. } => {
                 "stale_crl"

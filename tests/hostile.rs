@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use common::*;
-use http_body_util::{BodyExt, Empty, Full};
+use http_body_util::{BodyExt, Full};
 use kube_crl_proxy::pki::{Issued, Spec};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
@@ -31,29 +31,7 @@ const WAIT: Duration = Duration::from_secs(10);
 const WATCH: &str = "/api/v1/namespaces/default/pods?watch=1";
 
 // ---------------------------------------------------------------------------
-// Admin endpoint (copied from tests/admin.rs)
-
-/// A plain-HTTP GET against the admin endpoint: (status, body).
-async fn admin_get(addr: SocketAddr, path: &str) -> (u16, String) {
-    let tcp = TcpStream::connect(addr).await.expect("connect admin");
-    let (mut send, conn) =
-        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp)).await.expect("admin handshake");
-    tokio::spawn(conn);
-    let req = http::Request::get(path).header("host", "admin").body(Empty::<Bytes>::new()).expect("request");
-    let resp = timeout(WAIT, send.send_request(req)).await.expect("admin answers").expect("admin response");
-    let status = resp.status().as_u16();
-    let body = resp.into_body().collect().await.expect("admin body").to_bytes();
-    (status, String::from_utf8_lossy(&body).into_owned())
-}
-
-/// The value of one exact series line (`name{labels}`) in a scrape, if present.
-fn series(scrape: &str, series: &str) -> Option<f64> {
-    scrape.lines().find_map(|l| l.strip_prefix(series).and_then(|rest| rest.trim().parse().ok()))
-}
-
-async fn metrics(env: &Env) -> String {
-    admin_get(env.proxy.admin, "/metrics").await.1
-}
+// Admin endpoint
 
 /// How many requests reached the proxy's forwarding service (every code, method, verb).
 /// A request refused by the HTTP parser or the HTTP/2 layer never gets there.

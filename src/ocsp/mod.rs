@@ -212,6 +212,14 @@ impl Ocsp {
         lock(&self.slots).len()
     }
 
+    /// What is known of every cached certificate: (responder, last answer, last failure).
+    pub fn known(&self) -> Vec<(Option<String>, Option<Answer>, Option<QueryError>)> {
+        lock(&self.slots)
+            .values()
+            .map(|s| (s.query.url.clone(), s.answer.clone(), s.failure.as_ref().map(|(_, e)| e.clone())))
+            .collect()
+    }
+
     /// The answer for a handshake: cached, or asked now (waiting at most `--ocsp-timeout`).
     pub fn for_handshake(self: &Arc<Self>, query: &Query) -> Verdict {
         let now = now_secs();
