@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")"
 corpus=$PWD/corpus
 rm -rf "$corpus"
-mkdir -p "$corpus"/{crl,identity,headers,config}
+mkdir -p "$corpus"/{crl,identity,headers,config,ocsp}
 
 # rcgen-made CRLs and certificates, through kube_crl_proxy::pki.
 cargo run --quiet --example make_seeds -- "$corpus"
@@ -17,7 +17,7 @@ trap 'rm -rf "$tmp"' EXIT
 (
   cd "$tmp"
   openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout ca.key -out ca.crt \
-    -subj /CN=seed-openssl-ca -days 2 2>/dev/null
+    -subj /CN=seed-openssl-ca -days 3650 2>/dev/null
   printf 'R\t301231235959Z\t240101000000Z\t0A1B\tunknown\t/CN=revoked\n' >index.txt
   cat >ca.cnf <<CNF
 [ ca ]
@@ -36,6 +36,31 @@ cp "$tmp/v1.pem" "$corpus/crl/v1-openssl.pem"
 cp "$tmp/v1.der" "$corpus/crl/v1-openssl.der"
 printf 'not a CRL\n' >"$corpus/crl/garbage.txt"
 printf -- '-----BEGIN X509 CRL-----\n!!!!\n-----END X509 CRL-----\n' >"$corpus/crl/bad-base64.pem"
+
+# ocsp: responses of `openssl ocsp` for serial 0A1B (revoked), 0A1C (good) and 0A1D (not in
+# the index: unknown), signed by the CA itself and by a delegated responder (EKU
+# OCSPSigning, certificate included). The CA's certificate (never its key) is kept as
+# corpus/ocsp-issuer.der: fuzz_targets/ocsp.rs verifies against it.
+(
+  cd "$tmp"
+  printf 'R\t301231235959Z\t240101000000Z,keyCompromise\t0A1B\tunknown\t/CN=revoked\nV\t301231235959Z\t\t0A1C\tunknown\t/CN=good\n' >ocsp-index.txt
+  openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout rsp.key -out rsp.csr \
+    -subj /CN=seed-ocsp-responder 2>/dev/null
+  printf 'extendedKeyUsage = OCSPSigning\n' >rsp.ext
+  openssl x509 -req -in rsp.csr -CA ca.crt -CAkey ca.key -set_serial 0x77 -days 3650 -extfile rsp.ext -out rsp.crt \
+    2>/dev/null
+  for serial in 0x0A1B 0x0A1C 0x0A1D; do
+    openssl ocsp -issuer ca.crt -serial "$serial" -no_nonce -reqout "req-$serial.der" 2>/dev/null
+    openssl ocsp -index ocsp-index.txt -CA ca.crt -rsigner ca.crt -rkey ca.key -resp_no_certs -ndays 7 \
+      -reqin "req-$serial.der" -respout "ca-$serial.der" 2>/dev/null
+    openssl ocsp -index ocsp-index.txt -CA ca.crt -rsigner rsp.crt -rkey rsp.key \
+      -reqin "req-$serial.der" -respout "delegated-$serial.der" 2>/dev/null
+  done
+  openssl x509 -in ca.crt -outform DER -out ocsp-issuer.der
+)
+cp "$tmp"/ca-0x0A1*.der "$tmp"/delegated-0x0A1*.der "$corpus/ocsp/"
+cp "$tmp/ocsp-issuer.der" "$corpus/ocsp-issuer.der"
+printf '0\003\n\001\003' >"$corpus/ocsp/try-later"
 
 # headers: `name: value` lines (see fuzz_targets/headers.rs).
 h=$corpus/headers

@@ -79,6 +79,18 @@ impl CertRef {
         ))
     }
 
+    /// The reference of certificate `serial` issued by the CA certificate `issuer_der`.
+    pub fn issued_by(serial: &[u8], issuer_der: &[u8]) -> Option<Self> {
+        let (_, issuer) = x509_parser::parse_x509_certificate(issuer_der).ok()?;
+        let anchor = webpki::anchor_from_trusted_cert(&CertificateDer::from(issuer_der)).ok()?.to_owned();
+        Some(Self {
+            serial: serial.to_vec(),
+            issuer_name: issuer.subject().as_raw().to_vec(),
+            issuer_spki: issuer.public_key().raw.to_vec(),
+            issuer_anchor: anchor,
+        })
+    }
+
     /// issuerNameHash and issuerKeyHash with the hash named by `alg` (sha1 or sha256).
     fn hashes(&self, alg: &[u8]) -> Result<(Vec<u8>, Vec<u8>), DerError> {
         let (_, key) = der::spki(&self.issuer_spki)?;
@@ -231,32 +243,30 @@ fn signer(basic: &Basic<'_>, cert: &CertRef, now: i64, algs: &WebPkiSupportedAlg
     None
 }
 
-/// Parses an OCSPResponse and verifies it as the answer for `cert` at time `now` (Unix
-/// seconds). `max_age` bounds how old thisUpdate may be when the response has no nextUpdate.
-pub fn verify(
-    bytes: &[u8],
-    cert: &CertRef,
-    now: i64,
-    max_age_secs: i64,
-    algs: &WebPkiSupportedAlgorithms,
-) -> Result<Verified, ResponseError> {
-    let basic = parse_basic(bytes)?;
-    let signer = signer(&basic, cert, now, algs).ok_or(ResponseError::BadSignature)?;
+/// One SingleResponse, parsed.
+struct Single<'a> {
+    /// CertID contents.
+    id: &'a [u8],
+    status: CertStatus,
+    this_update: i64,
+    next_update: Option<i64>,
+}
 
-    let mut responses = Reader::new(basic.responses);
+/// Parses every SingleResponse (all of them, before any signature check, so that the
+/// parser sees every input in fuzzing).
+fn parse_singles<'a>(responses: &'a [u8]) -> Result<Vec<Single<'a>>, ResponseError> {
+    let mut out = Vec::new();
+    let mut responses = Reader::new(responses);
     while !responses.is_empty() {
         let single = responses.expect(SEQUENCE, "SingleResponse")?;
         let mut s = Reader::new(single.value);
-        let id = s.expect(SEQUENCE, "certID")?;
+        let id = s.expect(SEQUENCE, "certID")?.value;
         let status_tlv = s.any("certStatus")?;
         let this_update = der::time(&s.expect(GENERALIZED_TIME, "thisUpdate")?)?;
         let next_update = match s.optional(CONTEXT_0, "nextUpdate")? {
             Some(n) => Some(der::time(&Reader::new(n.value).expect(GENERALIZED_TIME, "nextUpdate")?)?),
             None => None,
         };
-        if !matches_cert(id.value, cert)? {
-            continue;
-        }
         let status = match (status_tlv.tag, status_tlv.value) {
             (0x80, []) => CertStatus::Good,
             (0x82, []) => CertStatus::Unknown,
@@ -274,6 +284,28 @@ pub fn verify(
             }
             _ => return Err(DerError("certStatus").into()),
         };
+        out.push(Single { id, status, this_update, next_update });
+    }
+    Ok(out)
+}
+
+/// Parses an OCSPResponse and verifies it as the answer for `cert` at time `now` (Unix
+/// seconds). `max_age` bounds how old thisUpdate may be when the response has no nextUpdate.
+pub fn verify(
+    bytes: &[u8],
+    cert: &CertRef,
+    now: i64,
+    max_age_secs: i64,
+    algs: &WebPkiSupportedAlgorithms,
+) -> Result<Verified, ResponseError> {
+    let basic = parse_basic(bytes)?;
+    let singles = parse_singles(basic.responses)?;
+    let signer = signer(&basic, cert, now, algs).ok_or(ResponseError::BadSignature)?;
+    for single in singles {
+        if !matches_cert(single.id, cert)? {
+            continue;
+        }
+        let Single { status, this_update, next_update, .. } = single;
         if this_update > now + CLOCK_SKEW_SECS {
             return Err(ResponseError::NotFresh(format!(
                 "thisUpdate {} is in the future",
@@ -334,16 +366,11 @@ pub fn responder_urls(cert: &x509_parser::certificate::X509Certificate<'_>) -> V
     urls
 }
 
-/// Parses a response without verifying it (for fuzzing: must never panic).
+/// Parses a response fully without verifying it (for fuzzing: must never panic); returns
+/// the number of single responses.
 pub fn parse_only(bytes: &[u8]) -> Result<usize, ResponseError> {
     let basic = parse_basic(bytes)?;
-    let mut n = 0;
-    let mut responses = Reader::new(basic.responses);
-    while !responses.is_empty() {
-        responses.expect(SEQUENCE, "SingleResponse")?;
-        n += 1;
-    }
-    Ok(n)
+    Ok(parse_singles(basic.responses)?.len())
 }
 
 #[cfg(test)]
@@ -356,6 +383,54 @@ mod tests {
         let req = request(&id);
         // OCSPRequest { TBSRequest { requestList { Request { CertID } } } }, nothing else.
         assert_eq!(req, [0x30, 0x0b, 0x30, 0x09, 0x30, 0x07, 0x30, 0x05, 0x30, 0x03, 0x02, 0x01, 0x07]);
+    }
+
+    // Responses made by `openssl ocsp` (fuzz/make-seeds.sh): serial 0A1B revoked, 0A1C good,
+    // 0A1D unknown; `delegated-*` signed by a responder certificate (EKU OCSPSigning, valid
+    // ten years, no nextUpdate), `ca-*` by the CA itself (nextUpdate a week after creation).
+    const ISSUER: &[u8] = include_bytes!("../../fuzz/corpus/ocsp-issuer.der");
+    const DELEGATED_REVOKED: &[u8] = include_bytes!("../../fuzz/corpus/ocsp/delegated-0x0A1B.der");
+    const DELEGATED_GOOD: &[u8] = include_bytes!("../../fuzz/corpus/ocsp/delegated-0x0A1C.der");
+    const DELEGATED_UNKNOWN: &[u8] = include_bytes!("../../fuzz/corpus/ocsp/delegated-0x0A1D.der");
+    const CA_GOOD: &[u8] = include_bytes!("../../fuzz/corpus/ocsp/ca-0x0A1C.der");
+
+    fn check(resp: &[u8], serial: &[u8], now: i64) -> Result<Verified, ResponseError> {
+        let cert = CertRef::issued_by(serial, ISSUER).unwrap();
+        verify(resp, &cert, now, i64::MAX / 4, &crate::tls::provider().signature_verification_algorithms)
+    }
+
+    #[test]
+    fn openssl_responses_verify_with_their_status() {
+        let now = crate::revocation::now_secs();
+        let revoked = check(DELEGATED_REVOKED, &[0x0a, 0x1b], now).unwrap();
+        assert!(matches!(revoked.status, CertStatus::Revoked { reason: Some(1), .. }), "{revoked:?}");
+        assert_eq!(revoked.signer, Signer::Delegated);
+        assert_eq!(check(DELEGATED_GOOD, &[0x0a, 0x1c], now).unwrap().status, CertStatus::Good);
+        assert_eq!(check(DELEGATED_UNKNOWN, &[0x0a, 0x1d], now).unwrap().status, CertStatus::Unknown);
+        // Signed by the CA: the signature is accepted (the error is the later freshness check
+        // once the week is over; before, it verifies).
+        match check(CA_GOOD, &[0x0a, 0x1c], now) {
+            Ok(v) => assert_eq!((v.status, v.signer), (CertStatus::Good, Signer::Issuer)),
+            Err(e) => assert!(matches!(e, ResponseError::NotFresh(_)), "{e:?}"),
+        }
+        assert!(matches!(check(CA_GOOD, &[0x0a, 0x1c], i64::MAX / 2), Err(ResponseError::NotFresh(_))));
+    }
+
+    #[test]
+    fn a_response_for_another_certificate_or_tampered_is_refused() {
+        let now = crate::revocation::now_secs();
+        // The good answer for 0A1C is no answer for 0A1B.
+        assert_eq!(check(DELEGATED_GOOD, &[0x0a, 0x1b], now).err(), Some(ResponseError::NoMatchingResponse));
+        // One flipped bit anywhere in the signed data: the signature fails.
+        let mut tampered = DELEGATED_GOOD.to_vec();
+        let at = tampered.windows(3).position(|w| w == [0x02, 0x02, 0x0a]).expect("serial in the CertID");
+        tampered[at + 3] ^= 0x01;
+        assert_eq!(check(&tampered, &[0x0a, 0x1c], now).err(), Some(ResponseError::BadSignature));
+        // Another CA's reference: neither the CA nor the responder verifies.
+        let other = crate::pki::Authority::root("other-ca");
+        let cert = CertRef::issued_by(&[0x0a, 0x1c], other.der.as_ref()).unwrap();
+        let algs = crate::tls::provider().signature_verification_algorithms;
+        assert_eq!(verify(DELEGATED_GOOD, &cert, now, 3600, &algs).err(), Some(ResponseError::BadSignature));
     }
 
     #[test]
