@@ -3,42 +3,11 @@
 
 mod common;
 
-use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use common::*;
-use http_body_util::{BodyExt, Empty};
-
-/// A plain-HTTP GET against the admin endpoint: (status, body).
-async fn admin_get(addr: SocketAddr, path: &str) -> (u16, String) {
-    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let (mut send, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp)).await.unwrap();
-    tokio::spawn(conn);
-    let req = http::Request::get(path).header("host", "admin").body(Empty::<Bytes>::new()).unwrap();
-    let resp = send.send_request(req).await.unwrap();
-    let status = resp.status().as_u16();
-    let body = resp.into_body().collect().await.unwrap().to_bytes();
-    (status, String::from_utf8_lossy(&body).into_owned())
-}
-
-/// Polls `path` until `pred(status, body)` holds (bounded); returns the last body.
-async fn wait_admin(addr: SocketAddr, path: &str, what: &str, pred: impl Fn(u16, &str) -> bool) -> String {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let (status, body) = admin_get(addr, path).await;
-        if pred(status, &body) {
-            return body;
-        }
-        assert!(Instant::now() < deadline, "{path}: never {what}; last: {status} {body}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-/// The value of one exact series line (`name{labels}`) in a scrape, if present.
-fn series(scrape: &str, series: &str) -> Option<f64> {
-    scrape.lines().find_map(|l| l.strip_prefix(series).and_then(|rest| rest.trim().parse().ok()))
-}
+use http_body_util::Empty;
 
 #[tokio::test]
 async fn livez_readyz_and_metrics_after_real_traffic() {
