@@ -609,26 +609,46 @@ pub async fn open(
     http: Http,
     req: http::Request<ReqBody>,
 ) -> http::Response<hyper::body::Incoming> {
-    let io = hyper_util::rt::TokioIo::new(connect(addr, tls).await.expect("connect to the proxy"));
-    let sent = async {
-        match http {
-            Http::H1 => {
-                let (mut send, conn) = hyper::client::conn::http1::handshake(io).await?;
-                tokio::spawn(conn);
-                send.send_request(req).await
-            }
-            Http::H2 => {
-                let (mut send, conn) =
-                    hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), io).await?;
-                tokio::spawn(conn);
-                send.send_request(req).await
-            }
-        }
-    };
-    let resp = tokio::time::timeout(WAIT, sent).await.expect("response head in time").expect("response");
+    let resp = try_open(addr, tls, http, req).await.unwrap_or_else(|e| panic!("{http:?} request: {e}"));
     let want = if http == Http::H1 { http::Version::HTTP_11 } else { http::Version::HTTP_2 };
     assert_eq!(resp.version(), want, "negotiated HTTP version");
     resp
+}
+
+/// [`open`] for callers that expect failures (a refused certificate): the error as kubectl
+/// would print it, the TLS alert if there was one. The response head is bounded by 10 s.
+pub async fn try_open(
+    addr: SocketAddr,
+    tls: rustls::ClientConfig,
+    http: Http,
+    req: http::Request<ReqBody>,
+) -> Result<http::Response<hyper::body::Incoming>, String> {
+    use kube_crl_proxy::demo::{connection_error_first, describe_client_error};
+    let stream = connect(addr, tls).await.map_err(|e| describe_client_error(&e))?;
+    let io = hyper_util::rt::TokioIo::new(stream);
+    let sent = async {
+        match http {
+            Http::H1 => {
+                let (mut send, conn) = hyper::client::conn::http1::handshake(io).await.map_err(|e| e.to_string())?;
+                let driver = tokio::spawn(conn);
+                match send.send_request(req).await {
+                    Ok(resp) => Ok(resp),
+                    Err(e) => connection_error_first(Err(describe_client_error(&e)), driver).await,
+                }
+            }
+            Http::H2 => {
+                let (mut send, conn) = hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), io)
+                    .await
+                    .map_err(|e| describe_client_error(&e))?;
+                let driver = tokio::spawn(conn);
+                match send.send_request(req).await {
+                    Ok(resp) => Ok(resp),
+                    Err(e) => connection_error_first(Err(describe_client_error(&e)), driver).await,
+                }
+            }
+        }
+    };
+    tokio::time::timeout(WAIT, sent).await.map_err(|_| format!("no response head within {WAIT:?}"))?
 }
 
 /// The next data chunk of `body` (trailers skipped); `Ok(None)` at its end. Panics after `within`.
@@ -680,20 +700,29 @@ pub fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
 
 /// Reads a response head up to the blank line; returns it and the bytes after it.
 pub async fn read_head(stream: &mut TlsStream) -> (String, Vec<u8>) {
+    try_read_head(stream).await.unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// [`read_head`] for callers that expect failures: the error as kubectl would print it.
+pub async fn try_read_head(stream: &mut TlsStream) -> Result<(String, Vec<u8>), String> {
     let deadline = tokio::time::Instant::now() + WAIT;
     let mut buf = Vec::new();
     let mut chunk = [0u8; 4096];
     loop {
         if let Some(end) = find(&buf, b"\r\n\r\n") {
             let rest = buf.split_off(end + 4);
-            return (String::from_utf8(buf).expect("response head is text"), rest);
+            return Ok((String::from_utf8(buf).map_err(|_| "response head is not text")?, rest));
         }
-        assert!(buf.len() < 64 * 1024, "response head too long");
+        if buf.len() >= 64 * 1024 {
+            return Err("response head too long".into());
+        }
         let n = tokio::time::timeout_at(deadline, stream.read(&mut chunk))
             .await
-            .expect("response head in time")
-            .expect("read response head");
-        assert!(n > 0, "connection closed before the end of the head: {:?}", String::from_utf8_lossy(&buf));
+            .map_err(|_| format!("no response head within {WAIT:?}"))?
+            .map_err(|e| kube_crl_proxy::demo::describe_client_error(&e))?;
+        if n == 0 {
+            return Err(format!("connection closed before the end of the head: {:?}", String::from_utf8_lossy(&buf)));
+        }
         buf.extend_from_slice(&chunk[..n]);
     }
 }
@@ -714,14 +743,27 @@ pub fn parse_head(head: &str) -> (u16, Vec<(String, String)>) {
 
 /// Sends an upgrade request by hand and checks the 101; returns the stream and the 101's headers.
 pub async fn upgrade(addr: SocketAddr, tls: rustls::ClientConfig, req: &str) -> (TlsStream, Vec<(String, String)>) {
-    let mut s = connect(addr, tls).await.expect("connect");
-    s.write_all(req.as_bytes()).await.expect("write upgrade request");
-    let (head, rest) = read_head(&mut s).await;
+    try_upgrade(addr, tls, req).await.unwrap_or_else(|e| panic!("upgrade: {e}"))
+}
+
+/// [`upgrade`] for callers that expect failures: the error as kubectl would print it.
+pub async fn try_upgrade(
+    addr: SocketAddr,
+    tls: rustls::ClientConfig,
+    req: &str,
+) -> Result<(TlsStream, Vec<(String, String)>), String> {
+    let describe = |e: std::io::Error| kube_crl_proxy::demo::describe_client_error(&e);
+    let mut s = connect(addr, tls).await.map_err(describe)?;
+    s.write_all(req.as_bytes()).await.map_err(describe)?;
+    let (head, rest) = try_read_head(&mut s).await?;
     let (code, headers) = parse_head(&head);
-    assert_eq!(code, 101, "{head}");
-    assert!(values(&headers, "connection").iter().any(|v| v.eq_ignore_ascii_case("upgrade")), "{head}");
-    assert!(rest.is_empty(), "nothing may follow the 101 before the client speaks: {rest:?}");
-    (s, headers)
+    if code != 101 || !values(&headers, "connection").iter().any(|v| v.eq_ignore_ascii_case("upgrade")) {
+        return Err(format!("not an upgrade: {head}"));
+    }
+    if !rest.is_empty() {
+        return Err(format!("bytes after the 101 before the client spoke: {rest:?}"));
+    }
+    Ok((s, headers))
 }
 
 /// A SPDY/3.1 exec upgrade request (kubectl exec before 1.30), `extra` header lines added.
