@@ -29,11 +29,12 @@ use sha2::{Digest, Sha256};
 use x509_parser::prelude::*;
 
 use crate::ca::{Ca, CaBundle};
-use crate::config::{Config, HeaderNames, Policy, RunFlags};
+use crate::config::{Config, HeaderNames, OcspMode, Policy, RunFlags};
 use crate::error::{ConfigError, RefusalReason};
 use crate::fetch::Fetcher;
 use crate::identity;
 use crate::metrics::Metrics;
+use crate::ocsp::{CertStatus, Ocsp};
 use crate::revocation::crl::{normalize_serial, reason_name};
 use crate::revocation::der::{self, Reader};
 use crate::revocation::{IssuerCrl, RevocationIndex, fmt_time};
@@ -173,6 +174,7 @@ pub fn check(args: CheckArgs) -> Result<Report, ConfigError> {
         ));
     }
 
+    lines.push(describe_ocsp(&config));
     lines.push(format!(
         "upstream: {} (server name {}; not contacted by check)",
         config.upstream.url, config.upstream.server_name
@@ -193,6 +195,10 @@ pub fn check(args: CheckArgs) -> Result<Report, ConfigError> {
 /// of `--crl-url` (and distribution points, when enabled) fetched once, falling back to
 /// `--crl-cache-dir`. That is the only network use; the upstream is never contacted.
 fn load(config: &Config) -> Result<(TlsMaterial, Vec<String>), ConfigError> {
+    load_with(config, None)
+}
+
+fn load_with(config: &Config, ocsp: Option<Arc<Ocsp>>) -> Result<(TlsMaterial, Vec<String>), ConfigError> {
     let fetched = if config.fetch.urls.is_empty() && !config.fetch.from_distribution_points {
         Vec::new()
     } else {
@@ -207,7 +213,49 @@ fn load(config: &Config) -> Result<(TlsMaterial, Vec<String>), ConfigError> {
             Ok::<_, ConfigError>(fetcher.sources())
         })?
     };
-    TlsMaterial::load(config, &fetched)
+    TlsMaterial::load(config, &fetched, ocsp)
+}
+
+/// `--ocsp` and its settings, in one line.
+fn describe_ocsp(config: &Config) -> String {
+    let o = &config.ocsp;
+    match o.mode {
+        OcspMode::Off => "OCSP: off (CRLs only)".into(),
+        mode => format!(
+            "OCSP: {} (responder: {}; timeout {}; answers reused up to {}; cache {} certificates)",
+            if mode == OcspMode::Required { "required" } else { "if-available" },
+            o.responder_url.as_deref().unwrap_or("from each certificate's Authority Information Access"),
+            humantime::format_duration(o.timeout),
+            humantime::format_duration(o.max_age),
+            o.cache_size
+        ),
+    }
+}
+
+/// What the OCSP lookup of `inspect` found (one certificate, so at most one cache entry).
+fn describe_ocsp_answer(ocsp: Option<&Arc<Ocsp>>) -> String {
+    let Some(ocsp) = ocsp else { return "ocsp:        off".into() };
+    let known = ocsp.known();
+    let Some((url, answer, failure)) = known.first() else {
+        return "ocsp:        not asked (the chain was refused before)".into();
+    };
+    let url = url.as_deref().unwrap_or("(no responder)");
+    match (answer, failure) {
+        (Some(a), _) => {
+            let status = match a.status {
+                CertStatus::Good => "good".to_string(),
+                CertStatus::Revoked { at, reason } => format!("REVOKED at {} ({})", fmt_time(at), reason_name(reason)),
+                CertStatus::Unknown => "unknown (the responder does not know the certificate)".into(),
+            };
+            format!(
+                "ocsp:        {status}, answered by {url} (thisUpdate {}, nextUpdate {})",
+                fmt_time(a.this_update),
+                a.next_update.map_or_else(|| "none".into(), fmt_time)
+            )
+        }
+        (None, Some(e)) => format!("ocsp:        no answer: {e}"),
+        (None, None) => format!("ocsp:        no answer from {url}"),
+    }
 }
 
 /// Trust anchor or intermediate, and why (the rule of [`CaBundle`]).
@@ -705,7 +753,23 @@ pub fn inspect(args: InspectArgs) -> Result<Report, ConfigError> {
     let chain = crate::pem::certificates("inspect", &args.cert)?;
     let (_, cert) = parse("inspect", &args.cert, &chain[0])?;
     let config = Config::resolve(args.run)?;
-    let (tls, load_warnings) = load(&config)?;
+    // With --ocsp, the responder is asked as a handshake would ask it: from a runtime (the
+    // query is a task on it), waiting at most --ocsp-timeout.
+    let runtime = match config.ocsp.mode {
+        OcspMode::Off => None,
+        _ => Some(
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .enable_all()
+                .build()
+                .map_err(|e| ConfigError::Other(format!("cannot start the runtime: {e}")))?,
+        ),
+    };
+    let ocsp = runtime.as_ref().map(|rt| {
+        let _entered = rt.enter();
+        Arc::new(Ocsp::new(&config.ocsp, Arc::new(Metrics::new())))
+    });
+    let (tls, load_warnings) = load_with(&config, ocsp.clone())?;
     let algs = crate::tls::provider().signature_verification_algorithms;
     let now = UnixTime::now();
     let now_secs = i64::try_from(now.as_secs()).unwrap_or(i64::MAX);
@@ -739,11 +803,20 @@ pub fn inspect(args: InspectArgs) -> Result<Report, ConfigError> {
         lines.push(format!("intermediates in the file: {}", subjects.join("; ")));
     }
 
-    let result = tls.verifier.check(&chain[0], &chain[1..], now);
-    let revocation_refusal = matches!(
-        &result,
-        Err(r) if matches!(r.reason, RefusalReason::Revoked | RefusalReason::NoCrl | RefusalReason::StaleCrl)
-    );
+    let result = match &runtime {
+        Some(rt) => {
+            let _entered = rt.enter();
+            tls.verifier.check(&chain[0], &chain[1..], now)
+        }
+        None => tls.verifier.check(&chain[0], &chain[1..], now),
+    };
+    let ocsp_refusal = matches!(&result, Err(r) if r.reason == RefusalReason::OcspNoAnswer
+        || (r.reason == RefusalReason::Revoked && r.detail.contains("OCSP")));
+    let revocation_refusal = !ocsp_refusal
+        && matches!(
+            &result,
+            Err(r) if matches!(r.reason, RefusalReason::Revoked | RefusalReason::NoCrl | RefusalReason::StaleCrl)
+        );
     lines.push(match &result {
         Err(r) if !revocation_refusal => format!("chain:       refused: {}", r.reason),
         _ => "chain:       ok (verified to a CA in --client-ca-file: signatures, validity, clientAuth)".into(),
@@ -754,6 +827,10 @@ pub fn inspect(args: InspectArgs) -> Result<Report, ConfigError> {
             "revocation:  {}",
             leaf_revocation(&chain[0], cert.raw_serial(), &tls.bundle, tls.verifier.index(), &algs, now_secs)
         ),
+    });
+    lines.push(match &result {
+        Err(r) if ocsp_refusal => format!("{}; refused: {}", describe_ocsp_answer(ocsp.as_ref()), r.reason),
+        _ => describe_ocsp_answer(ocsp.as_ref()),
     });
 
     let heading = if result.is_ok() {

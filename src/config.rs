@@ -4,7 +4,7 @@
 //!
 //! Security defaults are written out here, not inherited from a library:
 //! `--client-cert-mode=optional`, `--revocation-check=chain`, `--crl-missing=deny`,
-//! `--crl-expired=deny`, `--crl-expired-grace=0s`, TLS session resumption off.
+//! `--crl-expired=deny`, `--crl-expired-grace=0s`, `--ocsp=off`, TLS session resumption off.
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
@@ -42,6 +42,18 @@ pub enum RevocationCheck {
 pub enum Policy {
     Deny,
     Allow,
+}
+
+/// Whether client certificates are also checked with OCSP, and what "no answer" means.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum OcspMode {
+    /// No OCSP: CRLs only.
+    Off,
+    /// Revoked answers refuse; no answer (responder down, slow, unknown) lets the handshake go on.
+    IfAvailable,
+    /// Only a good answer lets the handshake go on.
+    Required,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize)]
@@ -121,6 +133,24 @@ pub struct RunFlags {
     /// Grace period after a CRL's nextUpdate before --crl-expired applies [default: 0s].
     #[arg(long, value_name = "DURATION")]
     pub crl_expired_grace: Option<String>,
+    /// Also check client certificates with OCSP. off; if-available: a revoked answer refuses,
+    /// no answer passes; required: only a good answer passes [default: off].
+    #[arg(long, value_name = "MODE")]
+    pub ocsp: Option<OcspMode>,
+    /// Ask this OCSP responder (http://) instead of the one in each certificate's Authority
+    /// Information Access extension.
+    #[arg(long, value_name = "URL")]
+    pub ocsp_responder_url: Option<String>,
+    /// Longest wait for an OCSP responder, per query (a handshake waits at most this) [default: 2s].
+    #[arg(long, value_name = "DURATION")]
+    pub ocsp_timeout: Option<String>,
+    /// Re-ask the responder after this long even if the answer's nextUpdate is later; also
+    /// the freshness bound for answers without nextUpdate [default: 1h].
+    #[arg(long, value_name = "DURATION")]
+    pub ocsp_max_age: Option<String>,
+    /// Certificates whose OCSP answers are cached [default: 10000].
+    #[arg(long, value_name = "N")]
+    pub ocsp_cache_size: Option<usize>,
 
     /// kube-apiserver URL, e.g. https://127.0.0.1:6443. Repeatable: requests go to a healthy one.
     #[arg(long = "upstream", value_name = "URL")]
@@ -242,6 +272,11 @@ struct FileConfig {
     crl_missing: Option<Policy>,
     crl_expired: Option<Policy>,
     crl_expired_grace: Option<String>,
+    ocsp: Option<OcspMode>,
+    ocsp_responder_url: Option<String>,
+    ocsp_timeout: Option<String>,
+    ocsp_max_age: Option<String>,
+    ocsp_cache_size: Option<usize>,
     #[serde(default)]
     upstream: OneOrMany<String>,
     upstream_ca_file: Option<PathBuf>,
@@ -328,6 +363,16 @@ pub struct FetchConfig {
     pub from_distribution_points: bool,
 }
 
+/// OCSP checking of client certificates.
+#[derive(Debug, Clone)]
+pub struct OcspConfig {
+    pub mode: OcspMode,
+    pub responder_url: Option<String>,
+    pub timeout: Duration,
+    pub max_age: Duration,
+    pub cache_size: usize,
+}
+
 /// Limits on what one client may hold (explicit, see the README's "Security model").
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
@@ -375,6 +420,7 @@ pub struct Config {
     pub fetch: FetchConfig,
     pub client_cert_mode: ClientCertMode,
     pub revocation: RevocationPolicy,
+    pub ocsp: OcspConfig,
     pub upstream: UpstreamConfig,
     pub headers: HeaderNames,
     pub close_expired_connections: bool,
@@ -633,7 +679,45 @@ impl Config {
             },
         };
 
+        let ocsp_url = pick(flags.ocsp_responder_url, file.ocsp_responder_url, fp);
+        if let Some(u) = &ocsp_url {
+            let ok = u
+                .value
+                .parse::<http::Uri>()
+                .ok()
+                .is_some_and(|uri| uri.scheme_str() == Some("http") && uri.host().is_some());
+            if !ok {
+                return Err(u.origin.err(
+                    "ocsp-responder-url",
+                    format!(
+                        "{:?} is not an http:// URL (OCSP answers are signed; responders serve plain HTTP)",
+                        u.value
+                    ),
+                ));
+            }
+        }
+        let raw = pick(flags.ocsp_timeout, file.ocsp_timeout, fp);
+        let origin = raw.as_ref().map_or(Origin::Flags, |s| s.origin);
+        let ocsp_timeout = duration(raw, "ocsp-timeout", Duration::from_secs(2))?;
+        if ocsp_timeout.is_zero() {
+            return Err(origin.err("ocsp-timeout", "must be more than 0s"));
+        }
+        let raw = pick(flags.ocsp_max_age, file.ocsp_max_age, fp);
+        let max_age_origin = raw.as_ref().map_or(Origin::Flags, |s| s.origin);
+        let ocsp_max_age = duration(raw, "ocsp-max-age", Duration::from_secs(3600))?;
+        if ocsp_max_age < Duration::from_secs(1) {
+            return Err(max_age_origin.err("ocsp-max-age", "must be at least 1s"));
+        }
+        let ocsp = OcspConfig {
+            mode: pick(flags.ocsp, file.ocsp, fp).map_or(OcspMode::Off, |s| s.value),
+            responder_url: ocsp_url.map(|s| s.value),
+            timeout: ocsp_timeout,
+            max_age: ocsp_max_age,
+            cache_size: pick(flags.ocsp_cache_size, file.ocsp_cache_size, fp).map_or(10_000, |s| s.value),
+        };
+
         let config = Config {
+            ocsp,
             bind_address: pick(flags.bind_address, file.bind_address, fp)
                 .map_or(IpAddr::from([0, 0, 0, 0]), |s| s.value),
             secure_port: pick(flags.secure_port, file.secure_port, fp).map_or(6443, |s| s.value),

@@ -12,7 +12,7 @@ use rustls_pki_types::{CertificateDer, UnixTime};
 use tokio::sync::watch;
 
 use crate::metrics::{Metrics, ReasonLabel};
-use crate::tls::verifier::{CrlVerifier, Refusal};
+use crate::tls::verifier::{CrlVerifier, Lookup, Refusal};
 
 /// Why a live connection is being closed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -127,7 +127,7 @@ impl Registry {
             if close.borrow().is_some() {
                 continue;
             }
-            if let Err(refusal) = verifier.check(leaf, intermediates, now) {
+            if let Err(refusal) = verifier.check_with(leaf, intermediates, now, Lookup::Recheck) {
                 crate::tls::verifier::log_connection_closed(&refusal, leaf, remote);
                 let reason = CloseReason::Refused(refusal);
                 self.count_closed(&reason);

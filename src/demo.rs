@@ -339,7 +339,7 @@ fn received_alert(e: &(dyn std::error::Error + 'static)) -> Option<rustls::Alert
     received_alert(inner)
 }
 
-const KNOWN_ALERTS: [rustls::AlertDescription; 8] = [
+const KNOWN_ALERTS: [rustls::AlertDescription; 9] = [
     rustls::AlertDescription::CertificateRevoked,
     rustls::AlertDescription::CertificateExpired,
     rustls::AlertDescription::UnknownCA,
@@ -348,6 +348,7 @@ const KNOWN_ALERTS: [rustls::AlertDescription; 8] = [
     rustls::AlertDescription::CertificateRequired,
     rustls::AlertDescription::AccessDenied,
     rustls::AlertDescription::DecryptError,
+    rustls::AlertDescription::BadCertificateStatusResponse,
 ];
 
 /// Go's crypto/tls wording of the alerts this proxy sends (what kubectl prints).
@@ -362,6 +363,7 @@ pub fn alert_text(alert: rustls::AlertDescription) -> String {
         A::CertificateRequired => "certificate required".into(),
         A::AccessDenied => "access denied".into(),
         A::DecryptError => "error decrypting message".into(),
+        A::BadCertificateStatusResponse => "bad certificate status response".into(),
         other => format!("{other:?}"),
     }
 }

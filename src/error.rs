@@ -29,6 +29,8 @@ pub enum RefusalReason {
     NoCrl,
     #[error("the CRL of the issuing CA is stale (nextUpdate has passed), refusing per --crl-expired=deny")]
     StaleCrl,
+    #[error("no usable OCSP answer for the certificate, refusing per --ocsp=required")]
+    OcspNoAnswer,
     #[error("certificate signature is invalid")]
     BadSignature,
     #[error("certificate is malformed")]
@@ -49,6 +51,8 @@ impl RefusalReason {
             Self::BadEku => CertificateError::InvalidPurpose,
             Self::NoCrl => CertificateError::UnknownRevocationStatus,
             Self::StaleCrl => CertificateError::ExpiredRevocationList,
+            // bad_certificate_status_response (113): tells the client it is about OCSP.
+            Self::OcspNoAnswer => CertificateError::InvalidOcspResponse,
             Self::BadSignature => CertificateError::BadSignature,
             Self::BadEncoding => CertificateError::BadEncoding,
             Self::Other(_) => CertificateError::ApplicationVerificationFailure,
@@ -64,6 +68,7 @@ impl RefusalReason {
             Self::BadEku => "bad_eku",
             Self::NoCrl => "no_crl",
             Self::StaleCrl => "stale_crl",
+            Self::OcspNoAnswer => "ocsp_no_answer",
             Self::BadSignature | Self::BadEncoding | Self::Other(_) => "other",
         }
     }
@@ -101,6 +106,8 @@ pub fn handshake_outcome(err: &std::io::Error) -> &'static str {
             | CertificateError::NotValidYet
             | CertificateError::NotValidYetContext { .. } => "expired",
             CertificateError::UnknownIssuer => "unknown_ca",
+            CertificateError::UnknownRevocationStatus => "no_crl",
+            CertificateError::InvalidOcspResponse => "ocsp_no_answer",
             CertificateError::InvalidPurpose | CertificateError::InvalidPurposeContext { .. } => "bad_eku",
             CertificateError::ExpiredRevocationList | CertificateError::ExpiredRevocationListContext { .. } => {
                 "stale_crl"

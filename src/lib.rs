@@ -7,6 +7,7 @@
 //! - [`pem`]: reading certificates, keys and CRL files, errors naming the file.
 //! - [`ca`]: the client CA bundle: trust anchors, intermediates, hinted names.
 //! - [`revocation`]: the pre-verified, per-issuer revocation index and its policies.
+//! - [`ocsp`]: OCSP answers for client certificates: queries, verification, cache.
 //! - [`tls`]: downstream `ServerConfig` + client verifier, upstream `ClientConfig`.
 //! - [`identity`]: verified certificate → user, groups, UID, credential-id → headers.
 //! - [`proxy`]: accept loop, handshake, HTTP/1.1 and HTTP/2 serving, graceful drain.
@@ -35,6 +36,7 @@ pub mod fetch;
 pub mod forward;
 pub mod identity;
 pub mod metrics;
+pub mod ocsp;
 pub mod pem;
 pub mod pki;
 pub mod proxy;
@@ -76,7 +78,9 @@ impl Proxy {
             let bundle = ca::CaBundle::load(&config.client_ca_file, config.client_ca_names_file.as_deref())?;
             fetcher.initial(&bundle).await;
         }
-        let state = State::load(config.clone(), metrics.clone(), fetcher)?;
+        let ocsp = (config.ocsp.mode != config::OcspMode::Off)
+            .then(|| Arc::new(ocsp::Ocsp::new(&config.ocsp, metrics.clone())));
+        let state = State::load(config.clone(), metrics.clone(), fetcher, ocsp)?;
         Ok(Self {
             shared: Arc::new(Shared {
                 state: Arc::new(state),
@@ -103,6 +107,16 @@ impl Proxy {
             tokio::spawn(state.fetcher().clone().run(state.clone(), trigger)),
             tokio::spawn(admin::check_upstreams(state.clone(), state.config().upstream_check_interval)),
         ];
+        if let Some(ocsp) = state.ocsp().cloned() {
+            // A refreshed OCSP answer that changed (e.g. good → revoked): re-check at once.
+            let shared = self.shared.clone();
+            background.push(tokio::spawn(async move {
+                loop {
+                    ocsp.changed().await;
+                    recheck(&shared).await;
+                }
+            }));
+        }
         if let Some(l) = admin {
             background.push(tokio::spawn(admin::serve(l, state)));
         }
@@ -135,7 +149,12 @@ async fn reload_loop(shared: Arc<Shared>, tx: mpsc::UnboundedSender<()>, mut rx:
             });
         }
     }
-    let mut tick = tokio::time::interval(RECHECK_INTERVAL);
+    // With OCSP, re-check often enough that answers due for a refresh are refreshed in time.
+    let interval = match shared.state.ocsp() {
+        Some(o) => RECHECK_INTERVAL.min(o.config().max_age / 2).max(Duration::from_secs(1)),
+        None => RECHECK_INTERVAL,
+    };
+    let mut tick = tokio::time::interval(interval);
     tick.tick().await;
     loop {
         tokio::select! {

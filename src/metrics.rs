@@ -69,6 +69,9 @@ pub struct Metrics {
     pub connections_closed: Family<ReasonLabel, Counter>,
     pub upstream_up: Gauge,
     pub crl_fetches: Family<ResultLabel, Counter>,
+    pub ocsp_queries: Family<ResultLabel, Counter>,
+    pub ocsp_latency: Histogram,
+    pub ocsp_cache_entries: Gauge,
     crl_entries: Family<IssuerLabel, Gauge>,
     crl_this_update: Family<IssuerLabel, Gauge>,
     crl_next_update: Family<IssuerLabel, Gauge>,
@@ -96,6 +99,9 @@ impl Metrics {
             connections_closed: Family::default(),
             upstream_up: Gauge::default(),
             crl_fetches: Family::default(),
+            ocsp_queries: Family::default(),
+            ocsp_latency: Histogram::new(exponential_buckets(0.001, 2.0, 14)),
+            ocsp_cache_entries: Gauge::default(),
             crl_entries: Family::default(),
             crl_this_update: Family::default(),
             crl_next_update: Family::default(),
@@ -129,6 +135,21 @@ impl Metrics {
             m.upstream_up.clone(),
         );
         registry.register("crl_fetches", "CRL fetches by result", m.crl_fetches.clone());
+        registry.register(
+            "ocsp_queries",
+            "OCSP queries by result (good, revoked, unknown, timeout, error, bad_signature, stale, invalid, ...)",
+            m.ocsp_queries.clone(),
+        );
+        registry.register(
+            "ocsp_query_duration_seconds",
+            "Time from sending an OCSP request to a verified answer or failure",
+            m.ocsp_latency.clone(),
+        );
+        registry.register(
+            "ocsp_cache_entries",
+            "Certificates with a cached OCSP answer or query",
+            m.ocsp_cache_entries.clone(),
+        );
         registry.register("crl_entries", "Revoked serials in the CRL of each CA", m.crl_entries.clone());
         registry.register(
             "crl_this_update_seconds",

@@ -11,6 +11,8 @@ use rcgen::{
     SanType, SerialNumber,
 };
 use rustls_pki_types::CertificateDer;
+
+use crate::revocation::der::tlv;
 use time::{Duration, OffsetDateTime};
 
 /// A certificate authority that can issue certificates and CRLs.
@@ -45,6 +47,8 @@ pub struct Spec {
     pub eku: Vec<ExtendedKeyUsagePurpose>,
     /// CRL Distribution Points (URLs of the CRL covering this certificate).
     pub crl_urls: Vec<String>,
+    /// OCSP responders, in the Authority Information Access extension.
+    pub ocsp_urls: Vec<String>,
     /// Validity relative to now.
     pub not_before: Duration,
     pub not_after: Duration,
@@ -61,9 +65,15 @@ impl Spec {
             ips: Vec::new(),
             eku: vec![ExtendedKeyUsagePurpose::ClientAuth],
             crl_urls: Vec::new(),
+            ocsp_urls: Vec::new(),
             not_before: Duration::hours(-1),
             not_after: Duration::days(365),
         }
+    }
+
+    /// A delegated OCSP responder certificate (EKU id-kp-OCSPSigning), valid a year.
+    pub fn ocsp_responder(cn: &str) -> Self {
+        Self { eku: vec![ExtendedKeyUsagePurpose::OcspSigning], ..Self::client(cn, &[]) }
     }
 
     /// A server certificate for these names and addresses, valid a year.
@@ -76,6 +86,7 @@ impl Spec {
             ips: ips.to_vec(),
             eku: vec![ExtendedKeyUsagePurpose::ServerAuth],
             crl_urls: Vec::new(),
+            ocsp_urls: Vec::new(),
             not_before: Duration::hours(-1),
             not_after: Duration::days(365),
         }
@@ -169,6 +180,22 @@ impl Authority {
         p.extended_key_usages = spec.eku.clone();
         if !spec.crl_urls.is_empty() {
             p.crl_distribution_points = vec![rcgen::CrlDistributionPoint { uris: spec.crl_urls.clone() }];
+        }
+        if !spec.ocsp_urls.is_empty() {
+            // AuthorityInfoAccess: SEQUENCE OF { id-ad-ocsp, [6] uniformResourceIdentifier }.
+            let descriptions: Vec<u8> = spec
+                .ocsp_urls
+                .iter()
+                .flat_map(|u| {
+                    tlv(
+                        0x30,
+                        &[tlv(0x06, &[0x2b, 0x06, 0x01, 0x05, 0x05, 0x07, 0x30, 0x01]), tlv(0x86, u.as_bytes())]
+                            .concat(),
+                    )
+                })
+                .collect();
+            p.custom_extensions
+                .push(rcgen::CustomExtension::from_oid_content(&[1, 3, 6, 1, 5, 5, 7, 1, 1], tlv(0x30, &descriptions)));
         }
         p.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
         let now = OffsetDateTime::now_utc();
@@ -268,21 +295,6 @@ pub fn utc_time(t: OffsetDateTime) -> String {
         t.minute(),
         t.second()
     )
-}
-
-/// A DER TLV with a definite length.
-fn tlv(tag: u8, content: &[u8]) -> Vec<u8> {
-    let mut out = vec![tag];
-    let len = content.len();
-    if len < 0x80 {
-        out.push(len as u8);
-    } else {
-        let bytes: Vec<u8> = len.to_be_bytes().into_iter().skip_while(|b| *b == 0).collect();
-        out.push(0x80 | bytes.len() as u8);
-        out.extend(bytes);
-    }
-    out.extend_from_slice(content);
-    out
 }
 
 /// Writes a file, creating its directory; panics with the path on failure (demo/tests only).

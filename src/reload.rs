@@ -21,6 +21,7 @@ use crate::error::ConfigError;
 use crate::fetch::Fetcher;
 use crate::forward::{TargetHealth, Upstream};
 use crate::metrics::{KindLabel, Metrics};
+use crate::ocsp::Ocsp;
 use crate::revocation::{IssuerCrl, RevocationIndex};
 use crate::tls::TlsMaterial;
 use crate::tls::verifier::CrlVerifier;
@@ -98,17 +99,24 @@ pub struct State {
     fetcher: Arc<Fetcher>,
     /// One per `--upstream`, kept across reloads.
     upstream_health: Vec<Arc<TargetHealth>>,
+    /// The OCSP checker and its cache, kept across reloads (`None` with `--ocsp=off`).
+    ocsp: Option<Arc<Ocsp>>,
 }
 
 impl State {
     /// Loads the first snapshot; errors are start-up errors.
-    pub fn load(config: Config, metrics: Arc<Metrics>, fetcher: Arc<Fetcher>) -> Result<Self, ConfigError> {
+    pub fn load(
+        config: Config,
+        metrics: Arc<Metrics>,
+        fetcher: Arc<Fetcher>,
+        ocsp: Option<Arc<Ocsp>>,
+    ) -> Result<Self, ConfigError> {
         let upstream_health: Vec<Arc<TargetHealth>> =
             config.upstream.targets.iter().map(|_| Arc::new(TargetHealth::default())).collect();
-        let snapshot = build(&config, &fetcher, &upstream_health)?;
+        let snapshot = build(&config, &fetcher, &upstream_health, ocsp.clone())?;
         log_crls(&snapshot.verifier, "CRL loaded (signature verified)");
         snapshot.verifier.index().warn_expiring(crate::revocation::now_secs(), config.crl_expiry_warning);
-        Ok(Self { config, current: ArcSwap::from_pointee(snapshot), metrics, fetcher, upstream_health })
+        Ok(Self { config, current: ArcSwap::from_pointee(snapshot), metrics, fetcher, upstream_health, ocsp })
     }
 
     pub fn config(&self) -> &Config {
@@ -126,6 +134,11 @@ impl State {
 
     pub fn fetcher(&self) -> &Arc<Fetcher> {
         &self.fetcher
+    }
+
+    /// The OCSP checker (`None` with `--ocsp=off`).
+    pub fn ocsp(&self) -> Option<&Arc<Ocsp>> {
+        self.ocsp.as_ref()
     }
 
     /// Health of each `--upstream`, in order.
@@ -148,7 +161,7 @@ impl State {
         let mut changed: Vec<&'static str> =
             now.iter().zip(&current.stamp).filter(|(a, b)| a != b).map(|(a, _)| a.kind).collect();
         changed.dedup();
-        let result = build(&self.config, &self.fetcher, &self.upstream_health).and_then(|next| {
+        let result = build(&self.config, &self.fetcher, &self.upstream_health, self.ocsp.clone()).and_then(|next| {
             refuse_rollback(current.verifier.index(), next.verifier.index())?;
             Ok(next)
         });
@@ -172,9 +185,14 @@ impl State {
     }
 }
 
-fn build(config: &Config, fetcher: &Fetcher, upstream_health: &[Arc<TargetHealth>]) -> Result<Snapshot, ConfigError> {
+fn build(
+    config: &Config,
+    fetcher: &Fetcher,
+    upstream_health: &[Arc<TargetHealth>],
+    ocsp: Option<Arc<Ocsp>>,
+) -> Result<Snapshot, ConfigError> {
     let stamp = stamp(&input_files(config), fetcher);
-    let (tls, warnings) = TlsMaterial::load(config, &fetcher.sources())?;
+    let (tls, warnings) = TlsMaterial::load(config, &fetcher.sources(), ocsp)?;
     for w in warnings {
         tracing::warn!("{w}");
     }

@@ -33,10 +33,6 @@ const WATCH: &str = "/api/v1/namespaces/default/pods?watch=1";
 // ---------------------------------------------------------------------------
 // Admin endpoint
 
-async fn metrics(env: &Env) -> String {
-    admin_get(env.proxy.admin, "/metrics").await.1
-}
-
 /// How many requests reached the proxy's forwarding service (every code, method, verb).
 /// A request refused by the HTTP parser or the HTTP/2 layer never gets there.
 async fn requests_forwarded(env: &Env) -> f64 {

@@ -7,72 +7,12 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use common::*;
-use http_body_util::{BodyExt, Empty};
 use kube_crl_proxy::pki::Spec;
 
 /// How long a revoked user's open connection may survive the new CRL landing (target: 1 s;
 /// the bound here only detects "never").
 const CUT_OFF_BOUND: Duration = Duration::from_secs(5);
-
-/// An open watch through the proxy: the response body, read frame by frame.
-struct Watch {
-    body: hyper::body::Incoming,
-    _send: Box<dyn std::any::Any + Send>,
-}
-
-impl Watch {
-    async fn open(env: &Env, user: &kube_crl_proxy::pki::Issued, http: Http) -> Self {
-        let stream = connect(env.proxy.addr, env.tls(Some(user), http)).await.unwrap();
-        let io = hyper_util::rt::TokioIo::new(stream);
-        let req = http::Request::get("https://localhost/api/v1/namespaces/default/pods?watch=1")
-            .body(Empty::<Bytes>::new())
-            .unwrap();
-        let (resp, send): (_, Box<dyn std::any::Any + Send>) = match http {
-            Http::H1 => {
-                let (mut send, conn) = hyper::client::conn::http1::handshake(io).await.unwrap();
-                tokio::spawn(conn);
-                (send.send_request(req).await.unwrap(), Box::new(send))
-            }
-            Http::H2 => {
-                let (mut send, conn) =
-                    hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), io).await.unwrap();
-                tokio::spawn(conn);
-                (send.send_request(req).await.unwrap(), Box::new(send))
-            }
-        };
-        assert_eq!(resp.status(), 200);
-        let mut w = Self { body: resp.into_body(), _send: send };
-        let first = w.next_event().await.expect("first event");
-        assert!(first.contains("ADDED"), "{first}");
-        w
-    }
-
-    /// The next data frame, or None when the stream ended (or failed).
-    async fn next_event(&mut self) -> Option<String> {
-        loop {
-            match tokio::time::timeout(Duration::from_secs(10), self.body.frame()).await {
-                Ok(Some(Ok(f))) => {
-                    if let Ok(d) = f.into_data() {
-                        return Some(String::from_utf8_lossy(&d).into_owned());
-                    }
-                }
-                Ok(Some(Err(_))) | Ok(None) => return None,
-                Err(_) => panic!("watch stalled: no event and no end in 10 s"),
-            }
-        }
-    }
-
-    /// Reads events until the stream ends; returns how long that took (bounded).
-    async fn until_closed(&mut self) -> Duration {
-        let start = Instant::now();
-        while self.next_event().await.is_some() {
-            assert!(start.elapsed() < CUT_OFF_BOUND, "connection still open {CUT_OFF_BOUND:?} after revocation");
-        }
-        start.elapsed()
-    }
-}
 
 #[tokio::test]
 async fn revoking_a_user_cuts_their_open_watches_and_keeps_others() {
@@ -84,7 +24,7 @@ async fn revoking_a_user_cuts_their_open_watches_and_keeps_others() {
 
     env.pki.replace_crls(&[&env.pki.bob.serial, &env.pki.alice.serial], 2);
 
-    let (a, b) = tokio::join!(alice_h1.until_closed(), alice_h2.until_closed());
+    let (a, b) = tokio::join!(alice_h1.until_closed(CUT_OFF_BOUND), alice_h2.until_closed(CUT_OFF_BOUND));
     eprintln!("alice's watches closed {a:?} (HTTP/1.1) and {b:?} (HTTP/2) after the CRL landed");
     // carol is unaffected: her watch keeps delivering events.
     for _ in 0..2 {
@@ -149,7 +89,7 @@ async fn truncate_then_write_and_sighup_reload() {
         f.flush().unwrap();
         f.write_all(pem.as_bytes()).unwrap();
     }
-    w.until_closed().await;
+    w.until_closed(CUT_OFF_BOUND).await;
     // bob is un-revoked in CRL 2: bob now gets in.
     let info = user_info(&env.request(Some(&env.pki.bob), Http::H1, whoami_request()).await.unwrap());
     assert_eq!(info.username, "bob");
@@ -258,7 +198,7 @@ async fn delta_crls_revoke_and_unrevoke_without_a_new_base() {
     )
     .unwrap();
     std::fs::rename(&tmp_delta, &delta).unwrap();
-    w.until_closed().await;
+    w.until_closed(CUT_OFF_BOUND).await;
     assert_eq!(
         env.request(Some(&env.pki.alice), Http::H1, whoami_request()).await.unwrap_err(),
         "remote error: tls: revoked certificate"
@@ -308,7 +248,7 @@ async fn a_connection_closes_when_its_certificate_expires() {
     let short = env.pki.users_ca.issue(&spec);
     let mut w = Watch::open(&env, &short, Http::H2).await;
     let start = Instant::now();
-    w.until_closed().await;
+    w.until_closed(CUT_OFF_BOUND).await;
     assert!(start.elapsed() < CUT_OFF_BOUND);
     env.proxy.wait_for_log("client certificate expired");
     assert_eq!(

@@ -1,5 +1,6 @@
-//! A minimal, strict DER reader: just enough TLV walking to parse CRLs (and a SPKI) in
-//! one pass without allocating per entry. Definite lengths only, single-byte tags only.
+//! A minimal, strict DER reader: just enough TLV walking to parse CRLs, OCSP responses (and a
+//! SPKI) in one pass without allocating per entry. Definite lengths only, single-byte tags
+//! only. Plus [`tlv`], the one DER writer (OCSP requests, test CRLs).
 
 use std::fmt;
 
@@ -102,6 +103,22 @@ impl<'a> Reader<'a> {
     }
 }
 
+/// A DER TLV with a definite length (shortest form).
+pub fn tlv(tag: u8, content: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(content.len() + 6);
+    out.push(tag);
+    let len = content.len();
+    if len < 0x80 {
+        out.push(len as u8);
+    } else {
+        let bytes: Vec<u8> = len.to_be_bytes().into_iter().skip_while(|b| *b == 0).collect();
+        out.push(0x80 | bytes.len() as u8);
+        out.extend(bytes);
+    }
+    out.extend_from_slice(content);
+    out
+}
+
 /// Parses a UTCTime or GeneralizedTime (the `Z` forms RFC 5280 requires) into Unix seconds.
 pub fn time(t: &Tlv<'_>) -> Result<i64, DerError> {
     let s = t.value;
@@ -170,6 +187,17 @@ mod tests {
         assert_eq!(t.value.len(), 0x80);
         assert_eq!(r.expect(INTEGER, "y").unwrap().value, &[5]);
         assert!(r.is_empty());
+    }
+
+    #[test]
+    fn tlv_round_trips_short_and_long_lengths() {
+        for len in [0usize, 1, 0x7f, 0x80, 0xff, 0x100, 70_000] {
+            let content = vec![0x5a; len];
+            let encoded = tlv(OCTET_STRING, &content);
+            let mut r = Reader::new(&encoded);
+            assert_eq!(r.expect(OCTET_STRING, "x").unwrap().value, &content[..], "length {len}");
+            assert!(r.is_empty());
+        }
     }
 
     #[test]

@@ -41,14 +41,18 @@ pub struct TlsMaterial {
 impl TlsMaterial {
     /// Loads every file the proxy needs, plus CRLs fetched from URLs; errors name the flag
     /// and the file (or URL).
-    pub fn load(config: &Config, fetched: &[CrlSource]) -> Result<(Self, Vec<Warning>), ConfigError> {
+    pub fn load(
+        config: &Config,
+        fetched: &[CrlSource],
+        ocsp: Option<Arc<crate::ocsp::Ocsp>>,
+    ) -> Result<(Self, Vec<Warning>), ConfigError> {
         let provider = provider();
         let algs = provider.signature_verification_algorithms;
         let bundle = CaBundle::load(&config.client_ca_file, config.client_ca_names_file.as_deref())?;
         let mut sources = CrlSource::files(&config.crl_files)?;
         sources.extend(fetched.iter().cloned());
         let (index, warnings) = RevocationIndex::load(&bundle, &sources, config.revocation, &algs)?;
-        let verifier = Arc::new(CrlVerifier::new(&bundle, Arc::new(index), config.client_cert_mode, algs));
+        let verifier = Arc::new(CrlVerifier::new(&bundle, Arc::new(index), config.client_cert_mode, algs, ocsp));
 
         let server = server_config(config, provider.clone(), verifier.clone())?;
         let upstream = upstream_config(config, provider)?;

@@ -1,6 +1,7 @@
 //! The client-certificate verifier: chain validation is delegated to the standard verifier
 //! (rustls-webpki, with client-auth EKU, at the current time, no revocation), then each
-//! certificate of the verified path is looked up in the pre-verified [`RevocationIndex`].
+//! certificate of the verified path is looked up in the pre-verified [`RevocationIndex`],
+//! then (with `--ocsp`) the client certificate's OCSP answer is consulted ([`crate::ocsp`]).
 //! Every refusal is logged once, as a structured security event, here.
 
 use std::net::SocketAddr;
@@ -15,8 +16,10 @@ use sha2::{Digest, Sha256};
 use webpki::{EndEntityCert, KeyUsage};
 
 use crate::ca::{CaBundle, issuer_key};
-use crate::config::{ClientCertMode, RevocationCheck};
+use crate::config::{ClientCertMode, OcspMode, RevocationCheck};
 use crate::error::RefusalReason;
+use crate::ocsp::{CertRef, CertStatus, Ocsp, Query, QueryError, Verdict};
+use crate::revocation::der::{SEQUENCE, tlv};
 use crate::revocation::{RevocationError, RevocationIndex, crl::reason_name, fmt_time};
 
 tokio::task_local! {
@@ -34,6 +37,15 @@ pub struct CrlVerifier {
     mandatory: bool,
     index: Arc<RevocationIndex>,
     algs: WebPkiSupportedAlgorithms,
+    ocsp: Option<Arc<Ocsp>>,
+}
+
+/// Whether a lookup may wait for an OCSP responder (a handshake) or not (a re-check of an
+/// open connection).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lookup {
+    Handshake,
+    Recheck,
 }
 
 impl CrlVerifier {
@@ -42,8 +54,10 @@ impl CrlVerifier {
         index: Arc<RevocationIndex>,
         mode: ClientCertMode,
         algs: WebPkiSupportedAlgorithms,
+        ocsp: Option<Arc<Ocsp>>,
     ) -> Self {
         Self {
+            ocsp: ocsp.filter(|o| o.mode() != OcspMode::Off),
             anchors: bundle.anchors.clone(),
             ca_intermediates: bundle.intermediates.clone(),
             hints: bundle.hint_names.clone(),
@@ -57,12 +71,29 @@ impl CrlVerifier {
         &self.index
     }
 
-    /// Validates the chain and its revocation status at `now`.
+    /// The OCSP checker, when `--ocsp` is not `off`.
+    pub fn ocsp(&self) -> Option<&Arc<Ocsp>> {
+        self.ocsp.as_ref()
+    }
+
+    /// Validates the chain and its revocation status at `now`, as a handshake does (may wait
+    /// for an OCSP responder).
     pub fn check(
         &self,
         end_entity: &CertificateDer<'_>,
         intermediates: &[CertificateDer<'_>],
         now: UnixTime,
+    ) -> Result<(), Refusal> {
+        self.check_with(end_entity, intermediates, now, Lookup::Handshake)
+    }
+
+    /// Validates the chain and its revocation status at `now`.
+    pub fn check_with(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+        lookup: Lookup,
     ) -> Result<(), Refusal> {
         let ee = EndEntityCert::try_from(end_entity).map_err(|e| Refusal::from(RefusalReason::from_webpki(&e)))?;
         let mut pool: Vec<CertificateDer<'_>> = Vec::with_capacity(intermediates.len() + self.ca_intermediates.len());
@@ -120,7 +151,68 @@ impl CrlVerifier {
                     .map_err(|e| refusal(e, "intermediate CA", c.serial()))?;
             }
         }
+        if let Some(ocsp) = &self.ocsp {
+            let issuer_anchor = match chain.first() {
+                Some(c) => webpki::anchor_from_trusted_cert(&c.der()).map(|a| a.to_owned()).ok(),
+                None => Some(anchor.to_owned()),
+            };
+            let query = issuer_anchor.and_then(|issuer_anchor| {
+                let cert = CertRef {
+                    serial: serial.to_vec(),
+                    issuer_name: tlv(SEQUENCE, x509_issuer(end_entity.as_ref())?),
+                    issuer_spki: path.issuer_spki().as_ref().to_vec(),
+                    issuer_anchor,
+                };
+                let aia = match ocsp.config().responder_url {
+                    Some(_) => Vec::new(),
+                    None => x509_parser::parse_x509_certificate(end_entity.as_ref())
+                        .map(|(_, c)| crate::ocsp::message::responder_urls(&c))
+                        .unwrap_or_default(),
+                };
+                Query::new(cert, &aia, ocsp.config().responder_url.as_deref()).ok()
+            });
+            let verdict = match (&query, lookup) {
+                (None, _) => {
+                    Verdict::NoAnswer(QueryError::NotAsked("cannot build an OCSP request for the certificate"))
+                }
+                (Some(q), Lookup::Handshake) => ocsp.for_handshake(q),
+                (Some(q), Lookup::Recheck) => ocsp.for_recheck(q),
+            };
+            ocsp_policy(ocsp.mode(), verdict, serial)?;
+        }
         Ok(())
+    }
+}
+
+/// What `--ocsp` makes of a lookup's verdict.
+fn ocsp_policy(mode: OcspMode, verdict: Verdict, serial: &[u8]) -> Result<(), Refusal> {
+    let required = mode == OcspMode::Required;
+    match verdict {
+        Verdict::Answered(a) => match a.status {
+            CertStatus::Good => Ok(()),
+            CertStatus::Revoked { at, reason } => Err(Refusal {
+                reason: RefusalReason::Revoked,
+                detail: format!(
+                    "client certificate serial {} is revoked per OCSP responder {}: revoked at {} ({}), answer of {}",
+                    hex::encode(serial),
+                    a.responder,
+                    fmt_time(at),
+                    reason_name(reason),
+                    fmt_time(a.this_update)
+                ),
+            }),
+            CertStatus::Unknown if required => Err(Refusal {
+                reason: RefusalReason::OcspNoAnswer,
+                detail: format!(
+                    "OCSP responder {} answers \"unknown\" for client certificate serial {}",
+                    a.responder,
+                    hex::encode(serial)
+                ),
+            }),
+            CertStatus::Unknown => Ok(()),
+        },
+        Verdict::NoAnswer(e) if required => Err(Refusal { reason: RefusalReason::OcspNoAnswer, detail: e.to_string() }),
+        Verdict::NoAnswer(_) | Verdict::Pending => Ok(()),
     }
 }
 
@@ -142,9 +234,21 @@ fn ee_serial<'a>(der: &'a CertificateDer<'_>) -> &'a [u8] {
     x509_serial(der.as_ref()).unwrap_or(&[])
 }
 
+/// TBSCertificate.issuer contents (the Name without its SEQUENCE header).
+fn x509_issuer(der: &[u8]) -> Option<&[u8]> {
+    use crate::revocation::der::{INTEGER, Reader};
+    let cert = Reader::new(der).expect(SEQUENCE, "Certificate").ok()?;
+    let tbs = Reader::new(cert.value).expect(SEQUENCE, "tbsCertificate").ok()?;
+    let mut r = Reader::new(tbs.value);
+    r.optional(0xa0, "version").ok()?;
+    r.expect(INTEGER, "serialNumber").ok()?;
+    r.expect(SEQUENCE, "signature").ok()?;
+    Some(r.expect(SEQUENCE, "issuer").ok()?.value)
+}
+
 /// TBSCertificate.serialNumber contents, read with the same strict DER reader as CRLs.
 fn x509_serial(der: &[u8]) -> Option<&[u8]> {
-    use crate::revocation::der::{INTEGER, Reader, SEQUENCE};
+    use crate::revocation::der::{INTEGER, Reader};
     let cert = Reader::new(der).expect(SEQUENCE, "Certificate").ok()?;
     let tbs = Reader::new(cert.value).expect(SEQUENCE, "tbsCertificate").ok()?;
     let mut r = Reader::new(tbs.value);

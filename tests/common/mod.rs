@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
+use http_body_util::{BodyExt, Empty, Full};
 use kube_crl_proxy::pki::{Authority, Issued, Spec, write};
 use kube_crl_proxy::sim::{SimConfig, UserInfo};
 use rustls_pki_types::pem::PemObject;
@@ -208,12 +208,30 @@ pub fn binary() -> &'static str {
 impl ProxyProcess {
     /// Starts the proxy with `args` (plus bind/port/ready-file) and waits until it listens.
     pub fn start(dir: &Path, args: &[String]) -> Self {
+        Self::start_under(dir, args, &[])
+    }
+
+    /// Like [`Self::start`], with the proxy pinned to one core (`taskset -c 0`): its runtime
+    /// then has a single worker thread, so a blocked worker would stall every connection.
+    pub fn start_pinned(dir: &Path, args: &[String]) -> Self {
+        Self::start_under(dir, args, &["taskset", "-c", "0"])
+    }
+
+    fn start_under(dir: &Path, args: &[String], wrapper: &[&str]) -> Self {
         static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
         let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let ready = dir.join(format!("ready-{n}"));
         let log = dir.join(format!("proxy-{n}.log"));
         let log_file = std::fs::File::create(&log).expect("log file");
-        let child = Command::new(binary())
+        let mut command = match wrapper.split_first() {
+            Some((program, rest)) => {
+                let mut c = Command::new(program);
+                c.args(rest).arg(binary());
+                c
+            }
+            None => Command::new(binary()),
+        };
+        let child = command
             .args(["--bind-address", "127.0.0.1", "--secure-port", "0", "--admin-address", "127.0.0.1:0"])
             .args(["--upstream-check-interval", "500ms", "--ready-file"])
             .arg(&ready)
@@ -772,4 +790,67 @@ pub fn spdy_request(extra: &str) -> String {
         "POST {EXEC} HTTP/1.1\r\nHost: localhost\r\nConnection: Upgrade\r\nUpgrade: SPDY/3.1\r\n\
          X-Stream-Protocol-Version: v4.channel.k8s.io\r\n{extra}\r\n"
     )
+}
+
+/// An open watch through the proxy: the response body, read frame by frame.
+pub struct Watch {
+    body: hyper::body::Incoming,
+    _send: Box<dyn std::any::Any + Send>,
+}
+
+impl Watch {
+    pub async fn open(env: &Env, user: &kube_crl_proxy::pki::Issued, http: Http) -> Self {
+        let stream = connect(env.proxy.addr, env.tls(Some(user), http)).await.unwrap();
+        let io = hyper_util::rt::TokioIo::new(stream);
+        let req = http::Request::get("https://localhost/api/v1/namespaces/default/pods?watch=1")
+            .body(Empty::<Bytes>::new())
+            .unwrap();
+        let (resp, send): (_, Box<dyn std::any::Any + Send>) = match http {
+            Http::H1 => {
+                let (mut send, conn) = hyper::client::conn::http1::handshake(io).await.unwrap();
+                tokio::spawn(conn);
+                (send.send_request(req).await.unwrap(), Box::new(send))
+            }
+            Http::H2 => {
+                let (mut send, conn) =
+                    hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), io).await.unwrap();
+                tokio::spawn(conn);
+                (send.send_request(req).await.unwrap(), Box::new(send))
+            }
+        };
+        assert_eq!(resp.status(), 200);
+        let mut w = Self { body: resp.into_body(), _send: send };
+        let first = w.next_event().await.expect("first event");
+        assert!(first.contains("ADDED"), "{first}");
+        w
+    }
+
+    /// The next data frame, or None when the stream ended (or failed).
+    pub async fn next_event(&mut self) -> Option<String> {
+        loop {
+            match tokio::time::timeout(Duration::from_secs(10), self.body.frame()).await {
+                Ok(Some(Ok(f))) => {
+                    if let Ok(d) = f.into_data() {
+                        return Some(String::from_utf8_lossy(&d).into_owned());
+                    }
+                }
+                Ok(Some(Err(_))) | Ok(None) => return None,
+                Err(_) => panic!("watch stalled: no event and no end in 10 s"),
+            }
+        }
+    }
+
+    /// Reads events until the stream ends; returns how long that took (at most `bound`).
+    pub async fn until_closed(&mut self, bound: Duration) -> Duration {
+        let start = Instant::now();
+        while self.next_event().await.is_some() {
+            assert!(start.elapsed() < bound, "connection still open {bound:?} after revocation");
+        }
+        start.elapsed()
+    }
+}
+
+/// The proxy's current metrics scrape.
+pub async fn metrics(env: &Env) -> String {
+    admin_get(env.proxy.admin, "/metrics").await.1
 }
