@@ -3,25 +3,11 @@
 
 mod common;
 
-use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use common::*;
 use http_body_util::Empty;
-
-/// Polls `path` until `pred(status, body)` holds (bounded); returns the last body.
-async fn wait_admin(addr: SocketAddr, path: &str, what: &str, pred: impl Fn(u16, &str) -> bool) -> String {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let (status, body) = admin_get(addr, path).await;
-        if pred(status, &body) {
-            return body;
-        }
-        assert!(Instant::now() < deadline, "{path}: never {what}; last: {status} {body}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
 
 #[tokio::test]
 async fn livez_readyz_and_metrics_after_real_traffic() {

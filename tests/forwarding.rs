@@ -11,11 +11,9 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use common::*;
-use http::{Method, StatusCode};
-use http_body_util::combinators::BoxBody;
-use http_body_util::{BodyExt, Empty, Full, StreamBody};
+use http::Method;
+use http_body_util::{BodyExt, Full, StreamBody};
 use hyper::body::{Frame, Incoming};
-use hyper_util::rt::{TokioExecutor, TokioIo};
 use kube_crl_proxy::pki::{Authority, Spec};
 use kube_crl_proxy::sim::{pattern_byte, websocket_accept};
 use rustls_pki_types::PrivateKeyDer;
@@ -23,11 +21,7 @@ use rustls_pki_types::pem::PemObject;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::sync::mpsc;
 use tokio::time::timeout;
-
-type BoxError = Box<dyn std::error::Error + Send + Sync>;
-type ReqBody = BoxBody<Bytes, BoxError>;
 
 /// Bound for anything that should be prompt (a response head, an event, an echo).
 const WAIT: Duration = Duration::from_secs(10);
@@ -35,94 +29,10 @@ const WAIT: Duration = Duration::from_secs(10);
 const BIG_WAIT: Duration = Duration::from_secs(180);
 const TEN_MIB: usize = 10 * 1024 * 1024;
 const WATCH: &str = "/api/v1/namespaces/default/pods?watch=1";
-const EXEC: &str = "/api/v1/namespaces/default/pods/demo/exec?command=sh";
 const WS_KEY: &str = "x3JJHMbDL1EzLkh9GBhXDw==";
 
 // ---------------------------------------------------------------------------
-// Bodies, clients, responses
-
-fn empty() -> ReqBody {
-    Empty::new().map_err(|n| match n {}).boxed()
-}
-
-fn full(bytes: impl Into<Bytes>) -> ReqBody {
-    Full::new(bytes.into()).map_err(|n| match n {}).boxed()
-}
-
-/// A body fed chunk by chunk through the sender; dropping the sender ends it (no length:
-/// HTTP/1.1 sends it chunked).
-fn channel_body() -> (mpsc::Sender<Bytes>, ReqBody) {
-    let (tx, rx) = mpsc::channel::<Bytes>(4);
-    let frames = futures_util::stream::unfold(rx, |mut rx| async move {
-        let chunk = rx.recv().await?;
-        Some((Ok::<_, BoxError>(Frame::data(chunk)), rx))
-    });
-    (tx, StreamBody::new(frames).boxed())
-}
-
-fn request(method: Method, path: &str, body: ReqBody) -> http::Request<ReqBody> {
-    http::Request::builder().method(method).uri(format!("https://localhost{path}")).body(body).expect("request")
-}
-
-/// Sends `req` on a new connection; returns the response with its body still streaming.
-async fn open(
-    addr: SocketAddr,
-    tls: rustls::ClientConfig,
-    http: Http,
-    req: http::Request<ReqBody>,
-) -> http::Response<Incoming> {
-    let io = TokioIo::new(connect(addr, tls).await.expect("connect to the proxy"));
-    let sent = async {
-        match http {
-            Http::H1 => {
-                let (mut send, conn) = hyper::client::conn::http1::handshake(io).await?;
-                tokio::spawn(conn);
-                send.send_request(req).await
-            }
-            Http::H2 => {
-                let (mut send, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), io).await?;
-                tokio::spawn(conn);
-                send.send_request(req).await
-            }
-        }
-    };
-    let resp = timeout(WAIT, sent).await.expect("response head in time").expect("response");
-    let want = if http == Http::H1 { http::Version::HTTP_11 } else { http::Version::HTTP_2 };
-    assert_eq!(resp.version(), want, "negotiated HTTP version");
-    resp
-}
-
-/// The next data chunk of `body` (trailers skipped); `Ok(None)` at its end. Panics after `within`.
-async fn next_chunk(body: &mut Incoming, within: Duration) -> Result<Option<Bytes>, hyper::Error> {
-    let deadline = tokio::time::Instant::now() + within;
-    // A body has at most one trailers frame, so this loops at most twice per data frame.
-    for _ in 0..3 {
-        match tokio::time::timeout_at(deadline, body.frame()).await.expect("body frame in time") {
-            None => return Ok(None),
-            Some(Err(e)) => return Err(e),
-            Some(Ok(frame)) => {
-                if let Ok(data) = frame.into_data() {
-                    return Ok(Some(data));
-                }
-            }
-        }
-    }
-    panic!("more than one trailers frame");
-}
-
-/// Reads from `body` until at least `n` bytes have arrived (bounded by `within`).
-async fn read_at_least(body: &mut Incoming, n: usize, within: Duration) -> Vec<u8> {
-    let deadline = Instant::now() + within;
-    let mut got = Vec::new();
-    while got.len() < n {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match next_chunk(body, left).await.expect("body") {
-            Some(chunk) => got.extend_from_slice(&chunk),
-            None => panic!("body ended after {} of {n} bytes", got.len()),
-        }
-    }
-    got
-}
+// Bodies and responses
 
 /// The rest of a body, bounded by `within`.
 async fn collect(body: Incoming, within: Duration) -> Bytes {
@@ -138,21 +48,6 @@ fn upload_byte(i: usize) -> u8 {
     (i.wrapping_mul(31) ^ (i >> 9)) as u8
 }
 
-/// Checks a Kubernetes `Status` error response and returns its JSON.
-fn assert_status(status: StatusCode, headers: &http::HeaderMap, body: &[u8], code: u16, reason: &str) -> Value {
-    let text = String::from_utf8_lossy(body);
-    assert_eq!(status.as_u16(), code, "{text}");
-    assert_eq!(headers.get("content-type").map(|v| v.as_bytes()), Some(&b"application/json"[..]), "{headers:?}");
-    let v: Value = serde_json::from_slice(body).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"));
-    assert_eq!(v["kind"], "Status", "{v}");
-    assert_eq!(v["apiVersion"], "v1", "{v}");
-    assert_eq!(v["status"], "Failure", "{v}");
-    assert_eq!(v["code"], code, "{v}");
-    assert_eq!(v["reason"], reason, "{v}");
-    assert!(v["message"].as_str().is_some_and(|m| !m.is_empty()), "kubectl prints the message: {v}");
-    v
-}
-
 /// The `[name, value]` pairs the stand-in reports in `/_sim/headers`.
 fn seen_headers(v: &Value) -> Vec<(String, String)> {
     v["headers"]
@@ -161,23 +56,6 @@ fn seen_headers(v: &Value) -> Vec<(String, String)> {
         .iter()
         .map(|h| (h[0].as_str().expect("name").to_string(), h[1].as_str().expect("value").to_string()))
         .collect()
-}
-
-fn values<'a>(headers: &'a [(String, String)], name: &str) -> Vec<&'a str> {
-    headers.iter().filter(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str()).collect()
-}
-
-/// Polls the proxy's log (async, so the in-process stand-in keeps running) until it has `needle`.
-async fn wait_log(proxy: &ProxyProcess, needle: &str, within: Duration) -> String {
-    let deadline = Instant::now() + within;
-    loop {
-        let logs = proxy.logs();
-        if logs.contains(needle) {
-            return logs;
-        }
-        assert!(Instant::now() < deadline, "log never contained {needle:?}:\n{logs}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 /// Polls `child` until it exits, bounded by `within`.
@@ -208,44 +86,6 @@ fn closed_port() -> SocketAddr {
 // ---------------------------------------------------------------------------
 // Raw HTTP/1.1 over TLS (for upgrades and exact request headers)
 
-fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
-    hay.windows(needle.len()).position(|w| w == needle)
-}
-
-/// Reads a response head up to the blank line; returns it and the bytes after it.
-async fn read_head(stream: &mut TlsStream) -> (String, Vec<u8>) {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 4096];
-    loop {
-        if let Some(end) = find(&buf, b"\r\n\r\n") {
-            let rest = buf.split_off(end + 4);
-            return (String::from_utf8(buf).expect("response head is text"), rest);
-        }
-        assert!(buf.len() < 64 * 1024, "response head too long");
-        let n = tokio::time::timeout_at(deadline, stream.read(&mut chunk))
-            .await
-            .expect("response head in time")
-            .expect("read response head");
-        assert!(n > 0, "connection closed before the end of the head: {:?}", String::from_utf8_lossy(&buf));
-        buf.extend_from_slice(&chunk[..n]);
-    }
-}
-
-/// Status code and headers (names lower-cased) of a response head.
-fn parse_head(head: &str) -> (u16, Vec<(String, String)>) {
-    let mut lines = head.split("\r\n").filter(|l| !l.is_empty());
-    let status_line = lines.next().expect("status line");
-    let code = status_line.split(' ').nth(1).and_then(|c| c.parse().ok()).expect("status code");
-    let headers = lines
-        .map(|l| {
-            let (n, v) = l.split_once(':').unwrap_or_else(|| panic!("bad header line {l:?}"));
-            (n.trim().to_ascii_lowercase(), v.trim().to_string())
-        })
-        .collect();
-    (code, headers)
-}
-
 /// Sends a hand-written HTTP/1.1 request; reads a `Content-Length` response.
 async fn raw_h1(addr: SocketAddr, tls: rustls::ClientConfig, req: &str) -> (u16, Vec<(String, String)>, Vec<u8>) {
     let mut s = connect(addr, tls).await.expect("connect");
@@ -260,18 +100,6 @@ async fn raw_h1(addr: SocketAddr, tls: rustls::ClientConfig, req: &str) -> (u16,
     timeout(WAIT, s.read_exact(&mut rest)).await.expect("body in time").expect("read body");
     body.extend_from_slice(&rest);
     (code, headers, body)
-}
-
-/// Sends an upgrade request by hand and checks the 101; returns the stream and the 101's headers.
-async fn upgrade(addr: SocketAddr, tls: rustls::ClientConfig, req: &str) -> (TlsStream, Vec<(String, String)>) {
-    let mut s = connect(addr, tls).await.expect("connect");
-    s.write_all(req.as_bytes()).await.expect("write upgrade request");
-    let (head, rest) = read_head(&mut s).await;
-    let (code, headers) = parse_head(&head);
-    assert_eq!(code, 101, "{head}");
-    assert!(values(&headers, "connection").iter().any(|v| v.eq_ignore_ascii_case("upgrade")), "{head}");
-    assert!(rest.is_empty(), "nothing may follow the 101 before the client speaks: {rest:?}");
-    (s, headers)
 }
 
 /// Bytes go through the tunnel both ways unchanged: interleaved round trips (every byte
@@ -300,13 +128,6 @@ async fn echo_through(s: &mut TlsStream) {
     assert!(got == bulk, "bulk echo differs (sha256 {} vs {})", sha256(&got), sha256(&bulk));
 }
 
-fn spdy_request(extra: &str) -> String {
-    format!(
-        "POST {EXEC} HTTP/1.1\r\nHost: localhost\r\nConnection: Upgrade\r\nUpgrade: SPDY/3.1\r\n\
-         X-Stream-Protocol-Version: v4.channel.k8s.io\r\n{extra}\r\n"
-    )
-}
-
 fn websocket_request(extra: &str) -> String {
     format!(
         "GET {EXEC} HTTP/1.1\r\nHost: localhost\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
@@ -316,23 +137,6 @@ fn websocket_request(extra: &str) -> String {
 
 // ---------------------------------------------------------------------------
 // Processes: start-up errors, curl
-
-/// Replaces (or appends) `flag value` in `args`; `None` removes the flag and its value.
-fn set_flag(args: &mut Vec<String>, flag: &str, value: Option<&str>) {
-    let at = args.iter().position(|a| a == flag);
-    match (at, value) {
-        (Some(i), Some(v)) => args[i + 1] = v.to_string(),
-        (Some(i), None) => {
-            args.drain(i..i + 2);
-        }
-        (None, Some(v)) => args.extend([flag.to_string(), v.to_string()]),
-        (None, None) => {}
-    }
-}
-
-fn path_str(p: &Path) -> String {
-    p.display().to_string()
-}
 
 /// Runs the binary on a loopback ephemeral port until it exits; a config that wrongly starts
 /// is killed and fails the test after 30 s. Returns (exit code, stderr).
@@ -403,8 +207,13 @@ async fn watch_events_stream_without_buffering_over_h1_and_h2() {
     let env = Env::start(&[]).await;
     for http in [Http::H1, Http::H2] {
         let sent = Instant::now();
-        let resp =
-            open(env.proxy.addr, env.tls(Some(&env.pki.alice), http), http, request(Method::GET, WATCH, empty())).await;
+        let resp = open(
+            env.proxy.addr,
+            env.tls(Some(&env.pki.alice), http),
+            http,
+            stream_request(Method::GET, WATCH, empty()),
+        )
+        .await;
         assert_eq!(resp.status(), 200, "{http:?}");
         assert_eq!(resp.headers()["x-sim-auth"], "requestheader", "{http:?}");
         let mut watch = WatchLines { body: resp.into_body(), buf: Vec::new() };
@@ -448,7 +257,7 @@ async fn ten_mib_echo_round_trips_intact_over_h1_and_h2() {
     let sent: Bytes = (0..TEN_MIB).map(upload_byte).collect();
     let want = sha256(&sent);
     for http in [Http::H1, Http::H2] {
-        let req = request(Method::POST, "/_sim/echo", full(sent.clone()));
+        let req = stream_request(Method::POST, "/_sim/echo", full(sent.clone()));
         let resp = open(env.proxy.addr, env.tls(Some(&env.pki.alice), http), http, req).await;
         assert_eq!(resp.status(), 200, "{http:?}");
         let got = collect(resp.into_body(), BIG_WAIT).await;
@@ -461,7 +270,7 @@ async fn ten_mib_echo_round_trips_intact_over_h1_and_h2() {
 async fn ten_mib_download_has_the_right_length_and_pattern_over_h1_and_h2() {
     let env = Env::start(&[]).await;
     for http in [Http::H1, Http::H2] {
-        let req = request(Method::GET, &format!("/_sim/bytes?n={TEN_MIB}"), empty());
+        let req = stream_request(Method::GET, &format!("/_sim/bytes?n={TEN_MIB}"), empty());
         let resp = open(env.proxy.addr, env.tls(Some(&env.pki.alice), http), http, req).await;
         assert_eq!(resp.status(), 200, "{http:?}");
         let got = collect(resp.into_body(), BIG_WAIT).await;
@@ -485,7 +294,7 @@ async fn chunked_request_body_is_echoed_intact_over_h1() {
         at += n;
     }
     let body = StreamBody::new(futures_util::stream::iter(chunks)).boxed();
-    let req = request(Method::POST, "/_sim/echo", body);
+    let req = stream_request(Method::POST, "/_sim/echo", body);
     let resp = open(env.proxy.addr, env.tls(Some(&env.pki.alice), Http::H1), Http::H1, req).await;
     assert_eq!(resp.status(), 200);
     let got = collect(resp.into_body(), BIG_WAIT).await;
@@ -623,7 +432,7 @@ async fn upstream_killed_mid_watch_ends_the_stream_then_503() {
     for http in [Http::H1, Http::H2] {
         let Env { tmp, pki, upstream, proxy } = Env::start(&[]).await;
         let tls = || client_tls(&pki.root_der(), Some((&pki.alice, &pki.users_ca)), http);
-        let resp = open(proxy.addr, tls(), http, request(Method::GET, WATCH, empty())).await;
+        let resp = open(proxy.addr, tls(), http, stream_request(Method::GET, WATCH, empty())).await;
         assert_eq!(resp.status(), 200);
         let mut watch = WatchLines { body: resp.into_body(), buf: Vec::new() };
         assert_eq!(watch.next_event(WAIT).await["type"], "ADDED", "{http:?}");
@@ -685,7 +494,7 @@ async fn sigterm_drains_an_in_flight_request_refuses_new_ones_and_exits_0() {
         env.proxy.addr,
         env.tls(Some(&env.pki.alice), Http::H1),
         Http::H1,
-        request(Method::POST, "/_sim/echo", body),
+        stream_request(Method::POST, "/_sim/echo", body),
     )
     .await;
     assert_eq!(resp.status(), 200);

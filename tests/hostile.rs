@@ -36,12 +36,7 @@ const WATCH: &str = "/api/v1/namespaces/default/pods?watch=1";
 /// How many requests reached the proxy's forwarding service (every code, method, verb).
 /// A request refused by the HTTP parser or the HTTP/2 layer never gets there.
 async fn requests_forwarded(env: &Env) -> f64 {
-    metrics(env)
-        .await
-        .lines()
-        .filter(|l| l.starts_with("kube_crl_proxy_requests_total{"))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
+    family_sum(&metrics(env).await, "kube_crl_proxy_requests_total")
 }
 
 // ---------------------------------------------------------------------------
@@ -95,10 +90,6 @@ impl H1Response {
         serde_json::from_slice(&self.body)
             .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
     }
-}
-
-fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
-    hay.windows(needle.len()).position(|w| w == needle)
 }
 
 fn field(line: &str) -> Option<(String, String)> {
@@ -697,15 +688,7 @@ fn lines(map: &http::HeaderMap) -> Vec<[String; 2]> {
 /// stand-in cannot show request trailers to an HTTP/1.1 client: hyper only writes response
 /// trailers that the response announces in `Trailer`.
 async fn recording_upstream(pki: &Pki) -> SocketAddr {
-    let key = PrivateKeyDer::from_pem_slice(pki.serving.key_pem.as_bytes()).expect("key");
-    let mut cfg = rustls::ServerConfig::builder_with_provider(kube_crl_proxy::tls::provider())
-        .with_safe_default_protocol_versions()
-        .expect("versions")
-        .with_no_client_auth()
-        .with_single_cert(vec![pki.serving.der.clone()], key)
-        .expect("serving cert");
-    cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(cfg));
+    let acceptor = pki.serving_acceptor(&[b"h2", b"http/1.1"]);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
     tokio::spawn(async move {
@@ -1389,15 +1372,6 @@ async fn http2_max_concurrent_streams_is_advertised_and_enforced() {
 
 // ---------------------------------------------------------------------------
 // 10. A client that never reads
-
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmRSS")
-}
 
 /// The largest RSS of the proxy over `window` (sampled), in KiB.
 async fn peak_rss(pid: u32, window: Duration) -> u64 {

@@ -14,18 +14,6 @@ use kube_crl_proxy::pki::Spec;
 /// the bound here only detects "never").
 const CUT_OFF_BOUND: Duration = Duration::from_secs(5);
 
-/// Replaces `crl.pem` atomically (write elsewhere, rename over), as most tools do.
-fn replace_by_rename(env: &Env, revoked: &[&[u8]], number: u64) {
-    let tmp = env.pki.path("crl.pem.new");
-    let pem = format!(
-        "{}{}",
-        env.pki.root.crl(&[], number, time::Duration::days(7)),
-        env.pki.users_ca.crl(revoked, number, time::Duration::days(7))
-    );
-    std::fs::write(&tmp, pem).unwrap();
-    std::fs::rename(&tmp, env.pki.path("crl.pem")).unwrap();
-}
-
 #[tokio::test]
 async fn revoking_a_user_cuts_their_open_watches_and_keeps_others() {
     let env = Env::start(&[]).await;
@@ -34,7 +22,7 @@ async fn revoking_a_user_cuts_their_open_watches_and_keeps_others() {
     let mut alice_h2 = Watch::open(&env, &env.pki.alice, Http::H2).await;
     let mut carol_h2 = Watch::open(&env, &carol, Http::H2).await;
 
-    replace_by_rename(&env, &[&env.pki.bob.serial, &env.pki.alice.serial], 2);
+    env.pki.replace_crls(&[&env.pki.bob.serial, &env.pki.alice.serial], 2);
 
     let (a, b) = tokio::join!(alice_h1.until_closed(CUT_OFF_BOUND), alice_h2.until_closed(CUT_OFF_BOUND));
     eprintln!("alice's watches closed {a:?} (HTTP/1.1) and {b:?} (HTTP/2) after the CRL landed");
@@ -75,7 +63,7 @@ async fn revoking_a_user_closes_their_exec_tunnel() {
     s.read_exact(&mut echo).await.unwrap();
     assert_eq!(&echo, b"ping");
 
-    replace_by_rename(&env, &[&env.pki.bob.serial, &env.pki.alice.serial], 2);
+    env.pki.replace_crls(&[&env.pki.bob.serial, &env.pki.alice.serial], 2);
 
     let start = Instant::now();
     let mut buf = [0u8; 64];
@@ -94,11 +82,7 @@ async fn truncate_then_write_and_sighup_reload() {
     let env = Env::start(&[]).await;
     let mut w = Watch::open(&env, &env.pki.alice, Http::H2).await;
     // An editor-style rewrite in place: truncate, then write.
-    let pem = format!(
-        "{}{}",
-        env.pki.root.crl(&[], 2, time::Duration::days(7)),
-        env.pki.users_ca.crl(&[&env.pki.alice.serial], 2, time::Duration::days(7))
-    );
+    let pem = env.pki.crl_pem(&[&env.pki.alice.serial], 2);
     {
         use std::io::Write;
         let mut f = std::fs::OpenOptions::new().write(true).truncate(true).open(env.pki.path("crl.pem")).unwrap();
@@ -140,11 +124,7 @@ async fn kubernetes_secret_volume_symlink_swap_is_followed() {
 
     // The kubelet's update: new timestamped dir, ..data_tmp symlink, renamed over ..data.
     std::fs::create_dir_all(vol.join("..v2")).unwrap();
-    let pem = format!(
-        "{}{}",
-        env.pki.root.crl(&[], 2, time::Duration::days(7)),
-        env.pki.users_ca.crl(&[&env.pki.bob.serial, &env.pki.alice.serial], 2, time::Duration::days(7))
-    );
+    let pem = env.pki.crl_pem(&[&env.pki.bob.serial, &env.pki.alice.serial], 2);
     std::fs::write(vol.join("..v2/crl.pem"), pem).unwrap();
     std::os::unix::fs::symlink("..v2", vol.join("..data_tmp")).unwrap();
     std::fs::rename(vol.join("..data_tmp"), vol.join("..data")).unwrap();
@@ -164,7 +144,7 @@ async fn kubernetes_secret_volume_symlink_swap_is_followed() {
 #[tokio::test]
 async fn corrupt_crl_and_rollback_keep_the_last_good_one() {
     let env = Env::start(&[]).await;
-    replace_by_rename(&env, &[&env.pki.bob.serial, &env.pki.alice.serial], 5);
+    env.pki.replace_crls(&[&env.pki.bob.serial, &env.pki.alice.serial], 5);
     let deadline = Instant::now() + CUT_OFF_BOUND;
     while env.request(Some(&env.pki.alice), Http::H1, whoami_request()).await.is_ok() {
         assert!(Instant::now() < deadline, "CRL 5 never took effect");
@@ -172,9 +152,7 @@ async fn corrupt_crl_and_rollback_keep_the_last_good_one() {
     }
 
     // Garbage: reload fails, the last good CRL (alice revoked) stays.
-    std::fs::write(env.pki.path("crl.pem.new"), b"-----BEGIN X509 CRL-----\nnot base64\n-----END X509 CRL-----\n")
-        .unwrap();
-    std::fs::rename(env.pki.path("crl.pem.new"), env.pki.path("crl.pem")).unwrap();
+    replace_by_rename(&env.pki.path("crl.pem"), b"-----BEGIN X509 CRL-----\nnot base64\n-----END X509 CRL-----\n");
     env.proxy.wait_for_log("reload_failed");
     assert_eq!(
         env.request(Some(&env.pki.alice), Http::H1, whoami_request()).await.unwrap_err(),
@@ -182,7 +160,7 @@ async fn corrupt_crl_and_rollback_keep_the_last_good_one() {
     );
 
     // An older CRL (number 3 < 5) that would un-revoke alice: refused as a rollback.
-    replace_by_rename(&env, &[&env.pki.bob.serial], 3);
+    env.pki.replace_crls(&[&env.pki.bob.serial], 3);
     env.proxy.wait_for_log("refusing the rollback");
     assert_eq!(
         env.request(Some(&env.pki.alice), Http::H2, whoami_request()).await.unwrap_err(),
@@ -246,7 +224,7 @@ async fn a_resuming_client_is_refused_after_revocation() {
         let s = connect(env.proxy.addr, (*tls).clone()).await.unwrap();
         assert_eq!(s.get_ref().1.handshake_kind(), Some(rustls::HandshakeKind::Full));
     }
-    replace_by_rename(&env, &[&env.pki.bob.serial, &env.pki.alice.serial], 2);
+    env.pki.replace_crls(&[&env.pki.bob.serial, &env.pki.alice.serial], 2);
     let deadline = Instant::now() + CUT_OFF_BOUND;
     loop {
         let tls = client_tls(&env.pki.root_der(), Some((&env.pki.alice, &env.pki.users_ca)), Http::H1);

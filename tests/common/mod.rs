@@ -16,9 +16,13 @@ use kube_crl_proxy::pki::{Authority, Issued, Spec, write};
 use kube_crl_proxy::sim::{SimConfig, UserInfo};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 pub const TOKEN: &str = "test-token-abc";
+
+/// Bound for what should be prompt (a response head, an admin scrape): detects hangs, not speed.
+const WAIT: Duration = Duration::from_secs(10);
 
 /// Every certificate the tests use, written under `dir`.
 pub struct Pki {
@@ -60,14 +64,24 @@ impl Pki {
         self.dir.join(name)
     }
 
-    /// Writes `crl.pem`: the root's CRL (empty) and the users CA's listing `revoked`.
-    pub fn write_crls(&self, revoked: &[&[u8]], number: u64) {
-        let pem = format!(
+    /// The content of `crl.pem`: the root's CRL (empty) and the users CA's listing `revoked`,
+    /// both with CRL number `number`, valid for a week.
+    pub fn crl_pem(&self, revoked: &[&[u8]], number: u64) -> String {
+        format!(
             "{}{}",
             self.root.crl(&[], number, time::Duration::days(7)),
             self.users_ca.crl(revoked, number, time::Duration::days(7))
-        );
-        write(&self.path("crl.pem"), pem);
+        )
+    }
+
+    /// Writes `crl.pem` in place (see [`Pki::crl_pem`]).
+    pub fn write_crls(&self, revoked: &[&[u8]], number: u64) {
+        write(&self.path("crl.pem"), self.crl_pem(revoked, number));
+    }
+
+    /// Replaces `crl.pem` atomically (written beside it, renamed over it), as most tools do.
+    pub fn replace_crls(&self, revoked: &[&[u8]], number: u64) {
+        replace_by_rename(&self.path("crl.pem"), self.crl_pem(revoked, number));
     }
 
     /// Writes a user's certificate chain (leaf + users CA) and key as `<name>.crt/.key`.
@@ -105,6 +119,20 @@ impl Pki {
             "--proxy-client-key-file".into(),
             p("front-proxy-client.key"),
         ]
+    }
+
+    /// A TLS acceptor for a hand-made upstream: the serving certificate, no client
+    /// certificate asked for, ALPN `alpn`.
+    pub fn serving_acceptor(&self, alpn: &[&[u8]]) -> tokio_rustls::TlsAcceptor {
+        let key = PrivateKeyDer::from_pem_slice(self.serving.key_pem.as_bytes()).expect("key");
+        let mut cfg = rustls::ServerConfig::builder_with_provider(kube_crl_proxy::tls::provider())
+            .with_safe_default_protocol_versions()
+            .expect("versions")
+            .with_no_client_auth()
+            .with_single_cert(vec![self.serving.der.clone()], key)
+            .expect("serving cert");
+        cfg.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+        tokio_rustls::TlsAcceptor::from(Arc::new(cfg))
     }
 
     /// The stand-in's configuration: x509 users from the root, front proxy from its CA.
@@ -403,6 +431,126 @@ pub fn user_info(reply: &Reply) -> UserInfo {
     serde_json::from_value(reply.json()["status"]["userInfo"].clone()).expect("userInfo")
 }
 
+/// Replaces `path` atomically with `contents`: written to `<path>.new`, renamed over `path`.
+pub fn replace_by_rename(path: &Path, contents: impl AsRef<[u8]>) {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".new");
+    std::fs::write(&tmp, contents).unwrap_or_else(|e| panic!("write {tmp:?}: {e}"));
+    std::fs::rename(&tmp, path).unwrap_or_else(|e| panic!("rename {tmp:?} over {}: {e}", path.display()));
+}
+
+/// Replaces (or appends) `flag value` in `args`; `None` removes the flag and its value.
+pub fn set_flag(args: &mut Vec<String>, flag: &str, value: Option<&str>) {
+    let at = args.iter().position(|a| a == flag);
+    match (at, value) {
+        (Some(i), Some(v)) => args[i + 1] = v.to_string(),
+        (Some(i), None) => {
+            args.drain(i..i + 2);
+        }
+        (None, Some(v)) => args.extend([flag.to_string(), v.to_string()]),
+        (None, None) => {}
+    }
+}
+
+pub fn path_str(p: &Path) -> String {
+    p.display().to_string()
+}
+
+/// Checks a Kubernetes `Status` error response and returns its JSON.
+pub fn assert_status(
+    status: http::StatusCode,
+    headers: &http::HeaderMap,
+    body: &[u8],
+    code: u16,
+    reason: &str,
+) -> serde_json::Value {
+    let text = String::from_utf8_lossy(body);
+    assert_eq!(status.as_u16(), code, "{text}");
+    assert_eq!(headers.get("content-type").map(|v| v.as_bytes()), Some(&b"application/json"[..]), "{headers:?}");
+    let v: serde_json::Value = serde_json::from_slice(body).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"));
+    assert_eq!(v["kind"], "Status", "{v}");
+    assert_eq!(v["apiVersion"], "v1", "{v}");
+    assert_eq!(v["status"], "Failure", "{v}");
+    assert_eq!(v["code"], code, "{v}");
+    assert_eq!(v["reason"], reason, "{v}");
+    assert!(v["message"].as_str().is_some_and(|m| !m.is_empty()), "kubectl prints the message: {v}");
+    v
+}
+
+/// Polls the proxy's log (async, so an in-process stand-in keeps running) until it has `needle`.
+pub async fn wait_log(proxy: &ProxyProcess, needle: &str, within: Duration) -> String {
+    let deadline = Instant::now() + within;
+    loop {
+        let logs = proxy.logs();
+        if logs.contains(needle) {
+            return logs;
+        }
+        assert!(Instant::now() < deadline, "log never contained {needle:?}:\n{logs}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Admin endpoint and the proxy process
+
+/// A plain-HTTP GET against the admin endpoint: (status, body).
+pub async fn admin_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    let tcp = TcpStream::connect(addr).await.expect("connect admin");
+    let (mut send, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp)).await.expect("admin handshake");
+    tokio::spawn(conn);
+    let req =
+        http::Request::get(path).header("host", "admin").body(http_body_util::Empty::<Bytes>::new()).expect("request");
+    let resp =
+        tokio::time::timeout(WAIT, send.send_request(req)).await.expect("admin answers").expect("admin response");
+    let status = resp.status().as_u16();
+    let body = tokio::time::timeout(WAIT, resp.into_body().collect())
+        .await
+        .expect("admin body in time")
+        .expect("admin body")
+        .to_bytes();
+    (status, String::from_utf8_lossy(&body).into_owned())
+}
+
+/// Polls `path` until `pred(status, body)` holds (bounded); returns the last body.
+pub async fn wait_admin(addr: SocketAddr, path: &str, what: &str, pred: impl Fn(u16, &str) -> bool) -> String {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (status, body) = admin_get(addr, path).await;
+        if pred(status, &body) {
+            return body;
+        }
+        assert!(Instant::now() < deadline, "{path}: never {what}; last: {status} {body}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The value of one exact series line (`name{labels}`) in a scrape, if present.
+pub fn series(scrape: &str, series: &str) -> Option<f64> {
+    scrape.lines().find_map(|l| l.strip_prefix(series).and_then(|rest| rest.trim().parse().ok()))
+}
+
+/// The sum of every series of a metric family (`name{...} value` lines) in a scrape.
+pub fn family_sum(scrape: &str, name: &str) -> f64 {
+    let prefix = format!("{name}{{");
+    scrape.lines().filter(|l| l.starts_with(&prefix)).filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok()).sum()
+}
+
+/// Resident set size of a process, in KiB (`VmRSS` of `/proc/<pid>/status`).
+pub fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS")
+}
+
+/// How many file descriptors a process has open (`/proc/<pid>/fd`).
+pub fn open_fds(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd")).expect("proc fd").count()
+}
+
 /// A temporary directory for one test.
 pub fn tempdir() -> tempfile::TempDir {
     tempfile::Builder::new().prefix("kcp-test-").tempdir().expect("tempdir")
@@ -439,6 +587,209 @@ impl Env {
     ) -> Result<Reply, String> {
         request(self.proxy.addr, self.tls(user, http), http, req).await
     }
+}
+
+// ---------------------------------------------------------------------------
+// Streaming requests and responses
+
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+/// A request body of any kind: empty, whole, or fed chunk by chunk.
+pub type ReqBody = http_body_util::combinators::BoxBody<Bytes, BoxError>;
+
+pub fn empty() -> ReqBody {
+    http_body_util::Empty::new().map_err(|n| match n {}).boxed()
+}
+
+pub fn full(bytes: impl Into<Bytes>) -> ReqBody {
+    Full::new(bytes.into()).map_err(|n| match n {}).boxed()
+}
+
+/// A body fed chunk by chunk through the sender; dropping the sender ends it (no length:
+/// HTTP/1.1 sends it chunked).
+pub fn channel_body() -> (tokio::sync::mpsc::Sender<Bytes>, ReqBody) {
+    let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(4);
+    let frames = futures_util::stream::unfold(rx, |mut rx| async move {
+        let chunk = rx.recv().await?;
+        Some((Ok::<_, BoxError>(hyper::body::Frame::data(chunk)), rx))
+    });
+    (tx, http_body_util::StreamBody::new(frames).boxed())
+}
+
+/// A request to `path` (authority `localhost`) with a streaming-capable body.
+pub fn stream_request(method: http::Method, path: &str, body: ReqBody) -> http::Request<ReqBody> {
+    http::Request::builder().method(method).uri(format!("https://localhost{path}")).body(body).expect("request")
+}
+
+/// Sends `req` on a new connection; returns the response with its body still streaming.
+pub async fn open(
+    addr: SocketAddr,
+    tls: rustls::ClientConfig,
+    http: Http,
+    req: http::Request<ReqBody>,
+) -> http::Response<hyper::body::Incoming> {
+    let resp = try_open(addr, tls, http, req).await.unwrap_or_else(|e| panic!("{http:?} request: {e}"));
+    let want = if http == Http::H1 { http::Version::HTTP_11 } else { http::Version::HTTP_2 };
+    assert_eq!(resp.version(), want, "negotiated HTTP version");
+    resp
+}
+
+/// [`open`] for callers that expect failures (a refused certificate): the error as kubectl
+/// would print it, the TLS alert if there was one. The response head is bounded by 10 s.
+pub async fn try_open(
+    addr: SocketAddr,
+    tls: rustls::ClientConfig,
+    http: Http,
+    req: http::Request<ReqBody>,
+) -> Result<http::Response<hyper::body::Incoming>, String> {
+    use kube_crl_proxy::demo::{connection_error_first, describe_client_error};
+    let stream = connect(addr, tls).await.map_err(|e| describe_client_error(&e))?;
+    let io = hyper_util::rt::TokioIo::new(stream);
+    let sent = async {
+        match http {
+            Http::H1 => {
+                let (mut send, conn) = hyper::client::conn::http1::handshake(io).await.map_err(|e| e.to_string())?;
+                let driver = tokio::spawn(conn);
+                match send.send_request(req).await {
+                    Ok(resp) => Ok(resp),
+                    Err(e) => connection_error_first(Err(describe_client_error(&e)), driver).await,
+                }
+            }
+            Http::H2 => {
+                let (mut send, conn) = hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), io)
+                    .await
+                    .map_err(|e| describe_client_error(&e))?;
+                let driver = tokio::spawn(conn);
+                match send.send_request(req).await {
+                    Ok(resp) => Ok(resp),
+                    Err(e) => connection_error_first(Err(describe_client_error(&e)), driver).await,
+                }
+            }
+        }
+    };
+    tokio::time::timeout(WAIT, sent).await.map_err(|_| format!("no response head within {WAIT:?}"))?
+}
+
+/// The next data chunk of `body` (trailers skipped); `Ok(None)` at its end. Panics after `within`.
+pub async fn next_chunk(body: &mut hyper::body::Incoming, within: Duration) -> Result<Option<Bytes>, hyper::Error> {
+    let deadline = tokio::time::Instant::now() + within;
+    // A body has at most one trailers frame, so this loops at most twice per data frame.
+    for _ in 0..3 {
+        match tokio::time::timeout_at(deadline, body.frame()).await.expect("body frame in time") {
+            None => return Ok(None),
+            Some(Err(e)) => return Err(e),
+            Some(Ok(frame)) => {
+                if let Ok(data) = frame.into_data() {
+                    return Ok(Some(data));
+                }
+            }
+        }
+    }
+    panic!("more than one trailers frame");
+}
+
+/// Reads from `body` until at least `n` bytes have arrived (bounded by `within`).
+pub async fn read_at_least(body: &mut hyper::body::Incoming, n: usize, within: Duration) -> Vec<u8> {
+    let deadline = Instant::now() + within;
+    let mut got = Vec::new();
+    while got.len() < n {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match next_chunk(body, left).await.expect("body") {
+            Some(chunk) => got.extend_from_slice(&chunk),
+            None => panic!("body ended after {} of {n} bytes", got.len()),
+        }
+    }
+    got
+}
+
+// ---------------------------------------------------------------------------
+// Raw HTTP/1.1 over TLS (upgrades, exact request heads)
+
+/// An exec request the stand-in upgrades and answers by echoing bytes.
+pub const EXEC: &str = "/api/v1/namespaces/default/pods/demo/exec?command=sh";
+
+/// The values of header `name` (any case) among `(name, value)` pairs.
+pub fn values<'a>(headers: &'a [(String, String)], name: &str) -> Vec<&'a str> {
+    headers.iter().filter(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str()).collect()
+}
+
+pub fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+/// Reads a response head up to the blank line; returns it and the bytes after it.
+pub async fn read_head(stream: &mut TlsStream) -> (String, Vec<u8>) {
+    try_read_head(stream).await.unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// [`read_head`] for callers that expect failures: the error as kubectl would print it.
+pub async fn try_read_head(stream: &mut TlsStream) -> Result<(String, Vec<u8>), String> {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        if let Some(end) = find(&buf, b"\r\n\r\n") {
+            let rest = buf.split_off(end + 4);
+            return Ok((String::from_utf8(buf).map_err(|_| "response head is not text")?, rest));
+        }
+        if buf.len() >= 64 * 1024 {
+            return Err("response head too long".into());
+        }
+        let n = tokio::time::timeout_at(deadline, stream.read(&mut chunk))
+            .await
+            .map_err(|_| format!("no response head within {WAIT:?}"))?
+            .map_err(|e| kube_crl_proxy::demo::describe_client_error(&e))?;
+        if n == 0 {
+            return Err(format!("connection closed before the end of the head: {:?}", String::from_utf8_lossy(&buf)));
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+/// Status code and headers (names lower-cased) of a response head.
+pub fn parse_head(head: &str) -> (u16, Vec<(String, String)>) {
+    let mut lines = head.split("\r\n").filter(|l| !l.is_empty());
+    let status_line = lines.next().expect("status line");
+    let code = status_line.split(' ').nth(1).and_then(|c| c.parse().ok()).expect("status code");
+    let headers = lines
+        .map(|l| {
+            let (n, v) = l.split_once(':').unwrap_or_else(|| panic!("bad header line {l:?}"));
+            (n.trim().to_ascii_lowercase(), v.trim().to_string())
+        })
+        .collect();
+    (code, headers)
+}
+
+/// Sends an upgrade request by hand and checks the 101; returns the stream and the 101's headers.
+pub async fn upgrade(addr: SocketAddr, tls: rustls::ClientConfig, req: &str) -> (TlsStream, Vec<(String, String)>) {
+    try_upgrade(addr, tls, req).await.unwrap_or_else(|e| panic!("upgrade: {e}"))
+}
+
+/// [`upgrade`] for callers that expect failures: the error as kubectl would print it.
+pub async fn try_upgrade(
+    addr: SocketAddr,
+    tls: rustls::ClientConfig,
+    req: &str,
+) -> Result<(TlsStream, Vec<(String, String)>), String> {
+    let describe = |e: std::io::Error| kube_crl_proxy::demo::describe_client_error(&e);
+    let mut s = connect(addr, tls).await.map_err(describe)?;
+    s.write_all(req.as_bytes()).await.map_err(describe)?;
+    let (head, rest) = try_read_head(&mut s).await?;
+    let (code, headers) = parse_head(&head);
+    if code != 101 || !values(&headers, "connection").iter().any(|v| v.eq_ignore_ascii_case("upgrade")) {
+        return Err(format!("not an upgrade: {head}"));
+    }
+    if !rest.is_empty() {
+        return Err(format!("bytes after the 101 before the client spoke: {rest:?}"));
+    }
+    Ok((s, headers))
+}
+
+/// A SPDY/3.1 exec upgrade request (kubectl exec before 1.30), `extra` header lines added.
+pub fn spdy_request(extra: &str) -> String {
+    format!(
+        "POST {EXEC} HTTP/1.1\r\nHost: localhost\r\nConnection: Upgrade\r\nUpgrade: SPDY/3.1\r\n\
+         X-Stream-Protocol-Version: v4.channel.k8s.io\r\n{extra}\r\n"
+    )
 }
 
 /// An open watch through the proxy: the response body, read frame by frame.
@@ -497,27 +848,6 @@ impl Watch {
         }
         start.elapsed()
     }
-}
-
-/// A plain-HTTP GET against the admin endpoint: (status, body).
-pub async fn admin_get(addr: SocketAddr, path: &str) -> (u16, String) {
-    let tcp = TcpStream::connect(addr).await.expect("connect admin");
-    let (mut send, conn) =
-        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp)).await.expect("admin handshake");
-    tokio::spawn(conn);
-    let req = http::Request::get(path).header("host", "admin").body(Empty::<Bytes>::new()).expect("request");
-    let resp = tokio::time::timeout(Duration::from_secs(10), send.send_request(req))
-        .await
-        .expect("admin answers")
-        .expect("admin response");
-    let status = resp.status().as_u16();
-    let body = resp.into_body().collect().await.expect("admin body").to_bytes();
-    (status, String::from_utf8_lossy(&body).into_owned())
-}
-
-/// The value of one exact series line (`name{labels}`) in a scrape, if present.
-pub fn series(scrape: &str, series: &str) -> Option<f64> {
-    scrape.lines().find_map(|l| l.strip_prefix(series).and_then(|rest| rest.trim().parse().ok()))
 }
 
 /// The proxy's current metrics scrape.
