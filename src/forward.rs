@@ -28,7 +28,49 @@ use crate::metrics::{Metrics, RequestLabels};
 /// The body type flowing through the proxy, both ways.
 pub type ProxyBody = BoxBody<Bytes, hyper::Error>;
 
-type HttpsClient = Client<HttpsConnector<HttpConnector>, ProxyBody>;
+type HttpsClient = Client<Deadline<HttpsConnector<HttpConnector>>, ProxyBody>;
+
+/// A connector whose whole connect — TCP and the TLS handshake — must finish within
+/// `--upstream-connect-timeout` (hyper-util's own connect timeout covers TCP only, so an
+/// upstream that accepts and never answers the handshake would hold requests forever).
+#[derive(Clone)]
+pub struct Deadline<C> {
+    inner: C,
+    limit: Duration,
+}
+
+/// The connect deadline passed.
+#[derive(Debug, thiserror::Error)]
+#[error("connect and TLS handshake timed out after {0:?} (--upstream-connect-timeout)")]
+struct ConnectTimedOut(Duration);
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+impl<C> tower_service::Service<Uri> for Deadline<C>
+where
+    C: tower_service::Service<Uri>,
+    C::Future: Send + 'static,
+    C::Error: Into<BoxError>,
+{
+    type Response = C::Response;
+    type Error = BoxError;
+    type Future = std::pin::Pin<Box<dyn std::future::Future<Output = Result<C::Response, BoxError>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), BoxError>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, uri: Uri) -> Self::Future {
+        let limit = self.limit;
+        let connect = self.inner.call(uri);
+        Box::pin(async move {
+            match tokio::time::timeout(limit, connect).await {
+                Ok(r) => r.map_err(Into::into),
+                Err(_) => Err(Box::new(ConnectTimedOut(limit)) as BoxError),
+            }
+        })
+    }
+}
 
 /// What the proxy knows about a downstream connection.
 #[derive(Debug)]
@@ -116,7 +158,9 @@ impl Target {
                 .with_tls_config(tls)
                 .https_only()
                 .with_server_name_resolver(hyper_rustls::FixedServerNameResolver::new(server_name.clone()));
-            if h2 { b.enable_all_versions().wrap_connector(http) } else { b.enable_http1().wrap_connector(http) }
+            let inner =
+                if h2 { b.enable_all_versions().wrap_connector(http) } else { b.enable_http1().wrap_connector(http) };
+            Deadline { inner, limit: cfg.connect_timeout }
         };
         let builder = || {
             let mut b = Client::builder(TokioExecutor::new());
@@ -186,7 +230,8 @@ impl Target {
         let detail = error_chain(&err);
         let upstream = self.label.clone();
         if err.is_connect() {
-            if detail.contains("timed out") || detail.contains("timeout") {
+            // Our deadline says "timed out"; hyper-util's TCP connect timeout "deadline has elapsed".
+            if detail.contains("timed out") || detail.contains("timeout") || detail.contains("deadline has elapsed") {
                 ProxyError::UpstreamTimeout { upstream, detail }
             } else if detail.contains("certificate") || detail.contains("tls") || detail.contains("TLS") {
                 ProxyError::UpstreamFailed { upstream, detail }
