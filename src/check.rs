@@ -421,11 +421,7 @@ fn issued_by(cert: &[u8], ca: &Ca, algs: &WebPkiSupportedAlgorithms) -> bool {
     if s.issuer != ca.subject_der.as_slice() {
         return false;
     }
-    let Ok((key_alg, key)) = der::spki(&ca.spki_der) else { return false };
-    algs.all
-        .iter()
-        .filter(|a| a.signature_alg_id().as_ref() == s.sig_alg && a.public_key_alg_id().as_ref() == key_alg)
-        .any(|a| a.verify_signature(key, s.tbs, s.signature).is_ok())
+    der::verify_signed(&ca.spki_der, s.sig_alg, s.tbs, s.signature, algs).is_ok()
 }
 
 /// What a certificate's signature covers and is made of.
@@ -803,13 +799,9 @@ pub fn inspect(args: InspectArgs) -> Result<Report, ConfigError> {
         lines.push(format!("intermediates in the file: {}", subjects.join("; ")));
     }
 
-    let result = match &runtime {
-        Some(rt) => {
-            let _entered = rt.enter();
-            tls.verifier.check(&chain[0], &chain[1..], now)
-        }
-        None => tls.verifier.check(&chain[0], &chain[1..], now),
-    };
+    let entered = runtime.as_ref().map(tokio::runtime::Runtime::enter);
+    let result = tls.verifier.check(&chain[0], &chain[1..], now);
+    drop(entered);
     let ocsp_refusal = matches!(&result, Err(r) if r.reason == RefusalReason::OcspNoAnswer
         || (r.reason == RefusalReason::Revoked && r.detail.contains("OCSP")));
     let revocation_refusal = !ocsp_refusal

@@ -197,19 +197,9 @@ fn parse_basic(bytes: &[u8]) -> Result<Basic<'_>, ResponseError> {
     Ok(Basic { tbs: tbs.full, sig_alg: sig_alg.value, signature, certs, responses })
 }
 
-/// Verifies `signature` over `message` with the key of `spki_der`.
-fn signature_ok(
-    spki_der: &[u8],
-    sig_alg: &[u8],
-    message: &[u8],
-    signature: &[u8],
-    algs: &WebPkiSupportedAlgorithms,
-) -> bool {
-    let Ok((key_alg, key)) = der::spki(spki_der) else { return false };
-    algs.all
-        .iter()
-        .filter(|a| a.signature_alg_id().as_ref() == sig_alg && a.public_key_alg_id().as_ref() == key_alg)
-        .any(|a| a.verify_signature(key, message, signature).is_ok())
+/// Whether `basic`'s signature verifies with the key of `spki_der`.
+fn signed_by(basic: &Basic<'_>, spki_der: &[u8], algs: &WebPkiSupportedAlgorithms) -> bool {
+    der::verify_signed(spki_der, basic.sig_alg, basic.tbs, basic.signature, algs).is_ok()
 }
 
 /// Full SubjectPublicKeyInfo DER of a certificate.
@@ -221,7 +211,7 @@ fn cert_spki(cert_der: &[u8]) -> Option<Vec<u8>> {
 /// Who signed the response: the issuer itself, or a certificate from `certs` that the issuer
 /// issued for OCSP signing (EKU id-kp-OCSPSigning, valid now) — RFC 6960 §4.2.2.2.
 fn signer(basic: &Basic<'_>, cert: &CertRef, now: i64, algs: &WebPkiSupportedAlgorithms) -> Option<Signer> {
-    if signature_ok(&cert.issuer_spki, basic.sig_alg, basic.tbs, basic.signature, algs) {
+    if signed_by(basic, &cert.issuer_spki, algs) {
         return Some(Signer::Issuer);
     }
     let when = UnixTime::since_unix_epoch(std::time::Duration::from_secs(u64::try_from(now).unwrap_or(0)));
@@ -235,7 +225,7 @@ fn signer(basic: &Basic<'_>, cert: &CertRef, now: i64, algs: &WebPkiSupportedAlg
             continue;
         }
         if let Some(spki) = cert_spki(der.as_ref())
-            && signature_ok(&spki, basic.sig_alg, basic.tbs, basic.signature, algs)
+            && signed_by(basic, &spki, algs)
         {
             return Some(Signer::Delegated);
         }

@@ -226,10 +226,7 @@ impl Ocsp {
         let flight = {
             let mut slots = lock(&self.slots);
             let slot = self.slot(&mut slots, query);
-            if let Some(answer) = slot.answer.clone().filter(|a| a.valid_until >= now) {
-                if due(&answer, now) && slot.flight.is_none() && !recently_failed(slot) {
-                    self.start(slot);
-                }
+            if let Some(answer) = self.usable(slot, now) {
                 return Verdict::Answered(answer);
             }
             if let Some((_, e)) = slot.failure.clone().filter(|_| recently_failed(slot)) {
@@ -256,13 +253,10 @@ impl Ocsp {
         let now = now_secs();
         let mut slots = lock(&self.slots);
         let slot = self.slot(&mut slots, query);
-        let failed = recently_failed(slot);
-        if let Some(answer) = slot.answer.clone().filter(|a| a.valid_until >= now) {
-            if due(&answer, now) && slot.flight.is_none() && !failed {
-                self.start(slot);
-            }
+        if let Some(answer) = self.usable(slot, now) {
             return Verdict::Answered(answer);
         }
+        let failed = recently_failed(slot);
         if let Some((_, e)) = slot.failure.clone() {
             if !failed && slot.flight.is_none() {
                 self.start(slot);
@@ -273,6 +267,16 @@ impl Ocsp {
             self.start(slot);
         }
         Verdict::Pending
+    }
+
+    /// The slot's answer if it is still valid at `now`; starts a background refresh when it
+    /// is due (and no query is in flight or failed recently).
+    fn usable(self: &Arc<Self>, slot: &mut Slot, now: i64) -> Option<Answer> {
+        let answer = slot.answer.clone().filter(|a| a.valid_until >= now)?;
+        if due(&answer, now) && slot.flight.is_none() && !recently_failed(slot) {
+            self.start(slot);
+        }
+        Some(answer)
     }
 
     /// The slot of `query`, created if needed (evicting the least recently used when full).

@@ -193,20 +193,11 @@ impl<'a> ParsedCrl<'a> {
 
     /// Verifies the CRL's signature with the CA's SubjectPublicKeyInfo (full DER).
     pub fn verify_signature(&self, ca_spki_der: &[u8], algs: &WebPkiSupportedAlgorithms) -> Result<(), CrlError> {
-        let (key_alg, key) = der::spki(ca_spki_der)?;
-        let mut candidates = algs
-            .all
-            .iter()
-            .filter(|a| a.signature_alg_id().as_ref() == self.sig_alg && a.public_key_alg_id().as_ref() == key_alg)
-            .peekable();
-        if candidates.peek().is_none() {
-            return Err(CrlError::UnsupportedAlgorithm);
-        }
-        if candidates.any(|a| a.verify_signature(key, self.tbs, self.signature).is_ok()) {
-            Ok(())
-        } else {
-            Err(CrlError::BadSignature)
-        }
+        der::verify_signed(ca_spki_der, self.sig_alg, self.tbs, self.signature, algs).map_err(|e| match e {
+            der::SignatureError::Der(e) => e.into(),
+            der::SignatureError::Unsupported => CrlError::UnsupportedAlgorithm,
+            der::SignatureError::Bad => CrlError::BadSignature,
+        })
     }
 
     /// An upper bound on the number of entries, for pre-allocation (entries are ≥ 20 bytes).

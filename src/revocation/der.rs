@@ -173,6 +173,42 @@ pub fn spki(spki_der: &[u8]) -> Result<(&[u8], &[u8]), DerError> {
     }
 }
 
+/// Why [`verify_signed`] failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SignatureError {
+    Der(DerError),
+    /// No supported algorithm matches the signature algorithm and the key's type.
+    Unsupported,
+    /// The signature does not verify.
+    Bad,
+}
+
+/// Verifies `signature` over `message` with the key of `spki_der` (full SubjectPublicKeyInfo),
+/// by the algorithm whose AlgorithmIdentifier contents are `sig_alg`: the one signature check
+/// of CRLs, OCSP responses and certificates read here.
+pub fn verify_signed(
+    spki_der: &[u8],
+    sig_alg: &[u8],
+    message: &[u8],
+    signature: &[u8],
+    algs: &rustls::crypto::WebPkiSupportedAlgorithms,
+) -> Result<(), SignatureError> {
+    let (key_alg, key) = spki(spki_der).map_err(SignatureError::Der)?;
+    let mut candidates = algs
+        .all
+        .iter()
+        .filter(|a| a.signature_alg_id().as_ref() == sig_alg && a.public_key_alg_id().as_ref() == key_alg)
+        .peekable();
+    if candidates.peek().is_none() {
+        return Err(SignatureError::Unsupported);
+    }
+    if candidates.any(|a| a.verify_signature(key, message, signature).is_ok()) {
+        Ok(())
+    } else {
+        Err(SignatureError::Bad)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -19,7 +19,7 @@ use crate::ca::{CaBundle, issuer_key};
 use crate::config::{ClientCertMode, OcspMode, RevocationCheck};
 use crate::error::RefusalReason;
 use crate::ocsp::{CertRef, CertStatus, Ocsp, Query, QueryError, Verdict};
-use crate::revocation::der::{SEQUENCE, tlv};
+use crate::revocation::der::{INTEGER, Reader, SEQUENCE, tlv};
 use crate::revocation::{RevocationError, RevocationIndex, crl::reason_name, fmt_time};
 
 tokio::task_local! {
@@ -234,26 +234,27 @@ fn ee_serial<'a>(der: &'a CertificateDer<'_>) -> &'a [u8] {
     x509_serial(der.as_ref()).unwrap_or(&[])
 }
 
-/// TBSCertificate.issuer contents (the Name without its SEQUENCE header).
-fn x509_issuer(der: &[u8]) -> Option<&[u8]> {
-    use crate::revocation::der::{INTEGER, Reader};
+/// A reader over TBSCertificate, positioned at serialNumber (read with the same strict DER
+/// reader as CRLs).
+fn tbs_from_serial(der: &[u8]) -> Option<Reader<'_>> {
     let cert = Reader::new(der).expect(SEQUENCE, "Certificate").ok()?;
     let tbs = Reader::new(cert.value).expect(SEQUENCE, "tbsCertificate").ok()?;
     let mut r = Reader::new(tbs.value);
     r.optional(0xa0, "version").ok()?;
+    Some(r)
+}
+
+/// TBSCertificate.serialNumber contents.
+fn x509_serial(der: &[u8]) -> Option<&[u8]> {
+    Some(tbs_from_serial(der)?.expect(INTEGER, "serialNumber").ok()?.value)
+}
+
+/// TBSCertificate.issuer contents (the Name without its SEQUENCE header).
+fn x509_issuer(der: &[u8]) -> Option<&[u8]> {
+    let mut r = tbs_from_serial(der)?;
     r.expect(INTEGER, "serialNumber").ok()?;
     r.expect(SEQUENCE, "signature").ok()?;
     Some(r.expect(SEQUENCE, "issuer").ok()?.value)
-}
-
-/// TBSCertificate.serialNumber contents, read with the same strict DER reader as CRLs.
-fn x509_serial(der: &[u8]) -> Option<&[u8]> {
-    use crate::revocation::der::{INTEGER, Reader};
-    let cert = Reader::new(der).expect(SEQUENCE, "Certificate").ok()?;
-    let tbs = Reader::new(cert.value).expect(SEQUENCE, "tbsCertificate").ok()?;
-    let mut r = Reader::new(tbs.value);
-    r.optional(0xa0, "version").ok()?;
-    Some(r.expect(INTEGER, "serialNumber").ok()?.value)
 }
 
 impl ClientCertVerifier for CrlVerifier {
