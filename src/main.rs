@@ -88,7 +88,7 @@ fn run(flags: RunFlags) -> ExitCode {
         }
     };
     init_logging(config.log_format, &config.log_level);
-    let rt = match tokio::runtime::Runtime::new() {
+    let rt = match runtime() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("kube-crl-proxy: cannot start the runtime: {e}");
@@ -132,6 +132,18 @@ fn run(flags: RunFlags) -> ExitCode {
         tracing::info!("stopped");
         ExitCode::SUCCESS
     })
+}
+
+/// The tokio runtime: one worker thread per core the process may use (its CPU affinity, e.g.
+/// `taskset`), and on one core the current-thread scheduler, which runs the same tasks
+/// without the work-stealing machinery (less CPU per request; see bench/README.md).
+fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if cores == 1 {
+        tokio::runtime::Builder::new_current_thread().enable_all().build()
+    } else {
+        tokio::runtime::Runtime::new()
+    }
 }
 
 /// Writes the bound addresses atomically (temp file + rename), so a reader never sees half:

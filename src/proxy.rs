@@ -104,32 +104,58 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>, shutdown: impl Fu
     }
 }
 
+// The connection task's own state is kept small: the handshake and the HTTP connection are
+// separate boxed futures, so that an idle connection holds only the state it is in, not a
+// slot as large as the largest state (handshake, or the drain after a refusal), which is
+// what a task's future otherwise costs (see "What profiling found" in bench/README.md).
 async fn connection(tcp: TcpStream, remote: SocketAddr, shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
     let _ = tcp.set_nodelay(true);
     let _open = OpenGuard::new(&shared.metrics);
+    let Some(tls) = Box::pin(handshake(tcp, remote, &shared, &mut stop)).await else { return };
+    serve_http(tls, remote, &shared, shared.state.config(), stop).await;
+}
+
+/// The TLS handshake on the current snapshot; `None` when it failed (after the refused
+/// client has been given its alert), timed out, or shutdown began.
+async fn handshake(
+    tcp: TcpStream,
+    remote: SocketAddr,
+    shared: &Shared,
+    stop: &mut watch::Receiver<bool>,
+) -> Option<tokio_rustls::server::TlsStream<TcpStream>> {
     let snapshot = shared.state.snapshot();
-    let config = shared.state.config();
+    let timeout = shared.state.config().tls_handshake_timeout;
     let accept = TlsAcceptor::from(snapshot.server_tls.clone()).accept(tcp).into_fallible();
     let tls = tokio::select! {
-        r = tokio::time::timeout(config.tls_handshake_timeout, PEER.scope(remote, accept)) => r,
-        _ = stop.changed() => return,
+        r = tokio::time::timeout(timeout, PEER.scope(remote, accept)) => r,
+        _ = stop.changed() => return None,
     };
-    let tls = match tls {
+    match tls {
         Err(_) => {
             shared.metrics.handshake("other");
             tracing::debug!(peer = %remote, "TLS handshake timed out");
-            return;
+            None
         }
         Ok(Err((err, tcp))) => {
             shared.metrics.handshake(crate::error::handshake_outcome(&err));
             tracing::debug!(peer = %remote, "TLS handshake failed: {err}");
             close_after_alert(tcp).await;
-            return;
+            None
         }
-        Ok(Ok(tls)) => tls,
-    };
-    drop(snapshot);
+        Ok(Ok(tls)) => Some(tls),
+    }
+}
 
+/// Sets up the HTTP side of a connection after its handshake (identity, registration,
+/// service, hyper connection) and returns it as one boxed future, so that none of it is part
+/// of the connection task's own state.
+fn serve_http(
+    tls: tokio_rustls::server::TlsStream<TcpStream>,
+    remote: SocketAddr,
+    shared: &Shared,
+    config: &crate::config::Config,
+    stop: watch::Receiver<bool>,
+) -> std::pin::Pin<Box<dyn Future<Output = ()> + Send>> {
     let (_, session) = tls.get_ref();
     let h2 = session.alpn_protocol() == Some(b"h2");
     shared.metrics.handshake(if session.peer_certificates().is_some_and(|c| !c.is_empty()) { "ok" } else { "no_cert" });
@@ -171,22 +197,18 @@ async fn connection(tcp: TcpStream, remote: SocketAddr, shared: Arc<Shared>, mut
         let upstream = state.snapshot().upstream.clone();
         let (info, metrics) = (info.clone(), metrics.clone());
         let busy = svc_activity.start();
-        async move {
+        // Boxed: hyper's HTTP/1.1 server keeps a slot of the service future's size for each
+        // connection, idle or not; boxed, the slot is one pointer and the future lives only
+        // while a request does.
+        let fut: BoxedResponse = Box::pin(async move {
             let resp = upstream.handle(req, &info, &metrics).await;
-            Ok::<_, std::convert::Infallible>(resp.map(|body| Tracked { body, _busy: busy }.boxed()))
-        }
+            Ok(resp.map(|body| Tracked { body, _busy: busy }.boxed()))
+        });
+        fut
     });
     let limits = config.limits;
 
-    let life = Life {
-        stop: &mut stop,
-        close,
-        expires,
-        registration: registration.as_deref(),
-        remote,
-        activity,
-        idle_timeout: limits.idle_timeout,
-    };
+    let life = Life { stop, close, expires, registration, remote, activity, idle_timeout: limits.idle_timeout };
     if h2 {
         let conn = http2::Builder::new(TokioExecutor::new())
             .timer(TokioTimer::new())
@@ -195,7 +217,7 @@ async fn connection(tcp: TcpStream, remote: SocketAddr, shared: Arc<Shared>, mut
             .max_pending_accept_reset_streams(limits.http2_max_pending_accept_reset_streams)
             .max_local_error_reset_streams(limits.http2_max_local_error_reset_streams)
             .serve_connection(io, svc);
-        drive(conn, life, |c| c.graceful_shutdown()).await;
+        Box::pin(drive(conn, life, |c| c.graceful_shutdown()))
     } else {
         let mut b = http1::Builder::new();
         b.timer(TokioTimer::new())
@@ -203,16 +225,20 @@ async fn connection(tcp: TcpStream, remote: SocketAddr, shared: Arc<Shared>, mut
             .max_header_size(limits.max_header_bytes)
             .max_buf_size((limits.max_header_bytes + 64 * 1024).max(8192));
         let conn = b.serve_connection(io, svc).with_upgrades();
-        drive(conn, life, |c| c.graceful_shutdown()).await;
+        Box::pin(drive(conn, life, |c| c.graceful_shutdown()))
     }
 }
 
+/// The service's future, boxed (see `connection`).
+type BoxedResponse =
+    std::pin::Pin<Box<dyn Future<Output = Result<hyper::Response<ProxyBody>, std::convert::Infallible>> + Send>>;
+
 /// What can end a connection besides its client.
-struct Life<'a> {
-    stop: &'a mut watch::Receiver<bool>,
+struct Life {
+    stop: watch::Receiver<bool>,
     close: Option<CloseSignal>,
     expires: Option<tokio::time::Instant>,
-    registration: Option<&'a Registration>,
+    registration: Option<Arc<Registration>>,
     remote: SocketAddr,
     activity: Arc<Activity>,
     idle_timeout: Duration,
@@ -285,12 +311,12 @@ impl hyper::body::Body for Tracked {
 /// Runs a connection to completion. On shutdown it is asked to finish in-flight requests;
 /// when its certificate is revoked or expires it is asked to go away (HTTP/2 GOAWAY) and
 /// dropped after [`CLOSE_LINGER`], long watches included.
-async fn drive<C, E>(conn: C, life: Life<'_>, graceful: impl Fn(std::pin::Pin<&mut C>))
+async fn drive<C, E>(conn: C, life: Life, graceful: impl Fn(std::pin::Pin<&mut C>))
 where
     C: Future<Output = Result<(), E>>,
     E: std::fmt::Display,
 {
-    let Life { stop, mut close, expires, registration, remote, activity, idle_timeout } = life;
+    let Life { mut stop, mut close, expires, registration, remote, activity, idle_timeout } = life;
     activity.last_end_ms.store(activity.now_ms(), Ordering::Relaxed);
     let mut idle_check =
         tokio::time::interval((idle_timeout / 4).clamp(Duration::from_millis(100), Duration::from_secs(5)));
@@ -328,7 +354,7 @@ where
             }
             _ = &mut expiry, if expiry_armed => {
                 expiry_armed = false;
-                if let Some(r) = registration {
+                if let Some(r) = &registration {
                     r.close(CloseReason::Expired);
                 }
             }
@@ -372,7 +398,7 @@ fn instant_of(not_after: i64) -> Option<tokio::time::Instant> {
 async fn close_after_alert(mut tcp: TcpStream) {
     let _ = tcp.flush().await;
     let _ = tcp.shutdown().await;
-    let mut buf = [0u8; 8192];
+    let mut buf = vec![0u8; 8192];
     let mut total = 0usize;
     let deadline = tokio::time::Instant::now() + DRAIN_TIME;
     while total < DRAIN_BYTES {
