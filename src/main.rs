@@ -4,7 +4,7 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use kube_crl_proxy::config::{Config, LogFormat, RunFlags};
+use kube_crl_proxy::config::{Config, LogFormat, OcspMode, RunFlags};
 
 /// Exit status for a bad flag, config field or file (EX_USAGE).
 const EXIT_USAGE: u8 = 64;
@@ -88,7 +88,7 @@ fn run(flags: RunFlags) -> ExitCode {
         }
     };
     init_logging(config.log_format, &config.log_level);
-    let rt = match runtime() {
+    let rt = match runtime(&config) {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("kube-crl-proxy: cannot start the runtime: {e}");
@@ -135,11 +135,13 @@ fn run(flags: RunFlags) -> ExitCode {
 }
 
 /// The tokio runtime: one worker thread per core the process may use (its CPU affinity, e.g.
-/// `taskset`), and on one core the current-thread scheduler, which runs the same tasks
-/// without the work-stealing machinery (less CPU per request; see bench/README.md).
-fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+/// `taskset`). On one core, the current-thread scheduler runs the same tasks without the
+/// work-stealing machinery (less CPU per request; see bench/README.md) — unless OCSP is on:
+/// a handshake waiting for the responder hands its worker over with `block_in_place`, which
+/// needs the multi-thread scheduler, or every other connection would stall behind it.
+fn runtime(config: &Config) -> std::io::Result<tokio::runtime::Runtime> {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    if cores == 1 {
+    if cores == 1 && config.ocsp.mode == OcspMode::Off {
         tokio::runtime::Builder::new_current_thread().enable_all().build()
     } else {
         tokio::runtime::Runtime::new()
