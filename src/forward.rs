@@ -28,6 +28,10 @@ use crate::metrics::{Metrics, RequestLabels};
 /// The body type flowing through the proxy, both ways.
 pub type ProxyBody = BoxBody<Bytes, hyper::Error>;
 
+/// A downstream request's body: hyper's, or hyper's seen through a wrapper (`crate::h1`).
+pub trait RequestBody: hyper::body::Body<Data = Bytes, Error = hyper::Error> + Send + Sync + 'static {}
+impl<B: hyper::body::Body<Data = Bytes, Error = hyper::Error> + Send + Sync + 'static> RequestBody for B {}
+
 type HttpsClient = Client<Deadline<HttpsConnector<HttpConnector>>, ProxyBody>;
 
 /// A connector whose whole connect — TCP and the TLS handshake — must finish within
@@ -275,7 +279,12 @@ impl Upstream {
     }
 
     /// Proxies one request. Never fails: errors become Kubernetes `Status` responses.
-    pub async fn handle(&self, req: Request<Incoming>, conn: &ConnInfo, metrics: &Arc<Metrics>) -> Response<ProxyBody> {
+    pub async fn handle<B: RequestBody>(
+        &self,
+        req: Request<B>,
+        conn: &ConnInfo,
+        metrics: &Arc<Metrics>,
+    ) -> Response<ProxyBody> {
         let method = crate::metrics::method_label(req.method());
         let verb = crate::metrics::verb_class(&req);
         let access = self.access_log.then(|| (req.method().to_string(), req.uri().path().to_string(), Instant::now()));
@@ -306,9 +315,9 @@ impl Upstream {
         }
     }
 
-    async fn respond(
+    async fn respond<B: RequestBody>(
         &self,
-        req: Request<Incoming>,
+        req: Request<B>,
         conn: &ConnInfo,
         metrics: &Arc<Metrics>,
     ) -> (Response<ProxyBody>, Option<String>) {
@@ -329,9 +338,9 @@ impl Upstream {
         }
     }
 
-    async fn forward(
+    async fn forward<B: RequestBody>(
         &self,
-        mut req: Request<Incoming>,
+        mut req: Request<B>,
         conn: &ConnInfo,
         metrics: &Arc<Metrics>,
         served_by: &mut Option<String>,

@@ -34,6 +34,7 @@ pub mod demo;
 pub mod error;
 pub mod fetch;
 pub mod forward;
+pub mod h1;
 pub mod identity;
 pub mod metrics;
 pub mod ocsp;

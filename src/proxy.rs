@@ -52,7 +52,7 @@ impl Drop for OpenGuard {
 const DRAIN_TIME: Duration = Duration::from_secs(2);
 const DRAIN_BYTES: usize = 256 * 1024;
 /// After GOAWAY / close is requested on a revoked connection, how long it may take to go.
-const CLOSE_LINGER: Duration = Duration::from_millis(250);
+pub(crate) const CLOSE_LINGER: Duration = Duration::from_millis(250);
 
 /// Accepts connections until `shutdown` resolves, then lets in-flight requests finish for
 /// up to `grace` and returns.
@@ -187,29 +187,15 @@ fn serve_http(
 
     let info =
         Arc::new(ConnInfo { remote, identity, close: close.clone(), registration: registration.clone(), expires });
-    let io = TokioIo::new(tls);
     let state = shared.state.clone();
     let metrics = shared.metrics.clone();
     let activity = Arc::new(Activity::default());
     let svc_activity = activity.clone();
-    let svc = service_fn(move |req| {
-        // Per request, so that a rotated front-proxy certificate applies to open connections.
-        let upstream = state.snapshot().upstream.clone();
-        let (info, metrics) = (info.clone(), metrics.clone());
-        let busy = svc_activity.start();
-        // Boxed: hyper's HTTP/1.1 server keeps a slot of the service future's size for each
-        // connection, idle or not; boxed, the slot is one pointer and the future lives only
-        // while a request does.
-        let fut: BoxedResponse = Box::pin(async move {
-            let resp = upstream.handle(req, &info, &metrics).await;
-            Ok(resp.map(|body| Tracked { body, _busy: busy }.boxed()))
-        });
-        fut
-    });
     let limits = config.limits;
-
     let life = Life { stop, close, expires, registration, remote, activity, idle_timeout: limits.idle_timeout };
     if h2 {
+        let svc = service_fn(move |req| respond(req, &state, &info, &metrics, &svc_activity));
+        let io = TokioIo::new(tls);
         let conn = http2::Builder::new(TokioExecutor::new())
             .timer(TokioTimer::new())
             .max_concurrent_streams(limits.http2_max_concurrent_streams)
@@ -219,14 +205,39 @@ fn serve_http(
             .serve_connection(io, svc);
         Box::pin(drive(conn, life, |c| c.graceful_shutdown()))
     } else {
+        let svc = service_fn(move |req| {
+            let req = crate::h1::on_request(&svc_activity, req);
+            respond(req, &state, &info, &metrics, &svc_activity)
+        });
         let mut b = http1::Builder::new();
         b.timer(TokioTimer::new())
             .header_read_timeout(config.request_header_timeout)
             .max_header_size(limits.max_header_bytes)
             .max_buf_size((limits.max_header_bytes + 64 * 1024).max(8192));
-        let conn = b.serve_connection(io, svc).with_upgrades();
-        Box::pin(drive(conn, life, |c| c.graceful_shutdown()))
+        Box::pin(crate::h1::serve(Box::new(tls), svc, b, life, config.request_header_timeout))
     }
+}
+
+/// The service: one request, forwarded upstream; counted in flight until its response body
+/// ends.
+fn respond<B: crate::forward::RequestBody>(
+    req: hyper::Request<B>,
+    state: &Arc<State>,
+    info: &Arc<ConnInfo>,
+    metrics: &Arc<Metrics>,
+    activity: &Arc<Activity>,
+) -> BoxedResponse {
+    // Per request, so that a rotated front-proxy certificate applies to open connections.
+    let upstream = state.snapshot().upstream.clone();
+    let (info, metrics) = (info.clone(), metrics.clone());
+    let busy = activity.start();
+    // Boxed: hyper's HTTP/1.1 server keeps a slot of the service future's size for each
+    // connection, idle or not; boxed, the slot is one pointer and the future lives only
+    // while a request does.
+    Box::pin(async move {
+        let resp = upstream.handle(req, &info, &metrics).await;
+        Ok(resp.map(|body| Tracked { body, _busy: busy }.boxed()))
+    })
 }
 
 /// The service's future, boxed (see `connection`).
@@ -234,24 +245,27 @@ type BoxedResponse =
     std::pin::Pin<Box<dyn Future<Output = Result<hyper::Response<ProxyBody>, std::convert::Infallible>> + Send>>;
 
 /// What can end a connection besides its client.
-struct Life {
-    stop: watch::Receiver<bool>,
-    close: Option<CloseSignal>,
-    expires: Option<tokio::time::Instant>,
-    registration: Option<Arc<Registration>>,
-    remote: SocketAddr,
-    activity: Arc<Activity>,
-    idle_timeout: Duration,
+pub(crate) struct Life {
+    pub stop: watch::Receiver<bool>,
+    pub close: Option<CloseSignal>,
+    pub expires: Option<tokio::time::Instant>,
+    pub registration: Option<Arc<Registration>>,
+    pub remote: SocketAddr,
+    pub activity: Arc<Activity>,
+    pub idle_timeout: Duration,
 }
 
 /// Requests in flight on a connection (until their response body ends) and when the last
-/// one ended, for `--idle-timeout`.
+/// one ended, for `--idle-timeout`; for HTTP/1.1 also what parking needs (`crate::h1`).
 #[derive(Default)]
-struct Activity {
+pub(crate) struct Activity {
     in_flight: AtomicUsize,
+    /// Requests started on this connection.
+    requests: AtomicU64,
     /// Milliseconds since `epoch` of the last request end (or the connection start).
     last_end_ms: AtomicU64,
     epoch: std::sync::OnceLock<std::time::Instant>,
+    pub park: crate::h1::Park,
 }
 
 impl Activity {
@@ -262,11 +276,31 @@ impl Activity {
 
     fn start(self: &Arc<Self>) -> Busy {
         self.in_flight.fetch_add(1, Ordering::Relaxed);
+        self.requests.fetch_add(1, Ordering::Relaxed);
         Busy(self.clone())
     }
 
+    /// Records now as the last request end (done once at the connection start).
+    pub fn mark_end(&self) {
+        self.last_end_ms.store(self.now_ms(), Ordering::Relaxed);
+    }
+
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+
+    pub fn requests_seen(&self) -> u64 {
+        self.requests.load(Ordering::Relaxed)
+    }
+
+    /// When the last request ended (or the connection started).
+    pub fn last_end(&self) -> tokio::time::Instant {
+        let ago = self.now_ms().saturating_sub(self.last_end_ms.load(Ordering::Relaxed));
+        tokio::time::Instant::now() - Duration::from_millis(ago)
+    }
+
     /// Idle for at least `timeout`: nothing in flight since then.
-    fn idle_for(&self, timeout: Duration) -> bool {
+    pub fn idle_for(&self, timeout: Duration) -> bool {
         self.in_flight.load(Ordering::Relaxed) == 0
             && self.now_ms().saturating_sub(self.last_end_ms.load(Ordering::Relaxed)) >= timeout.as_millis() as u64
     }
@@ -277,7 +311,8 @@ struct Busy(Arc<Activity>);
 
 impl Drop for Busy {
     fn drop(&mut self) {
-        self.0.last_end_ms.store(self.0.now_ms(), Ordering::Relaxed);
+        self.0.mark_end();
+        self.0.park.request_ended();
         self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
     }
 }
@@ -317,7 +352,7 @@ where
     E: std::fmt::Display,
 {
     let Life { mut stop, mut close, expires, registration, remote, activity, idle_timeout } = life;
-    activity.last_end_ms.store(activity.now_ms(), Ordering::Relaxed);
+    activity.mark_end();
     let mut idle_check =
         tokio::time::interval((idle_timeout / 4).clamp(Duration::from_millis(100), Duration::from_secs(5)));
     idle_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

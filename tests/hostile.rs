@@ -1224,6 +1224,110 @@ async fn idle_connections_close_but_watches_stay() {
     assert!(start.elapsed() >= Duration::from_secs(3));
 }
 
+/// Reads from `s` into `buf` until `done(buf)` holds; panics with what arrived if the
+/// connection ends or `WAIT` passes first.
+async fn read_until<S: AsyncRead + Unpin>(s: &mut S, buf: &mut Vec<u8>, what: &str, done: impl Fn(&[u8]) -> bool) {
+    let deadline = Instant::now() + WAIT;
+    let mut chunk = vec![0u8; 16 * 1024];
+    while !done(buf) {
+        match timeout_at(deadline, s.read(&mut chunk)).await {
+            Ok(Ok(n)) if n > 0 => buf.extend_from_slice(&chunk[..n]),
+            other => panic!("{what}: {other:?} after {:?}", String::from_utf8_lossy(buf)),
+        }
+    }
+}
+
+/// Responses complete in `data` whose last body is `last` (a streamed body can be parsed
+/// early, partially).
+fn responses_ending(data: &[u8], n: usize, last: &[u8]) -> bool {
+    let r = parse_h1(data);
+    r.len() >= n && r[n - 1].body.ends_with(last)
+}
+
+/// Defends: nothing is lost or reordered when an idle HTTP/1.1 connection gives its
+/// buffers back between requests (`src/h1.rs`). On one connection: a request after a
+/// pause, a request head split by a pause, two pipelined requests written together with
+/// the start of a third whose rest comes later, and a body split by a pause. Every
+/// request is answered, in order, with its own response, and the connection stays open.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parked_http1_connections_lose_and_reorder_nothing() {
+    let env = Env::start(&[]).await;
+    let mut s = tls_stream(&env, Some(&env.pki.alice), Http::H1).await;
+    let pause = || tokio::time::sleep(Duration::from_millis(300));
+    let version = b"GET /version HTTP/1.1\r\nHost: localhost\r\n\r\n";
+    let marked = |m: &str| format!("GET /_sim/headers HTTP/1.1\r\nHost: localhost\r\nX-Marker: {m}\r\n\r\n");
+    let mut data = Vec::new();
+
+    s.write_all(version).await.unwrap();
+    read_until(&mut s, &mut data, "first request", |d| parse_h1(d).len() == 1).await;
+    pause().await;
+
+    // A head in two writes, with the connection idle in between.
+    s.write_all(b"GET /_sim/headers HTTP/1.1\r\nHost: localhost\r\n").await.unwrap();
+    pause().await;
+    s.write_all(b"X-Marker: split\r\n\r\n").await.unwrap();
+    read_until(&mut s, &mut data, "split head", |d| responses_ending(d, 2, b"}")).await;
+    pause().await;
+
+    // Two whole requests and the start of a third in one write; the rest of it later.
+    let third = marked("three");
+    let (third_a, third_b) = third.split_at(20);
+    let burst = [marked("one").as_bytes(), marked("two").as_bytes(), third_a.as_bytes()].concat();
+    s.write_all(&burst).await.unwrap();
+    read_until(&mut s, &mut data, "pipelined pair", |d| responses_ending(d, 4, b"}")).await;
+    pause().await;
+    s.write_all(third_b.as_bytes()).await.unwrap();
+    read_until(&mut s, &mut data, "third, completed late", |d| responses_ending(d, 5, b"}")).await;
+    pause().await;
+
+    // A body in two writes, with a pause between.
+    s.write_all(b"POST /_sim/echo HTTP/1.1\r\nHost: localhost\r\nContent-Length: 10\r\n\r\nhello").await.unwrap();
+    pause().await;
+    s.write_all(b"world").await.unwrap();
+    read_until(&mut s, &mut data, "split body", |d| responses_ending(d, 6, b"helloworld")).await;
+    pause().await;
+    s.write_all(version).await.unwrap();
+    read_until(&mut s, &mut data, "after the body", |d| parse_h1(d).len() == 7).await;
+
+    let r = parse_h1(&data);
+    assert_eq!(r.len(), 7, "{}", String::from_utf8_lossy(&data));
+    assert!(r.iter().all(|r| r.status == 200), "{}", String::from_utf8_lossy(&data));
+    let marker = |i: usize| -> String {
+        let v = r[i].json();
+        let headers = v["headers"].as_array().cloned().unwrap_or_default();
+        let found = headers.iter().find(|h| h[0] == "x-marker").and_then(|h| h[1].as_str().map(str::to_string));
+        found.unwrap_or_else(|| panic!("response {i} has no x-marker: {v}"))
+    };
+    assert_eq!([marker(1), marker(2), marker(3), marker(4)], ["split", "one", "two", "three"]);
+    assert_eq!(r[5].body, b"helloworld");
+    assert_eq!(r[0].body, r[6].body, "/version twice");
+}
+
+/// Defends: a client that completes the TLS handshake and never sends a request is closed
+/// after `--request-header-timeout`; a keep-alive connection between requests is governed
+/// by `--idle-timeout` instead (here longer), so it is still usable after the header
+/// timeout has passed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_clients_get_the_header_timeout_and_keep_alive_the_idle_timeout() {
+    let env = Env::start(&["--request-header-timeout", "1s", "--idle-timeout", "6s"]).await;
+    let started = Instant::now();
+    let mut silent = tls_stream(&env, Some(&env.pki.alice), Http::H1).await;
+    let mut kept = tls_stream(&env, Some(&env.pki.alice), Http::H1).await;
+    let mut data = Vec::new();
+    kept.write_all(b"GET /version HTTP/1.1\r\nHost: localhost\r\n\r\n").await.unwrap();
+    read_until(&mut kept, &mut data, "first request", |d| parse_h1(d).len() == 1).await;
+
+    let (raw, closed) = read_to_close(&mut silent, WAIT).await;
+    assert!(closed && raw.is_empty(), "a silent client was not closed: {raw:?}");
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(5), "closed after {took:?}, not after the 1 s header timeout");
+
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    kept.write_all(b"GET /version HTTP/1.1\r\nHost: localhost\r\n\r\n").await.unwrap();
+    read_until(&mut kept, &mut data, "a request after the header timeout", |d| parse_h1(d).len() == 2).await;
+    assert_eq!(parse_h1(&data)[1].status, 200);
+}
+
 // ---------------------------------------------------------------------------
 // 8. --max-connections
 

@@ -1,0 +1,345 @@
+//! HTTP/1.1 connections that hold no HTTP buffers while idle. hyper keeps a connection's
+//! read and write buffers (8 KiB each) and its state for the connection's whole life; here,
+//! whenever hyper is idle between requests, the TLS stream is taken back from it
+//! (`into_parts`), the connection waits for the client's next bytes with nothing but the
+//! stream ("parked"), and a fresh hyper connection serves them (a "round").
+//!
+//! Taking the stream back is safe only when hyper holds nothing that would be lost: no
+//! request in flight or unread request body, every response byte flushed to the socket, no
+//! upgrade under way, and hyper waiting on an empty socket. [`Park`] tracks those from the
+//! stream ([`RoundIo`]), the request body ([`Watched`]) and the service. Bytes hyper had read
+//! but not parsed (a pipelined request's start) come back with the stream and are served
+//! first in the next round, so nothing a client sends is dropped or reordered.
+//!
+//! Deadlines while parked: before the first request `--request-header-timeout` (or
+//! `--idle-timeout` if shorter), after a request `--idle-timeout`. Within a round hyper's own
+//! request-head timer (`--request-header-timeout`) applies, also to a round that cannot park.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::{Buf, Bytes};
+use hyper::body::{Body, Frame, Incoming, SizeHint};
+use hyper::server::conn::http1;
+use hyper::service::HttpService;
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::TcpStream;
+use tokio_rustls::server::TlsStream;
+
+use crate::conns::CloseReason;
+use crate::forward::ProxyBody;
+use crate::proxy::{Activity, CLOSE_LINGER, Life, wait_close};
+
+/// What decides whether hyper may be parked; shared by the stream, the request body and the
+/// connection. One task touches it at a time; atomics only make it `Sync`.
+#[derive(Default)]
+pub struct Park {
+    /// Bytes were handed to hyper since the last request ended (or the round began): it may
+    /// be in the middle of a request head.
+    delivered: AtomicBool,
+    /// hyper's last read found the socket empty.
+    read_waiting: AtomicBool,
+    /// Bytes were written since the last completed flush.
+    unflushed: AtomicBool,
+    /// The current request's body has not been read to its end.
+    body_open: AtomicBool,
+    /// A request of this round asked for an upgrade: hyper hands the stream over itself.
+    upgrading: AtomicBool,
+}
+
+impl Park {
+    /// hyper is idle between requests and holds nothing that would be lost.
+    fn ready(&self, activity: &Activity) -> bool {
+        activity.in_flight() == 0
+            && self.read_waiting.load(Ordering::Relaxed)
+            && !self.delivered.load(Ordering::Relaxed)
+            && !self.unflushed.load(Ordering::Relaxed)
+            && !self.body_open.load(Ordering::Relaxed)
+            && !self.upgrading.load(Ordering::Relaxed)
+    }
+
+    /// A request's response has ended (its body sent or dropped).
+    pub fn request_ended(&self) {
+        self.delivered.store(false, Ordering::Relaxed);
+    }
+
+    fn new_round(&self) {
+        for flag in [&self.delivered, &self.read_waiting, &self.unflushed, &self.body_open, &self.upgrading] {
+            flag.store(false, Ordering::Relaxed);
+        }
+    }
+}
+
+/// A request head was parsed: note its body and upgrade in the connection's [`Park`], and
+/// watch the body's end.
+pub(crate) fn on_request(activity: &Arc<Activity>, req: hyper::Request<Incoming>) -> hyper::Request<Watched> {
+    let park = &activity.park;
+    park.body_open.store(!req.body().is_end_stream(), Ordering::Relaxed);
+    if req.headers().contains_key(hyper::header::UPGRADE) {
+        park.upgrading.store(true, Ordering::Relaxed);
+    }
+    req.map(|body| Watched { body, activity: activity.clone() })
+}
+
+/// A request body that tells [`Park`] when it has been read to its end.
+pub struct Watched {
+    body: Incoming,
+    activity: Arc<Activity>,
+}
+
+impl Body for Watched {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let r = Pin::new(&mut self.body).poll_frame(cx);
+        if matches!(r, Poll::Ready(None)) || self.body.is_end_stream() {
+            self.activity.park.body_open.store(false, Ordering::Relaxed);
+        }
+        r
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
+
+/// The TLS stream as hyper sees it for one round: bytes left over from the last round
+/// first, then the stream; records reads and flushes for [`Park`].
+struct RoundIo {
+    tls: Box<TlsStream<TcpStream>>,
+    prefix: Bytes,
+    activity: Arc<Activity>,
+}
+
+impl AsyncRead for RoundIo {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        if !this.prefix.is_empty() {
+            let n = this.prefix.len().min(buf.remaining());
+            buf.put_slice(&this.prefix[..n]);
+            this.prefix.advance(n);
+            this.activity.park.delivered.store(true, Ordering::Relaxed);
+            this.activity.park.read_waiting.store(false, Ordering::Relaxed);
+            return Poll::Ready(Ok(()));
+        }
+        let before = buf.filled().len();
+        let r = Pin::new(&mut this.tls).poll_read(cx, buf);
+        match &r {
+            Poll::Pending => this.activity.park.read_waiting.store(true, Ordering::Relaxed),
+            Poll::Ready(_) => {
+                this.activity.park.read_waiting.store(false, Ordering::Relaxed);
+                if buf.filled().len() > before {
+                    this.activity.park.delivered.store(true, Ordering::Relaxed);
+                }
+            }
+        }
+        r
+    }
+}
+
+impl AsyncWrite for RoundIo {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<std::io::Result<usize>> {
+        let this = self.get_mut();
+        this.activity.park.unflushed.store(true, Ordering::Relaxed);
+        Pin::new(&mut this.tls).poll_write(cx, data)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        let this = self.get_mut();
+        this.activity.park.unflushed.store(true, Ordering::Relaxed);
+        Pin::new(&mut this.tls).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.tls.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        let r = Pin::new(&mut this.tls).poll_flush(cx);
+        if matches!(r, Poll::Ready(Ok(()))) {
+            this.activity.park.unflushed.store(false, Ordering::Relaxed);
+        }
+        r
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().tls).poll_shutdown(cx)
+    }
+}
+
+/// What can end a connection besides its client, as the parked wait and the rounds share it.
+struct Signals {
+    stop: tokio::sync::watch::Receiver<bool>,
+    close: Option<crate::conns::CloseSignal>,
+    /// The certificate's expiry (`--close-expired-connections`), until it has fired.
+    expiry: Option<Pin<Box<tokio::time::Sleep>>>,
+    registration: Option<Arc<crate::conns::Registration>>,
+    remote: std::net::SocketAddr,
+}
+
+/// Resolves when the certificate has expired, after telling its registration (which fires
+/// `close`); never without an expiry.
+async fn expired(
+    expiry: &mut Option<Pin<Box<tokio::time::Sleep>>>,
+    registration: &Option<Arc<crate::conns::Registration>>,
+) {
+    match expiry {
+        Some(sleep) => sleep.as_mut().await,
+        None => std::future::pending().await,
+    }
+    *expiry = None;
+    if let Some(r) = registration {
+        r.close(CloseReason::Expired);
+    }
+}
+
+/// Serves an HTTP/1.1 connection, parking it whenever it is idle (see the module doc).
+pub(crate) async fn serve<S>(
+    tls: Box<TlsStream<TcpStream>>,
+    service: S,
+    builder: http1::Builder,
+    life: Life,
+    header_timeout: Duration,
+) where
+    S: HttpService<Incoming, ResBody = ProxyBody> + Send + Unpin + 'static,
+    S::Future: Send + Unpin + 'static,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let Life { stop, close, expires, registration, remote, activity, idle_timeout } = life;
+    activity.mark_end();
+    let first_deadline = tokio::time::Instant::now() + header_timeout.min(idle_timeout);
+    let expiry = expires.map(|at| Box::pin(tokio::time::sleep_until(at)));
+    let mut signals = Signals { stop, close, expiry, registration, remote };
+    // The stream is boxed (by the caller: an argument is part of the future too) and the
+    // parked wait and each round are futures of their own, so that the connection's state
+    // is only what the phase it is in needs (see "What profiling found" in bench/README.md).
+    let (mut tls, mut prefix, mut service) = (tls, Bytes::new(), service);
+    // The first round starts at once: the client's first request may have come with its
+    // last handshake message, already read from the socket into rustls.
+    let mut first = true;
+    loop {
+        if prefix.is_empty() && !std::mem::take(&mut first) {
+            let deadline = match activity.requests_seen() {
+                0 => first_deadline,
+                _ => activity.last_end() + idle_timeout,
+            };
+            if !Box::pin(parked(&tls, &mut signals, deadline)).await {
+                return close_parked(tls).await;
+            }
+        }
+        activity.park.new_round();
+        let io = RoundIo { tls, prefix, activity: activity.clone() };
+        let conn = Box::pin(builder.serve_connection(TokioIo::new(io), service).with_upgrades());
+        match Box::pin(round(conn, &mut signals, &activity)).await {
+            Some((t, p, s)) => (tls, prefix, service) = (t, p, s),
+            None => return,
+        }
+    }
+}
+
+/// Parked: nothing but the stream until the client sends something. `true` when it has,
+/// `false` when the connection is to close (shutdown, revocation, expiry, `deadline`).
+async fn parked(tls: &TlsStream<TcpStream>, signals: &mut Signals, deadline: tokio::time::Instant) -> bool {
+    tracing::trace!(peer = %signals.remote, "parked");
+    let remote = signals.remote;
+    loop {
+        if *signals.stop.borrow() {
+            return false;
+        }
+        tokio::select! {
+            r = tls.get_ref().0.readable() => return r.is_ok(),
+            _ = signals.stop.changed() => return false,
+            reason = wait_close(&mut signals.close) => {
+                tracing::info!(peer = %remote, reason = reason.label(), "closing connection");
+                return false;
+            }
+            _ = tokio::time::sleep_until(deadline) => {
+                tracing::debug!(peer = %remote, "closing idle connection (--idle-timeout / --request-header-timeout)");
+                return false;
+            }
+            _ = expired(&mut signals.expiry, &signals.registration) => {}
+        }
+    }
+}
+
+/// One round: a fresh hyper connection until it goes idle (then the stream, hyper's
+/// unparsed bytes and the service come back) or the connection is over (`None`: closed by
+/// either side, an error, shutdown, revocation, or an upgrade took the stream). hyper's
+/// request-head timer bounds a round that cannot park (a head trickling in, the rest of a
+/// request body hyper drains).
+type Conn<S> = http1::UpgradeableConnection<TokioIo<RoundIo>, S>;
+async fn round<S>(
+    mut conn: Pin<Box<Conn<S>>>,
+    signals: &mut Signals,
+    activity: &Arc<Activity>,
+) -> Option<(Box<TlsStream<TcpStream>>, Bytes, S)>
+where
+    S: HttpService<Incoming, ResBody = ProxyBody> + Send + Unpin + 'static,
+    S::Future: Send + Unpin + 'static,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let remote = signals.remote;
+    let mut stopping = false;
+    loop {
+        let until_idle = std::future::poll_fn(|cx| match conn.as_mut().poll(cx) {
+            Poll::Ready(r) => Poll::Ready(Some(r)),
+            Poll::Pending if !stopping && activity.park.ready(activity) => Poll::Ready(None),
+            Poll::Pending => Poll::Pending,
+        });
+        tokio::select! {
+            r = until_idle => return match r {
+                Some(r) => {
+                    if let Err(e) = r {
+                        tracing::debug!(peer = %remote, "connection ended: {e}");
+                    }
+                    None
+                }
+                None => {
+                    let parts = Pin::into_inner(conn).into_parts()?;
+                    let RoundIo { tls, prefix, .. } = parts.io.into_inner();
+                    Some((tls, join(prefix, parts.read_buf), parts.service))
+                }
+            },
+            _ = signals.stop.changed(), if !stopping => {
+                stopping = true;
+                conn.as_mut().graceful_shutdown();
+            }
+            reason = wait_close(&mut signals.close) => {
+                tracing::info!(peer = %remote, reason = reason.label(), "closing connection");
+                conn.as_mut().graceful_shutdown();
+                let _ = tokio::time::timeout(CLOSE_LINGER, conn.as_mut()).await;
+                return None;
+            }
+            _ = expired(&mut signals.expiry, &signals.registration) => {}
+        }
+    }
+}
+
+/// Unparsed bytes: what was left of the last prefix (hyper reads all of it before it waits
+/// on the socket, so normally nothing) and hyper's read buffer. Copied out: a `Bytes` from
+/// hyper's buffer, even an empty one, would keep its whole 8 KiB allocation alive.
+fn join(rest: Bytes, read_buf: Bytes) -> Bytes {
+    if rest.is_empty() && read_buf.is_empty() {
+        return Bytes::new();
+    }
+    Bytes::from([rest.as_ref(), read_buf.as_ref()].concat())
+}
+
+/// Closes a parked connection as hyper would an idle one: TLS close_notify, then FIN.
+async fn close_parked(mut tls: Box<TlsStream<TcpStream>>) {
+    let _ = tokio::time::timeout(CLOSE_LINGER, tls.shutdown()).await;
+}
