@@ -1,8 +1,8 @@
 //! HTTP/1.1 connections that hold no HTTP buffers while idle. hyper keeps a connection's
 //! read and write buffers (8 KiB each) and its state for the connection's whole life; here,
-//! whenever hyper is idle between requests, the TLS stream is taken back from it
-//! (`into_parts`), the connection waits for the client's next bytes with nothing but the
-//! stream ("parked"), and a fresh hyper connection serves them (a "round").
+//! once hyper has been idle between requests for [`PARK_AFTER`], the TLS stream is taken
+//! back from it (`into_parts`), the connection waits for the client's next bytes with
+//! nothing but the stream ("parked"), and a fresh hyper connection serves them (a "round").
 //!
 //! Taking the stream back is safe only when hyper holds nothing that would be lost: no
 //! request in flight or unread request body, every response byte flushed to the socket, no
@@ -33,6 +33,11 @@ use tokio_rustls::server::TlsStream;
 use crate::conns::CloseReason;
 use crate::forward::ProxyBody;
 use crate::proxy::{Activity, CLOSE_LINGER, Life, wait_close};
+
+/// How long a connection stays idle in hyper before it is parked, and how often that is
+/// checked: a busy keep-alive connection (a request every few milliseconds) never pays for
+/// parking, an idle one is parked within twice this.
+const PARK_AFTER: Duration = Duration::from_millis(100);
 
 /// What decides whether hyper may be parked; shared by the stream, the request body and the
 /// connection. One task touches it at a time; atomics only make it `Sync`.
@@ -294,26 +299,23 @@ where
 {
     let remote = signals.remote;
     let mut stopping = false;
+    let mut park_check = tokio::time::interval_at(tokio::time::Instant::now() + PARK_AFTER, PARK_AFTER);
+    park_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        let until_idle = std::future::poll_fn(|cx| match conn.as_mut().poll(cx) {
-            Poll::Ready(r) => Poll::Ready(Some(r)),
-            Poll::Pending if !stopping && activity.park.ready(activity) => Poll::Ready(None),
-            Poll::Pending => Poll::Pending,
-        });
         tokio::select! {
-            r = until_idle => return match r {
-                Some(r) => {
-                    if let Err(e) = r {
-                        tracing::debug!(peer = %remote, "connection ended: {e}");
-                    }
-                    None
+            r = conn.as_mut() => {
+                if let Err(e) = r {
+                    tracing::debug!(peer = %remote, "connection ended: {e}");
                 }
-                None => {
+                return None;
+            }
+            _ = park_check.tick(), if !stopping => {
+                if activity.park.ready(activity) && activity.idle_for(PARK_AFTER) {
                     let parts = Pin::into_inner(conn).into_parts()?;
                     let RoundIo { tls, prefix, .. } = parts.io.into_inner();
-                    Some((tls, join(prefix, parts.read_buf), parts.service))
+                    return Some((tls, join(prefix, parts.read_buf), parts.service));
                 }
-            },
+            }
             _ = signals.stop.changed(), if !stopping => {
                 stopping = true;
                 conn.as_mut().graceful_shutdown();

@@ -1253,7 +1253,8 @@ fn responses_ending(data: &[u8], n: usize, last: &[u8]) -> bool {
 async fn parked_http1_connections_lose_and_reorder_nothing() {
     let env = Env::start(&[]).await;
     let mut s = tls_stream(&env, Some(&env.pki.alice), Http::H1).await;
-    let pause = || tokio::time::sleep(Duration::from_millis(300));
+    // Longer than it takes an idle connection to be parked (250–500 ms).
+    let pause = || tokio::time::sleep(Duration::from_millis(700));
     let version = b"GET /version HTTP/1.1\r\nHost: localhost\r\n\r\n";
     let marked = |m: &str| format!("GET /_sim/headers HTTP/1.1\r\nHost: localhost\r\nX-Marker: {m}\r\n\r\n");
     let mut data = Vec::new();
