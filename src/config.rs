@@ -204,6 +204,11 @@ pub struct RunFlags {
     /// Maximum time to open a TCP connection to the upstream [default: 10s].
     #[arg(long, value_name = "DURATION")]
     pub upstream_connect_timeout: Option<String>,
+    /// Multiplex requests over one HTTP/2 connection per upstream when it offers h2, instead of
+    /// a pool of HTTP/1.1 connections; kube-apiserver caps streams per connection, and requests
+    /// beyond the cap (e.g. more long watches) wait [default: false].
+    #[arg(long, value_name = "BOOL", action = clap::ArgAction::Set)]
+    pub upstream_http2: Option<bool>,
 
     /// Admin endpoint (plain HTTP: /livez, /readyz, /metrics); keep it on loopback [default: 127.0.0.1:9090].
     #[arg(long, value_name = "IP:PORT")]
@@ -296,6 +301,7 @@ struct FileConfig {
     tls_handshake_timeout: Option<String>,
     request_header_timeout: Option<String>,
     upstream_connect_timeout: Option<String>,
+    upstream_http2: Option<bool>,
     idle_timeout: Option<String>,
     max_connections: Option<usize>,
     max_header_bytes: Option<usize>,
@@ -349,6 +355,8 @@ pub struct UpstreamConfig {
     pub client_cert_file: PathBuf,
     pub client_key_file: Option<PathBuf>,
     pub connect_timeout: Duration,
+    /// One multiplexed HTTP/2 connection per upstream (`--upstream-http2`) instead of HTTP/1.1.
+    pub http2: bool,
 }
 
 /// Fetching CRLs from URLs.
@@ -753,6 +761,7 @@ impl Config {
                     "upstream-connect-timeout",
                     Duration::from_secs(10),
                 )?,
+                http2: pick(flags.upstream_http2, file.upstream_http2, fp).is_some_and(|s| s.value),
             },
             headers: HeaderNames { username, group, uid, extra_prefix },
             close_expired_connections: pick(flags.close_expired_connections, file.close_expired_connections, fp)

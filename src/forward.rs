@@ -1,6 +1,6 @@
 //! Forwarding one request to kube-apiserver: header rules (identity, hop-by-hop per
-//! RFC 9110 §7.6.1, X-Forwarded-For), the pooled upstream client (HTTP/2 when the upstream
-//! offers it, HTTP/1.1 otherwise), streaming bodies both ways, HTTP/1.1 upgrades tunnelled
+//! RFC 9110 §7.6.1, X-Forwarded-For), the pooled upstream client (HTTP/1.1, or one HTTP/2
+//! connection with `--upstream-http2`), streaming bodies both ways, HTTP/1.1 upgrades tunnelled
 //! over a dedicated HTTP/1.1 upstream connection, and upstream failures as Kubernetes
 //! `Status` responses.
 
@@ -178,10 +178,20 @@ impl Target {
         };
         let mut h1_tls = tls.clone();
         h1_tls.alpn_protocols.clear();
+        // HTTP/1.1 by default, like the HAProxy set-up: one upstream connection per request in
+        // flight, so any number of long watches, and bulk responses on separate TCP streams.
+        // One HTTP/2 connection would carry every client's requests, and kube-apiserver's
+        // per-connection stream cap (--http2-max-streams-per-connection) would make requests
+        // beyond it wait for a stream to end: forever, behind watches (hyper does not open a
+        // second connection).
+        let client = match cfg.http2 {
+            true => builder().build(connector(tls.clone(), true)),
+            false => builder().build(connector(h1_tls.clone(), false)),
+        };
         Self {
             base: target.url.clone(),
             label: target.url.to_string().trim_end_matches('/').to_string(),
-            client: builder().build(connector(tls.clone(), true)),
+            client,
             upgrade_client: builder().build(connector(h1_tls, false)),
             health,
         }

@@ -715,3 +715,45 @@ async fn curl_with_a_bearer_token_over_http2_reaches_the_upstream_as_token_user(
     assert_eq!(v["user"]["username"], "token-user", "{v}");
     assert!(seen_headers(&v).iter().all(|(n, _)| !n.starts_with("x-remote-")), "{v}");
 }
+
+/// More long watches than an HTTP/2 upstream allows streams on one connection (the stand-in,
+/// like any hyper server, allows 200; kube-apiserver 250–1000): every watch streams, and a
+/// request sent after them is answered at once. Over one multiplexed HTTP/2 upstream
+/// connection the requests beyond the cap would wait behind the watches forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn more_watches_than_an_http2_connection_allows_streams_all_flow() {
+    const WATCHES: usize = 230;
+    let env = Env::start(&[]).await;
+    let io = hyper_util::rt::TokioIo::new(
+        connect(env.proxy.addr, env.tls(Some(&env.pki.alice), Http::H2)).await.expect("TLS to the proxy"),
+    );
+    let (send, conn) =
+        hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), io).await.expect("h2 handshake");
+    tokio::spawn(conn);
+    let mut heads = Vec::new();
+    for _ in 0..WATCHES {
+        let mut send = send.clone();
+        heads.push(tokio::spawn(async move { send.send_request(get(WATCH)).await }));
+    }
+    let mut watches = Vec::new();
+    for (i, head) in heads.into_iter().enumerate() {
+        let resp = timeout(Duration::from_secs(30), head)
+            .await
+            .unwrap_or_else(|_| panic!("watch {i} got no response head"))
+            .expect("join")
+            .unwrap_or_else(|e| panic!("watch {i}: {e}"));
+        assert_eq!(resp.status(), 200, "watch {i}");
+        watches.push(resp.into_body());
+    }
+    // Each watch delivers an event.
+    for (i, body) in watches.iter_mut().enumerate() {
+        let frame = timeout(Duration::from_secs(10), body.frame()).await;
+        assert!(matches!(frame, Ok(Some(Ok(_)))), "watch {i} delivered nothing: {frame:?}");
+    }
+    // With all of them open, a plain request on a new connection is answered.
+    let reply = timeout(Duration::from_secs(10), env.request(Some(&env.pki.alice), Http::H1, whoami_request()))
+        .await
+        .expect("a request behind 230 watches was not answered in 10 s")
+        .expect("request");
+    assert_eq!(user_info(&reply).username, "alice");
+}
