@@ -30,9 +30,8 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_rustls::server::TlsStream;
 
-use crate::conns::CloseReason;
 use crate::forward::ProxyBody;
-use crate::proxy::{Activity, CLOSE_LINGER, Life, wait_close};
+use crate::proxy::{Activity, CLOSE_LINGER, Life, expired, wait_close};
 
 /// How long a connection stays idle in hyper before it is parked, and how often that is
 /// checked: a busy keep-alive connection (a request every few milliseconds) never pays for
@@ -194,22 +193,6 @@ struct Signals {
     expiry: Option<Pin<Box<tokio::time::Sleep>>>,
     registration: Option<Arc<crate::conns::Registration>>,
     remote: std::net::SocketAddr,
-}
-
-/// Resolves when the certificate has expired, after telling its registration (which fires
-/// `close`); never without an expiry.
-async fn expired(
-    expiry: &mut Option<Pin<Box<tokio::time::Sleep>>>,
-    registration: &Option<Arc<crate::conns::Registration>>,
-) {
-    match expiry {
-        Some(sleep) => sleep.as_mut().await,
-        None => std::future::pending().await,
-    }
-    *expiry = None;
-    if let Some(r) = registration {
-        r.close(CloseReason::Expired);
-    }
 }
 
 /// Serves an HTTP/1.1 connection, parking it whenever it is idle (see the module doc).

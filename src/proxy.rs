@@ -358,10 +358,8 @@ where
     idle_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut idle_closing = false;
     tokio::pin!(conn);
-    let expiry = sleep_until(expires);
-    tokio::pin!(expiry);
+    let mut expiry = expires.map(|at| Box::pin(tokio::time::sleep_until(at)));
     let mut stopping = false;
-    let mut expiry_armed = expires.is_some();
     loop {
         tokio::select! {
             r = conn.as_mut() => {
@@ -387,13 +385,24 @@ where
                     graceful(conn.as_mut());
                 }
             }
-            _ = &mut expiry, if expiry_armed => {
-                expiry_armed = false;
-                if let Some(r) = &registration {
-                    r.close(CloseReason::Expired);
-                }
-            }
+            _ = expired(&mut expiry, &registration) => {}
         }
+    }
+}
+
+/// Resolves when the certificate has expired, after telling its registration (which fires
+/// `close`); never without an expiry, nor again after it fired.
+pub(crate) async fn expired(
+    expiry: &mut Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
+    registration: &Option<Arc<Registration>>,
+) {
+    match expiry {
+        Some(sleep) => sleep.as_mut().await,
+        None => std::future::pending().await,
+    }
+    *expiry = None;
+    if let Some(r) = registration {
+        r.close(CloseReason::Expired);
     }
 }
 
