@@ -126,7 +126,8 @@ impl TargetHealth {
     }
 }
 
-/// One kube-apiserver: two pools (HTTP/2-capable, and HTTP/1.1-only for upgrades).
+/// One kube-apiserver: its pooled client, and the HTTP/1.1 pool for upgrades (the same pool
+/// unless `--upstream-http2`).
 pub struct Target {
     base: Uri,
     label: String,
@@ -184,15 +185,18 @@ impl Target {
         // per-connection stream cap (--http2-max-streams-per-connection) would make requests
         // beyond it wait for a stream to end: forever, behind watches (hyper does not open a
         // second connection).
+        // Upgrades need HTTP/1.1: without --upstream-http2 that is the same pool (a clone
+        // shares it), with it a pool of its own.
+        let h1_client = builder().build(connector(h1_tls, false));
         let client = match cfg.http2 {
             true => builder().build(connector(tls.clone(), true)),
-            false => builder().build(connector(h1_tls.clone(), false)),
+            false => h1_client.clone(),
         };
         Self {
             base: target.url.clone(),
             label: target.url.to_string().trim_end_matches('/').to_string(),
             client,
-            upgrade_client: builder().build(connector(h1_tls, false)),
+            upgrade_client: h1_client,
             health,
         }
     }
