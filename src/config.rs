@@ -204,11 +204,15 @@ pub struct RunFlags {
     /// Maximum time to open a TCP connection to the upstream [default: 10s].
     #[arg(long, value_name = "DURATION")]
     pub upstream_connect_timeout: Option<String>,
-    /// Multiplex requests over one HTTP/2 connection per upstream when it offers h2, instead of
-    /// a pool of HTTP/1.1 connections; kube-apiserver caps streams per connection, and requests
-    /// beyond the cap (e.g. more long watches) wait [default: false].
+    /// Send requests to the upstream over HTTP/2 connections (it must offer h2), each carrying up
+    /// to --upstream-http2-max-streams requests at once, instead of a pool of HTTP/1.1
+    /// connections; upgrades (exec, attach, port-forward) stay HTTP/1.1 [default: false].
     #[arg(long, value_name = "BOOL", action = clap::ArgAction::Set)]
     pub upstream_http2: Option<bool>,
+    /// Requests in flight per upstream HTTP/2 connection before another is opened; keep it at or
+    /// below kube-apiserver's --http2-max-streams-per-connection [default: 100].
+    #[arg(long, value_name = "N")]
+    pub upstream_http2_max_streams: Option<u32>,
 
     /// Admin endpoint (plain HTTP: /livez, /readyz, /metrics); keep it on loopback [default: 127.0.0.1:9090].
     #[arg(long, value_name = "IP:PORT")]
@@ -302,6 +306,7 @@ struct FileConfig {
     request_header_timeout: Option<String>,
     upstream_connect_timeout: Option<String>,
     upstream_http2: Option<bool>,
+    upstream_http2_max_streams: Option<u32>,
     idle_timeout: Option<String>,
     max_connections: Option<usize>,
     max_header_bytes: Option<usize>,
@@ -355,8 +360,10 @@ pub struct UpstreamConfig {
     pub client_cert_file: PathBuf,
     pub client_key_file: Option<PathBuf>,
     pub connect_timeout: Duration,
-    /// One multiplexed HTTP/2 connection per upstream (`--upstream-http2`) instead of HTTP/1.1.
+    /// HTTP/2 connections to each upstream (`--upstream-http2`) instead of HTTP/1.1.
     pub http2: bool,
+    /// Streams per upstream HTTP/2 connection before another is opened.
+    pub http2_max_streams: u32,
 }
 
 /// Fetching CRLs from URLs.
@@ -762,6 +769,13 @@ impl Config {
                     Duration::from_secs(10),
                 )?,
                 http2: pick(flags.upstream_http2, file.upstream_http2, fp).is_some_and(|s| s.value),
+                http2_max_streams: match pick(flags.upstream_http2_max_streams, file.upstream_http2_max_streams, fp) {
+                    Some(s) if s.value == 0 => {
+                        return Err(s.origin.err("upstream-http2-max-streams", "must be at least 1"));
+                    }
+                    Some(s) => s.value,
+                    None => 100,
+                },
             },
             headers: HeaderNames { username, group, uid, extra_prefix },
             close_expired_connections: pick(flags.close_expired_connections, file.close_expired_connections, fp)

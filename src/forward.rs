@@ -1,8 +1,8 @@
 //! Forwarding one request to kube-apiserver: header rules (identity, hop-by-hop per
-//! RFC 9110 §7.6.1, X-Forwarded-For), the pooled upstream client (HTTP/1.1, or one HTTP/2
-//! connection with `--upstream-http2`), streaming bodies both ways, HTTP/1.1 upgrades tunnelled
-//! over a dedicated HTTP/1.1 upstream connection, and upstream failures as Kubernetes
-//! `Status` responses.
+//! RFC 9110 §7.6.1, X-Forwarded-For), the pooled upstream client (HTTP/1.1, or HTTP/2
+//! connections from [`crate::h2pool`] with `--upstream-http2`), streaming bodies both ways,
+//! HTTP/1.1 upgrades tunnelled over a dedicated HTTP/1.1 upstream connection, and upstream
+//! failures as Kubernetes `Status` responses.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -14,7 +14,6 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Uri, Version};
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full};
-use hyper::body::Incoming;
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -32,7 +31,16 @@ pub type ProxyBody = BoxBody<Bytes, hyper::Error>;
 pub trait RequestBody: hyper::body::Body<Data = Bytes, Error = hyper::Error> + Send + Sync + 'static {}
 impl<B: hyper::body::Body<Data = Bytes, Error = hyper::Error> + Send + Sync + 'static> RequestBody for B {}
 
-type HttpsClient = Client<Deadline<HttpsConnector<HttpConnector>>, ProxyBody>;
+type Connector = Deadline<HttpsConnector<HttpConnector>>;
+type HttpsClient = Client<Connector, ProxyBody>;
+
+/// How requests other than upgrades reach one upstream.
+enum Requests {
+    /// hyper-util's pool of HTTP/1.1 connections (the default).
+    Http1(HttpsClient),
+    /// HTTP/2 connections, as many as the stream budget needs (`--upstream-http2`).
+    Http2(crate::h2pool::H2Pool<Connector>),
+}
 
 /// A connector whose whole connect — TCP and the TLS handshake — must finish within
 /// `--upstream-connect-timeout` (hyper-util's own connect timeout covers TCP only, so an
@@ -126,12 +134,12 @@ impl TargetHealth {
     }
 }
 
-/// One kube-apiserver: its pooled client, and the HTTP/1.1 pool for upgrades (the same pool
-/// unless `--upstream-http2`).
+/// One kube-apiserver: how requests reach it, and the HTTP/1.1 pool for upgrades (the same
+/// pool unless `--upstream-http2`).
 pub struct Target {
     base: Uri,
     label: String,
-    client: HttpsClient,
+    requests: Requests,
     upgrade_client: HttpsClient,
     health: Arc<TargetHealth>,
 }
@@ -163,49 +171,53 @@ impl Target {
                 .with_tls_config(tls)
                 .https_only()
                 .with_server_name_resolver(hyper_rustls::FixedServerNameResolver::new(server_name.clone()));
-            let inner =
-                if h2 { b.enable_all_versions().wrap_connector(http) } else { b.enable_http1().wrap_connector(http) };
+            let inner = if h2 { b.enable_http2().wrap_connector(http) } else { b.enable_http1().wrap_connector(http) };
             Deadline { inner, limit: cfg.connect_timeout }
         };
-        let builder = || {
-            let mut b = Client::builder(TokioExecutor::new());
-            b.timer(TokioTimer::new())
-                .pool_timer(TokioTimer::new())
-                .pool_idle_timeout(Duration::from_secs(90))
-                .http2_keep_alive_interval(Duration::from_secs(30))
-                .http2_keep_alive_timeout(Duration::from_secs(20))
-                .http2_adaptive_window(true);
-            b
-        };
+        let mut b = Client::builder(TokioExecutor::new());
+        b.timer(TokioTimer::new()).pool_timer(TokioTimer::new()).pool_idle_timeout(Duration::from_secs(90));
         let mut h1_tls = tls.clone();
         h1_tls.alpn_protocols.clear();
         // HTTP/1.1 by default, like the HAProxy set-up: one upstream connection per request in
         // flight, so any number of long watches, and bulk responses on separate TCP streams.
-        // One HTTP/2 connection would carry every client's requests, and kube-apiserver's
-        // per-connection stream cap (--http2-max-streams-per-connection) would make requests
-        // beyond it wait for a stream to end: forever, behind watches (hyper does not open a
-        // second connection).
+        // With --upstream-http2, HTTP/2 connections with a stream budget each (crate::h2pool:
+        // hyper's own pool would keep one connection, and requests beyond kube-apiserver's
+        // per-connection stream cap would wait behind watches for ever).
         // Upgrades need HTTP/1.1: without --upstream-http2 that is the same pool (a clone
         // shares it), with it a pool of its own.
-        let h1_client = builder().build(connector(h1_tls, false));
-        let client = match cfg.http2 {
-            true => builder().build(connector(tls.clone(), true)),
-            false => h1_client.clone(),
+        let h1_client = b.build(connector(h1_tls, false));
+        let requests = match cfg.http2 {
+            // The connector offers ALPN h2 only.
+            true => Requests::Http2(crate::h2pool::H2Pool::new(
+                connector(tls.clone(), true),
+                target.url.clone(),
+                cfg.http2_max_streams,
+            )),
+            false => Requests::Http1(h1_client.clone()),
         };
         Self {
             base: target.url.clone(),
             label: target.url.to_string().trim_end_matches('/').to_string(),
-            client,
+            requests,
             upgrade_client: h1_client,
             health,
         }
     }
 
     /// Sends a request to this upstream (the URI's path and query are kept).
-    async fn send(&self, mut req: Request<ProxyBody>, upgrade: bool) -> Result<Response<Incoming>, ProxyError> {
+    async fn send(&self, mut req: Request<ProxyBody>, upgrade: bool) -> Result<Response<ProxyBody>, ProxyError> {
         *req.uri_mut() = self.upstream_uri(req.uri())?;
-        let client = if upgrade { &self.upgrade_client } else { &self.client };
-        client.request(req).await.map_err(|e| self.classify(e))
+        let client = match &self.requests {
+            Requests::Http2(pool) if !upgrade => {
+                return pool.send(req).await.map_err(|e| self.classify_h2(e));
+            }
+            Requests::Http1(client) if !upgrade => client,
+            _ => &self.upgrade_client,
+        };
+        match client.request(req).await {
+            Ok(resp) => Ok(resp.map(|body| body.boxed())),
+            Err(e) => Err(self.classify(e)),
+        }
     }
 
     /// Checks `/readyz` and records the result.
@@ -246,18 +258,30 @@ impl Target {
 
     fn classify(&self, err: hyper_util::client::legacy::Error) -> ProxyError {
         let detail = error_chain(&err);
+        match err.is_connect() {
+            true => self.classify_connect(detail),
+            false => ProxyError::UpstreamFailed { upstream: self.label.clone(), detail },
+        }
+    }
+
+    fn classify_h2(&self, err: crate::h2pool::PoolError) -> ProxyError {
+        let detail = error_chain(&err);
+        match err {
+            crate::h2pool::PoolError::Connect(_) => self.classify_connect(detail),
+            _ => ProxyError::UpstreamFailed { upstream: self.label.clone(), detail },
+        }
+    }
+
+    /// A connect error: nothing reached the upstream unless TLS itself failed.
+    fn classify_connect(&self, detail: String) -> ProxyError {
         let upstream = self.label.clone();
-        if err.is_connect() {
-            // Our deadline says "timed out"; hyper-util's TCP connect timeout "deadline has elapsed".
-            if detail.contains("timed out") || detail.contains("timeout") || detail.contains("deadline has elapsed") {
-                ProxyError::UpstreamTimeout { upstream, detail }
-            } else if detail.contains("certificate") || detail.contains("tls") || detail.contains("TLS") {
-                ProxyError::UpstreamFailed { upstream, detail }
-            } else {
-                ProxyError::UpstreamUnavailable { upstream, detail }
-            }
-        } else {
+        // Our deadline says "timed out"; hyper-util's TCP connect timeout "deadline has elapsed".
+        if detail.contains("timed out") || detail.contains("timeout") || detail.contains("deadline has elapsed") {
+            ProxyError::UpstreamTimeout { upstream, detail }
+        } else if detail.contains("certificate") || detail.contains("tls") || detail.contains("TLS") {
             ProxyError::UpstreamFailed { upstream, detail }
+        } else {
+            ProxyError::UpstreamUnavailable { upstream, detail }
         }
     }
 }
@@ -447,7 +471,7 @@ impl Upstream {
 
         let (mut parts, body) = resp.into_parts();
         strip_hop_by_hop(&mut parts.headers);
-        Ok(Response::from_parts(parts, body.boxed()))
+        Ok(Response::from_parts(parts, body))
     }
 }
 

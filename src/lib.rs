@@ -35,6 +35,7 @@ pub mod error;
 pub mod fetch;
 pub mod forward;
 pub mod h1;
+pub mod h2pool;
 pub mod identity;
 pub mod metrics;
 pub mod ocsp;

@@ -128,6 +128,8 @@ struct PeerIdentity {
 struct ConnCtx {
     peer: PeerIdentity,
     local_addr: Option<SocketAddr>,
+    /// The client's address: tells tests which upstream connection carried a request.
+    remote_addr: Option<SocketAddr>,
     stop: watch::Receiver<()>,
 }
 
@@ -190,6 +192,7 @@ async fn serve_connection(
     mut stop: watch::Receiver<()>,
 ) {
     let local_addr = tcp.local_addr().ok();
+    let remote_addr = tcp.peer_addr().ok();
     let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
         Ok(Ok(tls)) => tls,
         Ok(Err(err)) => return tracing::debug!(%err, "sim: TLS handshake failed"),
@@ -199,7 +202,7 @@ async fn serve_connection(
         Some(chain) => identify_peer(&config, chain),
         None => PeerIdentity::default(),
     };
-    let ctx = Arc::new(ConnCtx { peer, local_addr, stop: stop.clone() });
+    let ctx = Arc::new(ConnCtx { peer, local_addr, remote_addr, stop: stop.clone() });
     let service = service_fn(move |req| handle(req, ctx.clone(), config.clone()));
     let builder = auto::Builder::new(TokioExecutor::new());
     let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls), service);
@@ -564,6 +567,7 @@ fn debug_headers(req: &Request<Incoming>, ctx: &ConnCtx, auth: AuthMethod, user:
     json!({
         "auth": auth.as_str(), "user": user, "headers": headers,
         "version": format!("{:?}", req.version()), "peer_cert_cn": ctx.peer.cn,
+        "remote_addr": ctx.remote_addr.map(|a| a.to_string()),
     })
 }
 

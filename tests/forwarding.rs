@@ -719,11 +719,21 @@ async fn curl_with_a_bearer_token_over_http2_reaches_the_upstream_as_token_user(
 /// More long watches than an HTTP/2 upstream allows streams on one connection (the stand-in,
 /// like any hyper server, allows 200; kube-apiserver 250–1000): every watch streams, and a
 /// request sent after them is answered at once. Over one multiplexed HTTP/2 upstream
-/// connection the requests beyond the cap would wait behind the watches forever.
+/// connection (hyper's pool) the requests beyond the cap would wait behind the watches for ever.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn more_watches_than_an_http2_connection_allows_streams_all_flow() {
+    watches_beyond_the_stream_cap(&[]).await;
+}
+
+/// The same over the HTTP/2 upstream pool: 230 watches need three connections of 100 streams.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn more_watches_than_an_http2_connection_allows_flow_over_the_http2_pool_too() {
+    watches_beyond_the_stream_cap(&["--upstream-http2", "true"]).await;
+}
+
+async fn watches_beyond_the_stream_cap(extra: &[&str]) {
     const WATCHES: usize = 230;
-    let env = Env::start(&[]).await;
+    let env = Env::start(extra).await;
     let io = hyper_util::rt::TokioIo::new(
         connect(env.proxy.addr, env.tls(Some(&env.pki.alice), Http::H2)).await.expect("TLS to the proxy"),
     );
@@ -756,4 +766,52 @@ async fn more_watches_than_an_http2_connection_allows_streams_all_flow() {
         .expect("a request behind 230 watches was not answered in 10 s")
         .expect("request");
     assert_eq!(user_info(&reply).username, "alice");
+}
+
+/// `--upstream-http2`: requests go upstream as HTTP/2, one after another on the same
+/// connection (a pool, not a connection per request), and concurrent ones beyond
+/// `--upstream-http2-max-streams` open a second connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_http2_upstream_pool_reuses_a_connection_and_opens_another_at_the_stream_budget() {
+    let env = Env::start(&["--upstream-http2", "true", "--upstream-http2-max-streams", "2"]).await;
+    let seen = |reply: &Reply| {
+        let v = reply.json();
+        assert_eq!(v["version"], "HTTP/2.0", "the upstream hop must be HTTP/2: {v}");
+        v["remote_addr"].as_str().expect("remote_addr").to_string()
+    };
+    let mut sequential = std::collections::BTreeSet::new();
+    for http in [Http::H1, Http::H2, Http::H1] {
+        let reply = env.request(Some(&env.pki.alice), http, get("/_sim/headers")).await.expect("request");
+        assert_eq!(reply.status, 200);
+        sequential.insert(seen(&reply));
+    }
+    assert_eq!(sequential.len(), 1, "sequential requests must share one upstream connection: {sequential:?}");
+
+    // Two watches take both streams of the first connection; the next request needs another.
+    let io = hyper_util::rt::TokioIo::new(
+        connect(env.proxy.addr, env.tls(Some(&env.pki.alice), Http::H2)).await.expect("TLS to the proxy"),
+    );
+    let (mut send, conn) =
+        hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), io).await.expect("h2 handshake");
+    tokio::spawn(conn);
+    let mut watches = Vec::new();
+    for i in 0..2 {
+        let resp = timeout(WAIT, send.send_request(get(WATCH))).await.expect("watch head").expect("watch");
+        assert_eq!(resp.status(), 200, "watch {i}");
+        watches.push(resp.into_body());
+    }
+    let reply = env.request(Some(&env.pki.alice), Http::H1, get("/_sim/headers")).await.expect("request");
+    let second = seen(&reply);
+    assert!(!sequential.contains(&second), "a request beyond the budget must open a new connection");
+    // Once the watches end, their streams are given back: the first connection serves again.
+    drop(watches);
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let reply = env.request(Some(&env.pki.alice), Http::H1, get("/_sim/headers")).await.expect("request");
+        if sequential.contains(&seen(&reply)) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the first connection's streams were not given back");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }

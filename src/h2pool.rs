@@ -1,0 +1,222 @@
+//! The HTTP/2 upstream pool (`--upstream-http2`): as many HTTP/2 connections to one upstream
+//! as its per-connection stream cap needs. hyper's pooled client keeps one HTTP/2 connection
+//! per host and never opens a second, so requests beyond the upstream's
+//! `SETTINGS_MAX_CONCURRENT_STREAMS` (kube-apiserver: `--http2-max-streams-per-connection`)
+//! would wait behind long watches for ever. Here every connection has a budget of
+//! `--upstream-http2-max-streams` streams, counted by us (hyper exposes neither the peer's
+//! setting nor the number of open streams); a request takes a stream on the first connection
+//! with budget left, and a new connection is opened only when all are full. A stream is given
+//! back when its response body is dropped (or the request failed).
+//!
+//! Connections that are closed (GOAWAY, error, the upstream's idle timeout) are dropped from
+//! the pool; one idle for [`IDLE_LIMIT`] while another exists is closed by us. A request that
+//! hyper hands back unsent because its connection was closing is sent once more on another.
+
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{Request, Response, Uri};
+use hyper::body::{Body, Frame, Incoming, SizeHint};
+use hyper::client::conn::http2::{self, SendRequest};
+use hyper_util::client::legacy::connect::Connection;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+
+use crate::forward::ProxyBody;
+
+/// An idle connection is closed after this long, unless it is the pool's last one
+/// (kube-apiserver closes idle HTTP/2 connections after 90 s itself).
+pub const IDLE_LIMIT: Duration = Duration::from_secs(90);
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Why a request could not be sent over the pool.
+#[derive(Debug, thiserror::Error)]
+pub enum PoolError {
+    /// TCP connect or TLS handshake failed (nothing reached the upstream).
+    #[error("connect: {0}")]
+    Connect(BoxError),
+    /// The TLS handshake did not negotiate `h2`.
+    #[error("the upstream did not negotiate HTTP/2 (ALPN h2); turn --upstream-http2 off for it")]
+    NotHttp2,
+    /// The HTTP/2 connection preface or SETTINGS exchange failed.
+    #[error("HTTP/2 handshake: {0}")]
+    Handshake(hyper::Error),
+    /// The request was sent (at least in part) and failed.
+    #[error("{0}")]
+    Send(hyper::Error),
+}
+
+/// One HTTP/2 connection and the streams we have on it.
+struct Conn {
+    send: SendRequest<ProxyBody>,
+    streams: AtomicUsize,
+    /// Milliseconds since the pool's epoch when the last stream was given back.
+    idle_since_ms: AtomicU64,
+}
+
+/// HTTP/2 connections to one upstream.
+pub struct H2Pool<C> {
+    connector: C,
+    /// The upstream's base URI, handed to the connector.
+    uri: Uri,
+    max_streams: usize,
+    conns: Mutex<Vec<Arc<Conn>>>,
+    /// Held while a connection is being opened, so that a burst of requests opens one
+    /// connection per `max_streams` of them, not one each.
+    opening: tokio::sync::Mutex<()>,
+    epoch: Instant,
+}
+
+/// A stream taken on a connection; given back when dropped.
+struct Lease {
+    conn: Arc<Conn>,
+    epoch: Instant,
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        self.conn.idle_since_ms.store(self.epoch.elapsed().as_millis() as u64, Ordering::Relaxed);
+        self.conn.streams.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// A response body that keeps its stream's [`Lease`] until it is dropped.
+struct Leased {
+    body: Incoming,
+    _lease: Lease,
+}
+
+impl Body for Leased {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        std::pin::Pin::new(&mut self.get_mut().body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
+
+impl<C> H2Pool<C>
+where
+    C: tower_service::Service<Uri, Error = BoxError> + Clone + Send + Sync + 'static,
+    C::Response: hyper::rt::Read + hyper::rt::Write + Connection + Send + Unpin + 'static,
+    C::Future: Send,
+{
+    /// `max_streams` (at least 1) is the budget per connection.
+    pub fn new(connector: C, uri: Uri, max_streams: u32) -> Self {
+        Self {
+            connector,
+            uri,
+            max_streams: max_streams.max(1) as usize,
+            conns: Mutex::new(Vec::new()),
+            opening: tokio::sync::Mutex::new(()),
+            epoch: Instant::now(),
+        }
+    }
+
+    /// Open connections (for tests and metrics).
+    pub fn connections(&self) -> usize {
+        self.conns.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
+    /// Sends `req` (absolute URI) on a connection with a stream to spare, opening one if
+    /// every connection is at its budget.
+    pub async fn send(&self, req: Request<ProxyBody>) -> Result<Response<ProxyBody>, PoolError> {
+        let mut req = req;
+        // Once more if the first connection was closing and handed the request back unsent.
+        for attempt in 0..2 {
+            let lease = self.lease().await?;
+            let mut send = lease.conn.send.clone();
+            match send.try_send_request(req).await {
+                Ok(resp) => {
+                    return Ok(resp.map(|body| http_body_util::BodyExt::boxed(Leased { body, _lease: lease })));
+                }
+                Err(mut e) => match e.take_message() {
+                    Some(unsent) if attempt == 0 => {
+                        tracing::debug!("upstream HTTP/2 connection closing ({}); sending on another", e.error());
+                        req = unsent;
+                    }
+                    _ => return Err(PoolError::Send(e.into_error())),
+                },
+            }
+        }
+        unreachable!("the second attempt returns")
+    }
+
+    /// Takes a stream on the first connection with budget left, opening one if none has.
+    async fn lease(&self) -> Result<Lease, PoolError> {
+        if let Some(lease) = self.take_stream() {
+            return Ok(lease);
+        }
+        let _opening = self.opening.lock().await;
+        // Another request may have opened one while this one waited.
+        if let Some(lease) = self.take_stream() {
+            return Ok(lease);
+        }
+        let conn = self.open().await?;
+        conn.streams.fetch_add(1, Ordering::AcqRel);
+        self.conns.lock().unwrap_or_else(|p| p.into_inner()).push(conn.clone());
+        Ok(Lease { conn, epoch: self.epoch })
+    }
+
+    fn take_stream(&self) -> Option<Lease> {
+        let now = self.epoch.elapsed().as_millis() as u64;
+        let mut conns = self.conns.lock().unwrap_or_else(|p| p.into_inner());
+        conns.retain(|c| !c.send.is_closed());
+        // Close connections idle for too long, keeping at least one (dropping our handle
+        // lets hyper end the connection with a GOAWAY).
+        if conns.len() > 1 {
+            let mut keep = conns.len();
+            conns.retain(|c| {
+                let idle = c.streams.load(Ordering::Acquire) == 0
+                    && now.saturating_sub(c.idle_since_ms.load(Ordering::Relaxed)) > IDLE_LIMIT.as_millis() as u64;
+                if idle && keep > 1 {
+                    keep -= 1;
+                    false
+                } else {
+                    true
+                }
+            });
+        }
+        let conn = conns.iter().find(|c| c.streams.load(Ordering::Acquire) < self.max_streams)?.clone();
+        conn.streams.fetch_add(1, Ordering::AcqRel);
+        Some(Lease { conn, epoch: self.epoch })
+    }
+
+    async fn open(&self) -> Result<Arc<Conn>, PoolError> {
+        let mut connector = self.connector.clone();
+        std::future::poll_fn(|cx| connector.poll_ready(cx)).await.map_err(PoolError::Connect)?;
+        let io = connector.call(self.uri.clone()).await.map_err(PoolError::Connect)?;
+        if !io.connected().is_negotiated_h2() {
+            return Err(PoolError::NotHttp2);
+        }
+        let (send, conn) = http2::Builder::new(TokioExecutor::new())
+            .timer(TokioTimer::new())
+            .keep_alive_interval(Duration::from_secs(30))
+            .keep_alive_timeout(Duration::from_secs(20))
+            .adaptive_window(true)
+            .handshake(io)
+            .await
+            .map_err(PoolError::Handshake)?;
+        tokio::spawn(async move {
+            if let Err(err) = conn.await {
+                tracing::debug!(%err, "upstream HTTP/2 connection ended");
+            }
+        });
+        tracing::debug!(upstream = %self.uri, "opened an upstream HTTP/2 connection");
+        let now = self.epoch.elapsed().as_millis() as u64;
+        Ok(Arc::new(Conn { send, streams: AtomicUsize::new(0), idle_since_ms: AtomicU64::new(now) }))
+    }
+}
