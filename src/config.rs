@@ -204,9 +204,10 @@ pub struct RunFlags {
     /// Maximum time to open a TCP connection to the upstream [default: 10s].
     #[arg(long, value_name = "DURATION")]
     pub upstream_connect_timeout: Option<String>,
-    /// Send requests to the upstream over HTTP/2 connections (it must offer h2), each carrying up
-    /// to --upstream-http2-max-streams requests at once, instead of a pool of HTTP/1.1
-    /// connections; upgrades (exec, attach, port-forward) stay HTTP/1.1 [default: false].
+    /// Send requests to the upstream over HTTP/2 connections when it offers h2, each carrying up
+    /// to --upstream-http2-max-streams requests at once; false: a pool of HTTP/1.1 connections,
+    /// one per request in flight. Upgrades (exec, attach, port-forward) are HTTP/1.1 either way
+    /// [default: true].
     #[arg(long, value_name = "BOOL", action = clap::ArgAction::Set)]
     pub upstream_http2: Option<bool>,
     /// Requests in flight per upstream HTTP/2 connection before another is opened; keep it at or
@@ -360,7 +361,7 @@ pub struct UpstreamConfig {
     pub client_cert_file: PathBuf,
     pub client_key_file: Option<PathBuf>,
     pub connect_timeout: Duration,
-    /// HTTP/2 connections to each upstream (`--upstream-http2`) instead of HTTP/1.1.
+    /// HTTP/2 connections to each upstream that offers h2 (`--upstream-http2`, the default).
     pub http2: bool,
     /// Streams per upstream HTTP/2 connection before another is opened.
     pub http2_max_streams: u32,
@@ -768,7 +769,7 @@ impl Config {
                     "upstream-connect-timeout",
                     Duration::from_secs(10),
                 )?,
-                http2: pick(flags.upstream_http2, file.upstream_http2, fp).is_some_and(|s| s.value),
+                http2: pick(flags.upstream_http2, file.upstream_http2, fp).is_none_or(|s| s.value),
                 http2_max_streams: match pick(flags.upstream_http2_max_streams, file.upstream_http2_max_streams, fp) {
                     Some(s) if s.value == 0 => {
                         return Err(s.origin.err("upstream-http2-max-streams", "must be at least 1"));

@@ -34,14 +34,6 @@ impl<B: hyper::body::Body<Data = Bytes, Error = hyper::Error> + Send + Sync + 's
 type Connector = Deadline<HttpsConnector<HttpConnector>>;
 type HttpsClient = Client<Connector, ProxyBody>;
 
-/// How requests other than upgrades reach one upstream.
-enum Requests {
-    /// hyper-util's pool of HTTP/1.1 connections (the default).
-    Http1(HttpsClient),
-    /// HTTP/2 connections, as many as the stream budget needs (`--upstream-http2`).
-    Http2(crate::h2pool::H2Pool<Connector>),
-}
-
 /// A connector whose whole connect — TCP and the TLS handshake — must finish within
 /// `--upstream-connect-timeout` (hyper-util's own connect timeout covers TCP only, so an
 /// upstream that accepts and never answers the handshake would hold requests forever).
@@ -134,13 +126,13 @@ impl TargetHealth {
     }
 }
 
-/// One kube-apiserver: how requests reach it, and the HTTP/1.1 pool for upgrades (the same
-/// pool unless `--upstream-http2`).
+/// One kube-apiserver: its HTTP/2 pool (unless `--upstream-http2 false`), and the HTTP/1.1
+/// pool for upgrades, for an upstream without h2, and for every request with HTTP/2 off.
 pub struct Target {
     base: Uri,
     label: String,
-    requests: Requests,
-    upgrade_client: HttpsClient,
+    h2: Option<crate::h2pool::H2Pool<Connector>>,
+    h1: HttpsClient,
     health: Arc<TargetHealth>,
 }
 
@@ -148,7 +140,8 @@ pub struct Target {
 pub struct Upstream {
     targets: Vec<Target>,
     next: AtomicUsize,
-    headers: HeaderNames,
+    /// Shared with each request's trailer filter.
+    headers: Arc<HeaderNames>,
     access_log: bool,
 }
 
@@ -171,35 +164,29 @@ impl Target {
                 .with_tls_config(tls)
                 .https_only()
                 .with_server_name_resolver(hyper_rustls::FixedServerNameResolver::new(server_name.clone()));
-            let inner = if h2 { b.enable_http2().wrap_connector(http) } else { b.enable_http1().wrap_connector(http) };
+            // HTTP/2 connections offer h2 and http/1.1: an upstream without h2 is then noticed
+            // (crate::h2pool falls back) instead of failing the handshake.
+            let inner =
+                if h2 { b.enable_all_versions().wrap_connector(http) } else { b.enable_http1().wrap_connector(http) };
             Deadline { inner, limit: cfg.connect_timeout }
         };
         let mut b = Client::builder(TokioExecutor::new());
         b.timer(TokioTimer::new()).pool_timer(TokioTimer::new()).pool_idle_timeout(Duration::from_secs(90));
         let mut h1_tls = tls.clone();
         h1_tls.alpn_protocols.clear();
-        // HTTP/1.1 by default, like the HAProxy set-up: one upstream connection per request in
-        // flight, so any number of long watches, and bulk responses on separate TCP streams.
-        // With --upstream-http2, HTTP/2 connections with a stream budget each (crate::h2pool:
-        // hyper's own pool would keep one connection, and requests beyond kube-apiserver's
-        // per-connection stream cap would wait behind watches for ever).
-        // Upgrades need HTTP/1.1: without --upstream-http2 that is the same pool (a clone
-        // shares it), with it a pool of its own.
-        let h1_client = b.build(connector(h1_tls, false));
-        let requests = match cfg.http2 {
-            // The connector offers ALPN h2 only.
-            true => Requests::Http2(crate::h2pool::H2Pool::new(
-                connector(tls.clone(), true),
-                target.url.clone(),
-                cfg.http2_max_streams,
-            )),
-            false => Requests::Http1(h1_client.clone()),
-        };
+        // HTTP/2 connections with a stream budget each (crate::h2pool; hyper's own pool would
+        // keep one connection, and requests beyond kube-apiserver's per-connection stream cap
+        // would wait behind watches for ever): batched frames cost less CPU per request than a
+        // connection per request in flight. HTTP/1.1 (as the HAProxy set-up) with
+        // --upstream-http2 false, for upgrades, and when the upstream does not offer h2.
+        let h2 = cfg.http2.then(|| {
+            crate::h2pool::H2Pool::new(connector(tls.clone(), true), target.url.clone(), cfg.http2_max_streams)
+        });
         Self {
             base: target.url.clone(),
             label: target.url.to_string().trim_end_matches('/').to_string(),
-            requests,
-            upgrade_client: h1_client,
+            h2,
+            h1: b.build(connector(h1_tls, false)),
             health,
         }
     }
@@ -207,14 +194,15 @@ impl Target {
     /// Sends a request to this upstream (the URI's path and query are kept).
     async fn send(&self, mut req: Request<ProxyBody>, upgrade: bool) -> Result<Response<ProxyBody>, ProxyError> {
         *req.uri_mut() = self.upstream_uri(req.uri())?;
-        let client = match &self.requests {
-            Requests::Http2(pool) if !upgrade => {
-                return pool.send(req).await.map_err(|e| self.classify_h2(e));
+        if let Some(pool) = self.h2.as_ref().filter(|p| !upgrade && !p.http1_only()) {
+            match pool.send(req).await {
+                Ok(resp) => return Ok(resp),
+                // No h2 in the upstream's ALPN answer: the request comes back unsent.
+                Err(crate::h2pool::PoolError::NotHttp2(unsent)) => req = *unsent,
+                Err(e) => return Err(self.classify_h2(e)),
             }
-            Requests::Http1(client) if !upgrade => client,
-            _ => &self.upgrade_client,
-        };
-        match client.request(req).await {
+        }
+        match self.h1.request(req).await {
             Ok(resp) => Ok(resp.map(|body| body.boxed())),
             Err(e) => Err(self.classify(e)),
         }
@@ -296,7 +284,7 @@ impl Upstream {
         health: &[Arc<TargetHealth>],
     ) -> Self {
         let targets = cfg.targets.iter().zip(health).map(|(t, h)| Target::new(cfg, t, &tls, h.clone())).collect();
-        Self { targets, next: AtomicUsize::new(0), headers, access_log }
+        Self { targets, next: AtomicUsize::new(0), headers: Arc::new(headers), access_log }
     }
 
     /// Checks every upstream's `/readyz`; returns how many answered 200.
@@ -411,7 +399,9 @@ impl Upstream {
 
         let mut last_err = None;
         let mut resp = None;
-        for target in self.order() {
+        let order = self.order();
+        let last = order.len().saturating_sub(1);
+        for (i, target) in order.into_iter().enumerate() {
             let b = match body.take() {
                 Some(b) => b,
                 None if replayable => http_body_util::Empty::new().map_err(|n| match n {}).boxed(),
@@ -419,9 +409,15 @@ impl Upstream {
             };
             let mut out = Request::new(b);
             *out.method_mut() = parts.method.clone();
-            *out.uri_mut() = parts.uri.clone();
             *out.version_mut() = Version::HTTP_11;
-            *out.headers_mut() = parts.headers.clone();
+            // Cloned only while another upstream may still need them (cloning copies each value).
+            if i == last {
+                *out.uri_mut() = std::mem::take(&mut parts.uri);
+                *out.headers_mut() = std::mem::take(&mut parts.headers);
+            } else {
+                *out.uri_mut() = parts.uri.clone();
+                *out.headers_mut() = parts.headers.clone();
+            }
             let started = std::time::Instant::now();
             *served_by = Some(target.label.clone());
             match target.send(out, upgrade.is_some()).await {

@@ -11,8 +11,10 @@
 //! Connections that are closed (GOAWAY, error, the upstream's idle timeout) are dropped from
 //! the pool; one idle for [`IDLE_LIMIT`] while another exists is closed by us. A request that
 //! hyper hands back unsent because its connection was closing is sent once more on another.
+//! The TLS handshake offers `h2` and `http/1.1`; an upstream that picks HTTP/1.1 (or no ALPN)
+//! gets every request back for the HTTP/1.1 pool from then on ([`H2Pool::http1_only`]).
 
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -35,17 +37,17 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 #[derive(Debug, thiserror::Error)]
 pub enum PoolError {
     /// TCP connect or TLS handshake failed (nothing reached the upstream).
-    #[error("connect: {0}")]
-    Connect(BoxError),
-    /// The TLS handshake did not negotiate `h2`.
-    #[error("the upstream did not negotiate HTTP/2 (ALPN h2); turn --upstream-http2 off for it")]
-    NotHttp2,
+    #[error("connect")]
+    Connect(#[source] BoxError),
+    /// The TLS handshake did not negotiate `h2`: the request comes back unsent, for HTTP/1.1.
+    #[error("the upstream did not negotiate HTTP/2 (ALPN h2)")]
+    NotHttp2(Box<Request<ProxyBody>>),
     /// The HTTP/2 connection preface or SETTINGS exchange failed.
-    #[error("HTTP/2 handshake: {0}")]
-    Handshake(hyper::Error),
+    #[error("HTTP/2 handshake")]
+    Handshake(#[source] hyper::Error),
     /// The request was sent (at least in part) and failed.
-    #[error("{0}")]
-    Send(hyper::Error),
+    #[error("HTTP/2 request")]
+    Send(#[source] hyper::Error),
 }
 
 /// One HTTP/2 connection and the streams we have on it.
@@ -66,6 +68,8 @@ pub struct H2Pool<C> {
     /// Held while a connection is being opened, so that a burst of requests opens one
     /// connection per `max_streams` of them, not one each.
     opening: tokio::sync::Mutex<()>,
+    /// Set once the upstream answered ALPN without `h2`: every request goes to HTTP/1.1.
+    http1_only: AtomicBool,
     epoch: Instant,
 }
 
@@ -122,6 +126,7 @@ where
             max_streams: max_streams.max(1) as usize,
             conns: Mutex::new(Vec::new()),
             opening: tokio::sync::Mutex::new(()),
+            http1_only: AtomicBool::new(false),
             epoch: Instant::now(),
         }
     }
@@ -131,13 +136,22 @@ where
         self.conns.lock().unwrap_or_else(|p| p.into_inner()).len()
     }
 
+    /// The upstream does not speak HTTP/2 (ALPN): requests should go over HTTP/1.1.
+    pub fn http1_only(&self) -> bool {
+        self.http1_only.load(Ordering::Relaxed)
+    }
+
     /// Sends `req` (absolute URI) on a connection with a stream to spare, opening one if
     /// every connection is at its budget.
     pub async fn send(&self, req: Request<ProxyBody>) -> Result<Response<ProxyBody>, PoolError> {
         let mut req = req;
         // Once more if the first connection was closing and handed the request back unsent.
         for attempt in 0..2 {
-            let lease = self.lease().await?;
+            let lease = match self.lease().await {
+                Ok(lease) => lease,
+                Err(PoolError::NotHttp2(_)) => return Err(PoolError::NotHttp2(Box::new(req))),
+                Err(e) => return Err(e),
+            };
             let mut send = lease.conn.send.clone();
             match send.try_send_request(req).await {
                 Ok(resp) => {
@@ -161,9 +175,12 @@ where
             return Ok(lease);
         }
         let _opening = self.opening.lock().await;
-        // Another request may have opened one while this one waited.
+        // Another request may have opened one (or found HTTP/1.1) while this one waited.
         if let Some(lease) = self.take_stream() {
             return Ok(lease);
+        }
+        if self.http1_only() {
+            return Err(PoolError::NotHttp2(Box::default()));
         }
         let conn = self.open().await?;
         conn.streams.fetch_add(1, Ordering::AcqRel);
@@ -200,7 +217,10 @@ where
         std::future::poll_fn(|cx| connector.poll_ready(cx)).await.map_err(PoolError::Connect)?;
         let io = connector.call(self.uri.clone()).await.map_err(PoolError::Connect)?;
         if !io.connected().is_negotiated_h2() {
-            return Err(PoolError::NotHttp2);
+            if !self.http1_only.swap(true, Ordering::Relaxed) {
+                tracing::warn!(upstream = %self.uri, "the upstream did not negotiate HTTP/2 (ALPN h2): using HTTP/1.1");
+            }
+            return Err(PoolError::NotHttp2(Box::default()));
         }
         let (send, conn) = http2::Builder::new(TokioExecutor::new())
             .timer(TokioTimer::new())

@@ -351,6 +351,10 @@ async fn upstream_dying_before_its_answer_gives_502() {
             panic!("{http:?}: the request was sent again after the upstream died: {again}");
         }
     }
+    // The upstream offers no h2: the HTTP/2 pool (the default) handed every request to HTTP/1.1,
+    // and said so once.
+    let logs = front.proxy.logs();
+    assert_eq!(logs.matches("did not negotiate HTTP/2").count(), 1, "{logs}");
 }
 
 // ---------------------------------------------------------------------------

@@ -189,6 +189,10 @@ class Bench:
         self.upstream = P.start_nginx(self.procs, PKI, RUN, LOAD_CORE, http2=not self.upstream_h1)
         if self.upstream_h1:
             self.notes.append("--upstream-h1: nginx offered only HTTP/1.1, so kube-crl-proxy used HTTP/1.1 upstream too")
+        else:
+            self.notes.append("Upstream hop: kube-crl-proxy → nginx over HTTP/2 (its default: pooled HTTP/2 "
+                              "connections, up to 100 streams each); HAProxy → nginx over HTTP/1.1 (as in the "
+                              "reference configuration).")
         log(f"nginx upstream pid {self.upstream.pid} on 127.0.0.1:{self.upstream.port} (core {LOAD_CORE})")
         sizes = []
         for _, n in m.handshake_cases:
