@@ -907,6 +907,8 @@ mod tests {
         assert!(c.close_expired_connections);
         assert_eq!(c.admin_address.to_string(), "127.0.0.1:9090");
         assert_eq!(c.upstream_check_interval, Duration::from_secs(5));
+        assert!(c.upstream.http2);
+        assert_eq!(c.upstream.http2_max_streams, 100);
     }
 
     #[test]
@@ -953,6 +955,12 @@ mod tests {
         f.config = Some(path.clone());
         let e = Config::resolve(f).unwrap_err().to_string();
         assert!(e.contains("bad.yaml") && e.contains("client-cert-mode"), "{e}");
+
+        std::fs::write(&path, "upstream-http2: false\nupstream-http2-max-streams: 0\n").unwrap();
+        let mut f = base();
+        f.config = Some(path.clone());
+        let e = Config::resolve(f).unwrap_err().to_string();
+        assert!(e.contains("bad.yaml") && e.contains("upstream-http2-max-streams"), "{e}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
