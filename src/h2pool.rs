@@ -11,6 +11,8 @@
 //! Connections that are closed (GOAWAY, error, the upstream's idle timeout) are dropped from
 //! the pool; one idle for [`IDLE_LIMIT`] while another exists is closed by us. A request that
 //! hyper hands back unsent because its connection was closing is sent once more on another.
+//! Connections are opened one at a time; requests that waited for an attempt that failed to
+//! connect get its error at once instead of each waiting out a connect timeout in turn.
 //! The TLS handshake offers `h2` and `http/1.1`; an upstream that picks HTTP/1.1 (or no ALPN)
 //! gets every request back for the HTTP/1.1 pool from then on ([`H2Pool::http1_only`]).
 //!
@@ -60,6 +62,11 @@ pub enum PoolError {
     Send(#[source] hyper::Error),
 }
 
+/// The failure of a connection attempt that several requests waited for.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct SharedFailure(String);
+
 /// One HTTP/2 connection and the streams we have on it.
 struct Conn {
     send: SendRequest<ProxyBody>,
@@ -76,8 +83,10 @@ pub struct H2Pool<C> {
     max_streams: usize,
     conns: Mutex<Vec<Arc<Conn>>>,
     /// Held while a connection is being opened, so that a burst of requests opens one
-    /// connection per `max_streams` of them, not one each.
-    opening: tokio::sync::Mutex<()>,
+    /// connection per `max_streams` of them, not one each. Holds the last attempt's failure.
+    opening: tokio::sync::Mutex<Option<String>>,
+    /// Connection attempts finished (success or failure), for requests that waited on one.
+    attempts: AtomicU64,
     /// Set once the upstream answered ALPN without `h2`: every request goes to HTTP/1.1.
     http1_only: AtomicBool,
     epoch: Instant,
@@ -135,15 +144,11 @@ where
             uri,
             max_streams: max_streams.max(1) as usize,
             conns: Mutex::new(Vec::new()),
-            opening: tokio::sync::Mutex::new(()),
+            opening: tokio::sync::Mutex::new(None),
+            attempts: AtomicU64::new(0),
             http1_only: AtomicBool::new(false),
             epoch: Instant::now(),
         }
-    }
-
-    /// Open connections (for tests and metrics).
-    pub fn connections(&self) -> usize {
-        self.conns.lock().unwrap_or_else(|p| p.into_inner()).len()
     }
 
     /// The upstream does not speak HTTP/2 (ALPN): requests should go over HTTP/1.1.
@@ -184,7 +189,8 @@ where
         if let Some(lease) = self.take_stream() {
             return Ok(lease);
         }
-        let _opening = self.opening.lock().await;
+        let seen = self.attempts.load(Ordering::Acquire);
+        let mut last_failure = self.opening.lock().await;
         // Another request may have opened one (or found HTTP/1.1) while this one waited.
         if let Some(lease) = self.take_stream() {
             return Ok(lease);
@@ -192,7 +198,18 @@ where
         if self.http1_only() {
             return Err(PoolError::NotHttp2(Box::default()));
         }
-        let conn = self.open().await?;
+        // The attempt this request waited for failed: share its failure instead of queueing
+        // for a connect timeout of its own behind every other waiting request.
+        if let (Some(detail), true) = (&*last_failure, self.attempts.load(Ordering::Acquire) != seen) {
+            return Err(PoolError::Connect(Box::new(SharedFailure(detail.clone()))));
+        }
+        let opened = self.open().await;
+        *last_failure = match &opened {
+            Err(PoolError::Connect(e)) => Some(crate::forward::error_chain(e.as_ref())),
+            _ => None,
+        };
+        self.attempts.fetch_add(1, Ordering::AcqRel);
+        let conn = opened?;
         conn.streams.fetch_add(1, Ordering::AcqRel);
         self.conns.lock().unwrap_or_else(|p| p.into_inner()).push(conn.clone());
         Ok(Lease { conn, epoch: self.epoch })

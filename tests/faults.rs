@@ -131,6 +131,29 @@ async fn an_upstream_that_never_completes_tcp_is_answered_after_the_connect_time
     }
 }
 
+/// Defends: requests that arrive together while the upstream's TCP connect hangs all get
+/// their answer after about one `--upstream-connect-timeout`, not one timeout after another
+/// (the HTTP/2 pool opens one connection at a time; waiting requests share its failure).
+#[tokio::test]
+async fn concurrent_requests_to_a_hanging_upstream_wait_one_connect_timeout_not_several() {
+    let (front, _listener, _queued) = blackholed();
+    let front = Arc::new(front);
+    let clients: Vec<_> = (0..6)
+        .map(|i| {
+            let front = front.clone();
+            let http = if i % 2 == 0 { Http::H1 } else { Http::H2 };
+            tokio::spawn(async move { front.get_in_time(http, &format!("/api/v1/namespaces/n{i}/pods")).await })
+        })
+        .collect();
+    for (i, client) in clients.into_iter().enumerate() {
+        let (reply, took) = client.await.expect("client task");
+        let reply = reply.unwrap_or_else(|e| panic!("client {i}: {e}"));
+        assert!(matches!(reply.status.as_u16(), 503 | 504), "client {i}: {}", reply.status);
+        // One timeout is 1 s; six in a row would be 6 s.
+        assert!(took < Duration::from_millis(2500), "client {i} waited {took:?}: connect timeouts queued up");
+    }
+}
+
 /// README, "Failure behaviour": a connect timeout is a `504` (`Timeout`), told apart from a
 /// refused connection (`503`).
 #[tokio::test]
