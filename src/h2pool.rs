@@ -10,7 +10,8 @@
 //!
 //! Connections that are closed (GOAWAY, error, the upstream's idle timeout) are dropped from
 //! the pool; one idle for [`IDLE_LIMIT`] while another exists is closed by us. A request that
-//! hyper hands back unsent because its connection was closing is sent once more on another.
+//! hyper hands back unsent because its connection was closing (a GOAWAY, e.g. kube-apiserver's
+//! `--goaway-chance`) is sent once more on another, and that connection takes no new streams.
 //! Connections are opened one at a time; requests that waited for an attempt that failed to
 //! connect get its error at once instead of each waiting out a connect timeout in turn.
 //! The TLS handshake offers `h2` and `http/1.1`; an upstream that picks HTTP/1.1 (or no ALPN)
@@ -73,6 +74,8 @@ struct Conn {
     streams: AtomicUsize,
     /// Milliseconds since the pool's epoch when the last stream was given back.
     idle_since_ms: AtomicU64,
+    /// hyper handed a request back unsent (GOAWAY received, closing): no new streams here.
+    draining: AtomicBool,
 }
 
 /// HTTP/2 connections to one upstream.
@@ -175,6 +178,7 @@ where
                 Err(mut e) => match e.take_message() {
                     Some(unsent) if attempt == 0 => {
                         tracing::debug!("upstream HTTP/2 connection closing ({}); sending on another", e.error());
+                        lease.conn.draining.store(true, Ordering::Relaxed);
                         req = unsent;
                     }
                     _ => return Err(PoolError::Send(e.into_error())),
@@ -218,7 +222,8 @@ where
     fn take_stream(&self) -> Option<Lease> {
         let now = self.epoch.elapsed().as_millis() as u64;
         let mut conns = self.conns.lock().unwrap_or_else(|p| p.into_inner());
-        conns.retain(|c| !c.send.is_closed());
+        // In-flight streams keep their connection through their lease.
+        conns.retain(|c| !c.send.is_closed() && !c.draining.load(Ordering::Relaxed));
         // Close connections idle for too long, keeping at least one (dropping our handle
         // lets hyper end the connection with a GOAWAY).
         if conns.len() > 1 {
@@ -266,6 +271,11 @@ where
         });
         tracing::debug!(upstream = %self.uri, "opened an upstream HTTP/2 connection");
         let now = self.epoch.elapsed().as_millis() as u64;
-        Ok(Arc::new(Conn { send, streams: AtomicUsize::new(0), idle_since_ms: AtomicU64::new(now) }))
+        Ok(Arc::new(Conn {
+            send,
+            streams: AtomicUsize::new(0),
+            idle_since_ms: AtomicU64::new(now),
+            draining: AtomicBool::new(false),
+        }))
     }
 }
