@@ -647,9 +647,8 @@ async fn injected_identity_headers_over_http2() {
 
 /// Defends: identity stripping in request trailers, HTTP/2 (hyper client) — every identity
 /// name, duplicated, next to a trailer that must survive. The upstream hop is HTTP/2 here
-/// (`--upstream-http2`), so that trailers reach the stand-in and it echoes them; over the
-/// default HTTP/1.1 hop hyper sends only trailers a `Trailer` header declares (that hop is
-/// the next test's).
+/// (`--upstream-http2`, the default, written out), so that trailers reach the stand-in and it
+/// echoes them; over an HTTP/1.1 hop hyper sends only trailers a `Trailer` header declares.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn injected_identity_in_http2_trailers_is_stripped() {
     let env = Env::start(&["--requestheader-uid-headers", "X-Remote-Uid", "--upstream-http2", "true"]).await;

@@ -84,8 +84,8 @@ async fn injected_identity_headers_never_reach_the_upstream() {
 
 #[tokio::test]
 async fn injected_headers_in_trailers_are_stripped() {
-    // Over an HTTP/2 upstream hop, so that trailers reach the stand-in (hyper's HTTP/1.1
-    // client sends only trailers a `Trailer` header declares).
+    // Over an HTTP/2 upstream hop (the default, written out), so that trailers reach the
+    // stand-in (hyper's HTTP/1.1 client sends only trailers a `Trailer` header declares).
     let env = Env::start(&["--upstream-http2", "true"]).await;
     // HTTP/2 request with trailers carrying identity headers.
     let body = http_body_util::StreamBody::new(futures_util::stream::iter(vec![
