@@ -63,6 +63,13 @@ pub enum PoolError {
     Send(#[source] hyper::Error),
 }
 
+/// Why no stream could be taken: the upstream has no h2 (the caller hands the request back),
+/// or the connection attempt failed.
+enum NoStream {
+    NotHttp2,
+    Failed(PoolError),
+}
+
 /// The failure of a connection attempt that several requests waited for.
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
@@ -167,8 +174,8 @@ where
         for attempt in 0..2 {
             let lease = match self.lease().await {
                 Ok(lease) => lease,
-                Err(PoolError::NotHttp2(_)) => return Err(PoolError::NotHttp2(Box::new(req))),
-                Err(e) => return Err(e),
+                Err(NoStream::NotHttp2) => return Err(PoolError::NotHttp2(Box::new(req))),
+                Err(NoStream::Failed(e)) => return Err(e),
             };
             let mut send = lease.conn.send.clone();
             match send.try_send_request(req).await {
@@ -189,7 +196,7 @@ where
     }
 
     /// Takes a stream on the first connection with budget left, opening one if none has.
-    async fn lease(&self) -> Result<Lease, PoolError> {
+    async fn lease(&self) -> Result<Lease, NoStream> {
         if let Some(lease) = self.take_stream() {
             return Ok(lease);
         }
@@ -200,16 +207,16 @@ where
             return Ok(lease);
         }
         if self.http1_only() {
-            return Err(PoolError::NotHttp2(Box::default()));
+            return Err(NoStream::NotHttp2);
         }
         // The attempt this request waited for failed: share its failure instead of queueing
         // for a connect timeout of its own behind every other waiting request.
         if let (Some(detail), true) = (&*last_failure, self.attempts.load(Ordering::Acquire) != seen) {
-            return Err(PoolError::Connect(Box::new(SharedFailure(detail.clone()))));
+            return Err(NoStream::Failed(PoolError::Connect(Box::new(SharedFailure(detail.clone())))));
         }
         let opened = self.open().await;
         *last_failure = match &opened {
-            Err(PoolError::Connect(e)) => Some(crate::forward::error_chain(e.as_ref())),
+            Err(NoStream::Failed(PoolError::Connect(e))) => Some(crate::forward::error_chain(e.as_ref())),
             _ => None,
         };
         self.attempts.fetch_add(1, Ordering::AcqRel);
@@ -220,13 +227,13 @@ where
     }
 
     fn take_stream(&self) -> Option<Lease> {
-        let now = self.epoch.elapsed().as_millis() as u64;
         let mut conns = self.conns.lock().unwrap_or_else(|p| p.into_inner());
         // In-flight streams keep their connection through their lease.
         conns.retain(|c| !c.send.is_closed() && !c.draining.load(Ordering::Relaxed));
         // Close connections idle for too long, keeping at least one (dropping our handle
         // lets hyper end the connection with a GOAWAY).
         if conns.len() > 1 {
+            let now = self.epoch.elapsed().as_millis() as u64;
             let mut keep = conns.len();
             conns.retain(|c| {
                 let idle = c.streams.load(Ordering::Acquire) == 0
@@ -244,15 +251,16 @@ where
         Some(Lease { conn, epoch: self.epoch })
     }
 
-    async fn open(&self) -> Result<Arc<Conn>, PoolError> {
+    async fn open(&self) -> Result<Arc<Conn>, NoStream> {
+        let failed = |e| NoStream::Failed(PoolError::Connect(e));
         let mut connector = self.connector.clone();
-        std::future::poll_fn(|cx| connector.poll_ready(cx)).await.map_err(PoolError::Connect)?;
-        let io = connector.call(self.uri.clone()).await.map_err(PoolError::Connect)?;
+        std::future::poll_fn(|cx| connector.poll_ready(cx)).await.map_err(failed)?;
+        let io = connector.call(self.uri.clone()).await.map_err(failed)?;
         if !io.connected().is_negotiated_h2() {
             if !self.http1_only.swap(true, Ordering::Relaxed) {
                 tracing::warn!(upstream = %self.uri, "the upstream did not negotiate HTTP/2 (ALPN h2): using HTTP/1.1");
             }
-            return Err(PoolError::NotHttp2(Box::default()));
+            return Err(NoStream::NotHttp2);
         }
         let (send, conn) = http2::Builder::new(TokioExecutor::new())
             .timer(TokioTimer::new())
@@ -263,7 +271,7 @@ where
             .initial_connection_window_size(CONNECTION_WINDOW)
             .handshake(io)
             .await
-            .map_err(PoolError::Handshake)?;
+            .map_err(|e| NoStream::Failed(PoolError::Handshake(e)))?;
         tokio::spawn(async move {
             if let Err(err) = conn.await {
                 tracing::debug!(%err, "upstream HTTP/2 connection ended");
