@@ -27,8 +27,8 @@ use hyper::server::conn::http1;
 use hyper::service::HttpService;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
-use tokio::net::TcpStream;
-use tokio_rustls::server::TlsStream;
+
+use crate::tls::stream::TlsStream;
 
 use crate::forward::ProxyBody;
 use crate::proxy::{Activity, CLOSE_LINGER, Life, expired, wait_close};
@@ -119,7 +119,7 @@ impl Body for Watched {
 /// The TLS stream as hyper sees it for one round: bytes left over from the last round
 /// first, then the stream; records reads and flushes for [`Park`].
 struct RoundIo {
-    tls: Box<TlsStream<TcpStream>>,
+    tls: Box<TlsStream>,
     prefix: Bytes,
     activity: Arc<Activity>,
 }
@@ -197,7 +197,7 @@ struct Signals {
 
 /// Serves an HTTP/1.1 connection, parking it whenever it is idle (see the module doc).
 pub(crate) async fn serve<S>(
-    tls: Box<TlsStream<TcpStream>>,
+    tls: Box<TlsStream>,
     service: S,
     builder: http1::Builder,
     life: Life,
@@ -241,7 +241,7 @@ pub(crate) async fn serve<S>(
 
 /// Parked: nothing but the stream until the client sends something. `true` when it has,
 /// `false` when the connection is to close (shutdown, revocation, expiry, `deadline`).
-async fn parked(tls: &TlsStream<TcpStream>, signals: &mut Signals, deadline: tokio::time::Instant) -> bool {
+async fn parked(tls: &TlsStream, signals: &mut Signals, deadline: tokio::time::Instant) -> bool {
     tracing::trace!(peer = %signals.remote, "parked");
     let remote = signals.remote;
     loop {
@@ -249,7 +249,7 @@ async fn parked(tls: &TlsStream<TcpStream>, signals: &mut Signals, deadline: tok
             return false;
         }
         tokio::select! {
-            r = tls.get_ref().0.readable() => return r.is_ok(),
+            r = tls.tcp().readable() => return r.is_ok(),
             _ = signals.stop.changed() => return false,
             reason = wait_close(&mut signals.close) => {
                 tracing::info!(peer = %remote, reason = reason.label(), "closing connection");
@@ -274,7 +274,7 @@ async fn round<S>(
     mut conn: Pin<Box<Conn<S>>>,
     signals: &mut Signals,
     activity: &Arc<Activity>,
-) -> Option<(Box<TlsStream<TcpStream>>, Bytes, S)>
+) -> Option<(Box<TlsStream>, Bytes, S)>
 where
     S: HttpService<Incoming, ResBody = ProxyBody> + Send + Unpin + 'static,
     S::Future: Send + Unpin + 'static,
@@ -325,6 +325,6 @@ fn join(rest: Bytes, read_buf: Bytes) -> Bytes {
 }
 
 /// Closes a parked connection as hyper would an idle one: TLS close_notify, then FIN.
-async fn close_parked(mut tls: Box<TlsStream<TcpStream>>) {
+async fn close_parked(mut tls: Box<TlsStream>) {
     let _ = tokio::time::timeout(CLOSE_LINGER, tls.shutdown()).await;
 }

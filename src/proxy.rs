@@ -17,12 +17,12 @@ use rustls_pki_types::CertificateDer;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, mpsc, watch};
-use tokio_rustls::TlsAcceptor;
 
 use crate::conns::{CloseReason, CloseSignal, Registration, Registry};
 use crate::forward::{ConnInfo, ProxyBody};
 use crate::metrics::Metrics;
 use crate::reload::State;
+use crate::tls::stream::TlsStream;
 use crate::tls::verifier::PEER;
 
 /// What every connection shares.
@@ -122,10 +122,10 @@ async fn handshake(
     remote: SocketAddr,
     shared: &Shared,
     stop: &mut watch::Receiver<bool>,
-) -> Option<tokio_rustls::server::TlsStream<TcpStream>> {
+) -> Option<TlsStream> {
     let snapshot = shared.state.snapshot();
     let timeout = shared.state.config().tls_handshake_timeout;
-    let accept = TlsAcceptor::from(snapshot.server_tls.clone()).accept(tcp).into_fallible();
+    let accept = TlsStream::accept(tcp, snapshot.server_tls.clone());
     let tls = tokio::select! {
         r = tokio::time::timeout(timeout, PEER.scope(remote, accept)) => r,
         _ = stop.changed() => return None,
@@ -150,13 +150,13 @@ async fn handshake(
 /// service, hyper connection) and returns it as one boxed future, so that none of it is part
 /// of the connection task's own state.
 fn serve_http(
-    tls: tokio_rustls::server::TlsStream<TcpStream>,
+    tls: TlsStream,
     remote: SocketAddr,
     shared: &Shared,
     config: &crate::config::Config,
     stop: watch::Receiver<bool>,
 ) -> std::pin::Pin<Box<dyn Future<Output = ()> + Send>> {
-    let (_, session) = tls.get_ref();
+    let session = tls.session();
     let h2 = session.alpn_protocol() == Some(b"h2");
     shared.metrics.handshake(if session.peer_certificates().is_some_and(|c| !c.is_empty()) { "ok" } else { "no_cert" });
     let chain: Option<Arc<[CertificateDer<'static>]>> = session

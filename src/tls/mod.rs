@@ -6,6 +6,7 @@
 //! A resumed session would restore a client identity without running the verifier, and so
 //! could outlive a revocation; kubectl and client-go do not resume anyway.
 
+pub mod stream;
 pub mod verifier;
 
 use std::path::Path;
