@@ -43,14 +43,22 @@ def targets_section(r: R.Results, mode) -> list[str]:
         rows.append((f"(a) handshakes/s ≥ 1.5× HAProxy, {case}",
                      f"{R.fmt_ratio(rat)} (CPU-normalised {R.fmt_ratio(cap)}) vs {R.NAMES.get(best, best)}",
                      _verdict(rat is not None and rat >= 1.5, cap is not None and cap >= 1.5)))
-        k1m = r.agg("a", f"TLS {tls}, CRL 1m", R.KCP, "ops_per_s")
+        # Judged on the side-by-side measurement when there is one (see bench.py `independence`).
+        if r.agg("a-indep", f"TLS {tls}", "kcp-crl-1m", "ops_per_s") is not None:
+            src, c0_case, c1_case, n0, n1 = "a-indep", f"TLS {tls}", f"TLS {tls}", "kcp-crl-0", "kcp-crl-1m"
+            how = "side by side"
+        else:
+            src, c0_case, c1_case, n0, n1 = "a", case, f"TLS {tls}, CRL 1m", R.KCP, R.KCP
+            how = "rows measured apart"
+        k0 = r.agg(src, c0_case, n0, "ops_per_s")
+        k1m = r.agg(src, c1_case, n1, "ops_per_s")
         if k1m is not None:
-            rel = R.ratio(k1m, k)
-            c0 = r.agg("a", case, R.KCP, "proxy_cpu_us_per_op")
-            c1 = r.agg("a", f"TLS {tls}, CRL 1m", R.KCP, "proxy_cpu_us_per_op")
+            rel = R.ratio(k1m, k0)
+            c0 = r.agg(src, c0_case, n0, "proxy_cpu_us_per_op")
+            c1 = r.agg(src, c1_case, n1, "proxy_cpu_us_per_op")
             rel_cpu = R.ratio(c0, c1)
             rows.append((f"(a) kube-crl-proxy 1M-CRL rate ≥ 0.95× its CRL-0 rate, TLS {tls}",
-                         f"{R.fmt_ratio(rel)} (CPU-normalised {R.fmt_ratio(rel_cpu)})",
+                         f"{R.fmt_ratio(rel)} (CPU-normalised {R.fmt_ratio(rel_cpu)}; {how})",
                          _verdict(rel is not None and rel >= 0.95, rel_cpu is not None and rel_cpu >= 0.95)))
 
     # (b) ≥1.3× requests/s and p99 ≤ HAProxy's, both HTTP versions.
