@@ -41,9 +41,13 @@ const GATHER: usize = 16 * 1024;
 pub struct TlsStream {
     tcp: TcpStream,
     conn: UnbufferedServerConnection,
-    /// Received TLS bytes not yet processed: at most a partial record once the handshake is
-    /// done. Empty (no allocation) whenever everything received has been processed.
+    /// Received TLS bytes; those before `consumed` are processed. What is not processed is at
+    /// most a partial record once the handshake is done. Freed (no allocation) whenever
+    /// everything received has been processed.
     incoming: Vec<u8>,
+    /// Processed bytes at the front of `incoming`, removed before the next read: a read that
+    /// brought many small records is not shifted once per record.
+    consumed: usize,
     /// Decrypted bytes the reader's buffer had no room for.
     plain: Vec<u8>,
     plain_at: usize,
@@ -97,6 +101,7 @@ impl TlsStream {
             tcp,
             conn,
             incoming: Vec::new(),
+            consumed: 0,
             plain: Vec::new(),
             plain_at: 0,
             outgoing: Vec::new(),
@@ -148,14 +153,14 @@ impl TlsStream {
     /// Received bytes not yet handed to the reader, or not yet processed: a read would not
     /// have to wait for the socket.
     pub fn has_buffered_input(&self) -> bool {
-        self.plain_at < self.plain.len() || !self.incoming.is_empty()
+        self.plain_at < self.plain.len() || self.consumed < self.incoming.len()
     }
 
-    /// Processes the connection's next state for `job`; consumed input is removed from
-    /// `incoming`. Errors are rustls's, as `io::Error`s.
+    /// Processes the connection's next state for `job`; consumed input is counted in
+    /// `consumed`. Errors are rustls's, as `io::Error`s.
     fn step(&mut self, job: &mut Job<'_, '_>) -> io::Result<Step> {
-        let TlsStream { conn, incoming, plain, outgoing, peer_closed, close_queued, .. } = self;
-        let UnbufferedStatus { mut discard, state } = conn.process_tls_records(incoming);
+        let TlsStream { conn, incoming, consumed, plain, outgoing, peer_closed, close_queued, .. } = self;
+        let UnbufferedStatus { mut discard, state } = conn.process_tls_records(&mut incoming[*consumed..]);
         let step = match state {
             Err(e) => Err(tls_error(e)),
             Ok(ConnectionState::ReadTraffic(mut records)) => {
@@ -208,9 +213,10 @@ impl TlsStream {
             // server without telling us in its version.
             Ok(other) => Err(io::Error::other(format!("unexpected TLS state {other:?}"))),
         };
-        incoming.drain(..discard);
-        if incoming.is_empty() {
+        *consumed += discard;
+        if *consumed == incoming.len() {
             *incoming = Vec::new();
+            *consumed = 0;
         }
         step
     }
@@ -219,16 +225,20 @@ impl TlsStream {
     /// rustls hands out what it queued before it looks at the input again, and looking at
     /// the input again would fail again (and a second fatal alert is a rustls assertion).
     fn queue_alert(&mut self) {
-        let TlsStream { conn, incoming, outgoing, .. } = self;
-        let UnbufferedStatus { discard, state } = conn.process_tls_records(incoming);
+        let TlsStream { conn, incoming, consumed, outgoing, .. } = self;
+        let UnbufferedStatus { discard, state } = conn.process_tls_records(&mut incoming[*consumed..]);
         if let Ok(ConnectionState::EncodeTlsData(mut data)) = state {
             let _ = encode_into(outgoing, &mut data);
         }
-        incoming.drain(..discard);
+        *consumed += discard;
     }
 
     /// Reads from the socket into `incoming` (at most `limit` bytes held). `Ok(0)`: EOF.
     fn poll_receive(&mut self, cx: &mut Context<'_>, limit: usize) -> Poll<io::Result<usize>> {
+        if self.consumed > 0 {
+            self.incoming.drain(..self.consumed);
+            self.consumed = 0;
+        }
         let room = limit.saturating_sub(self.incoming.len());
         if room == 0 {
             return Poll::Ready(Err(io::Error::new(io::ErrorKind::InvalidData, "TLS message too large")));
@@ -626,6 +636,35 @@ mod tests {
         };
         let (_tcp, got) = tokio::join!(trickle, read);
         assert_eq!(got, b"GET / HTTP/1.1\r\n\r\n");
+    }
+
+    #[tokio::test]
+    async fn many_small_records_in_one_read_come_out_in_order() {
+        let p = pki(false);
+        let (server, client) = pair(&p).await;
+        let (mut server, client) = (server.map_err(|(e, _)| e).unwrap(), client.unwrap());
+        let (mut tcp, mut conn) = client.into_inner();
+        let mut expected = Vec::new();
+        for i in 0..500u32 {
+            let piece = format!("{i},");
+            conn.writer().write_all(piece.as_bytes()).unwrap(); // one record per write
+            expected.extend_from_slice(piece.as_bytes());
+        }
+        let mut wire = Vec::new();
+        while conn.wants_write() {
+            conn.write_tls(&mut wire).unwrap();
+        }
+        assert!(wire.len() > 500 * 22, "expected one record per piece");
+        tcp.write_all(&wire).await.unwrap();
+        let mut got = Vec::new();
+        let mut buf = [0u8; 4096];
+        while got.len() < expected.len() {
+            let n = server.read(&mut buf).await.unwrap();
+            assert!(n > 0, "early EOF");
+            got.extend_from_slice(&buf[..n]);
+        }
+        assert_eq!(got, expected);
+        assert!(!server.has_buffered_input());
     }
 
     #[tokio::test]
