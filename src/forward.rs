@@ -16,8 +16,9 @@ use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full};
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::connect::{Connection, HttpConnector};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use prometheus_client::metrics::gauge::Gauge;
 
 use crate::config::{HeaderNames, UpstreamConfig, UpstreamTarget};
 use crate::error::ProxyError;
@@ -41,6 +42,79 @@ type HttpsClient = Client<Connector, ProxyBody>;
 pub struct Deadline<C> {
     inner: C,
     limit: Duration,
+    /// Open connections to this upstream (`kube_crl_proxy_upstream_connections`).
+    open: Gauge,
+}
+
+/// An upstream connection, counted in its upstream's gauge while it is open.
+pub struct Counted<T> {
+    inner: T,
+    open: Gauge,
+}
+
+impl<T> Counted<T> {
+    fn new(inner: T, open: Gauge) -> Self {
+        open.inc();
+        Self { inner, open }
+    }
+}
+
+impl<T> Drop for Counted<T> {
+    fn drop(&mut self) {
+        self.open.dec();
+    }
+}
+
+impl<T: hyper::rt::Read + Unpin> hyper::rt::Read for Counted<T> {
+    fn poll_read(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: hyper::rt::ReadBufCursor<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.get_mut().inner).poll_read(cx, buf)
+    }
+}
+
+impl<T: hyper::rt::Write + Unpin> hyper::rt::Write for Counted<T> {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_write_vectored(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
+    }
+}
+
+impl<T: Connection> Connection for Counted<T> {
+    fn connected(&self) -> hyper_util::client::legacy::connect::Connected {
+        self.inner.connected()
+    }
 }
 
 /// The connect deadline passed.
@@ -56,20 +130,20 @@ where
     C::Future: Send + 'static,
     C::Error: Into<BoxError>,
 {
-    type Response = C::Response;
+    type Response = Counted<C::Response>;
     type Error = BoxError;
-    type Future = std::pin::Pin<Box<dyn std::future::Future<Output = Result<C::Response, BoxError>> + Send>>;
+    type Future = std::pin::Pin<Box<dyn std::future::Future<Output = Result<Self::Response, BoxError>> + Send>>;
 
     fn poll_ready(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), BoxError>> {
         self.inner.poll_ready(cx).map_err(Into::into)
     }
 
     fn call(&mut self, uri: Uri) -> Self::Future {
-        let limit = self.limit;
+        let (limit, open) = (self.limit, self.open.clone());
         let connect = self.inner.call(uri);
         Box::pin(async move {
             match tokio::time::timeout(limit, connect).await {
-                Ok(r) => r.map_err(Into::into),
+                Ok(r) => r.map(|io| Counted::new(io, open)).map_err(Into::into),
                 Err(_) => Err(Box::new(ConnectTimedOut(limit)) as BoxError),
             }
         })
@@ -95,6 +169,8 @@ pub struct ConnInfo {
 /// Health of one upstream, kept across reloads (indexed like `--upstream`).
 #[derive(Debug, Default)]
 pub struct TargetHealth {
+    /// Open connections to this upstream, as exported.
+    connections: Gauge,
     /// Result of the last active `/readyz` check: 0 unknown, 1 up, 2 down.
     state: AtomicU8,
     /// Passively ejected (connection failures) until this Unix time in milliseconds.
@@ -112,6 +188,11 @@ fn now_ms() -> u64 {
 }
 
 impl TargetHealth {
+    /// Health that counts its upstream's open connections in `connections`.
+    pub fn new(connections: Gauge) -> Self {
+        Self { connections, ..Self::default() }
+    }
+
     /// Routable: not ejected and not known to be down.
     fn preferred(&self) -> bool {
         self.state.load(Ordering::Relaxed) != DOWN && self.ejected_until_ms.load(Ordering::Relaxed) <= now_ms()
@@ -168,7 +249,7 @@ impl Target {
             // (crate::h2pool falls back) instead of failing the handshake.
             let inner =
                 if h2 { b.enable_all_versions().wrap_connector(http) } else { b.enable_http1().wrap_connector(http) };
-            Deadline { inner, limit: cfg.connect_timeout }
+            Deadline { inner, limit: cfg.connect_timeout, open: health.connections.clone() }
         };
         let mut b = Client::builder(TokioExecutor::new());
         b.timer(TokioTimer::new()).pool_timer(TokioTimer::new()).pool_idle_timeout(Duration::from_secs(90));

@@ -1,5 +1,6 @@
 //! Prometheus metrics (prometheus-client). Every label value is a fixed enum or comes from
-//! the operator's own files (a CA's subject); nothing a client sends becomes a label.
+//! the operator's own configuration (a CA's subject, an `--upstream` URL); nothing a client
+//! sends becomes a label.
 //!
 //! | metric | labels |
 //! |---|---|
@@ -13,6 +14,7 @@
 //! | `kube_crl_proxy_connections_closed_total` | `reason`: revoked, expired, unknown_ca, stale_crl, … |
 //! | `kube_crl_proxy_crl_fetches_total` | `result`: ok, not_modified, error, too_large, invalid |
 //! | `kube_crl_proxy_upstream_up` | upstreams whose `/readyz` answered 200 at the last check |
+//! | `kube_crl_proxy_upstream_connections` | `upstream` (an `--upstream` URL): open connections, HTTP/2 and HTTP/1.1 |
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -55,6 +57,11 @@ pub struct IssuerLabel {
     pub issuer: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct UpstreamLabel {
+    pub upstream: String,
+}
+
 /// The process's metrics.
 pub struct Metrics {
     registry: Registry,
@@ -68,6 +75,7 @@ pub struct Metrics {
     pub reload_failures: Family<KindLabel, Counter>,
     pub connections_closed: Family<ReasonLabel, Counter>,
     pub upstream_up: Gauge,
+    pub upstream_connections: Family<UpstreamLabel, Gauge>,
     pub crl_fetches: Family<ResultLabel, Counter>,
     pub ocsp_queries: Family<ResultLabel, Counter>,
     pub ocsp_latency: Histogram,
@@ -98,6 +106,7 @@ impl Metrics {
             reload_failures: Family::default(),
             connections_closed: Family::default(),
             upstream_up: Gauge::default(),
+            upstream_connections: Family::default(),
             crl_fetches: Family::default(),
             ocsp_queries: Family::default(),
             ocsp_latency: Histogram::new(exponential_buckets(0.001, 2.0, 14)),
@@ -133,6 +142,11 @@ impl Metrics {
             "upstream_up",
             "1 if the upstream's /readyz answered 200 at the last check",
             m.upstream_up.clone(),
+        );
+        registry.register(
+            "upstream_connections",
+            "Open connections to each upstream (pooled HTTP/2 and HTTP/1.1, upgraded tunnels)",
+            m.upstream_connections.clone(),
         );
         registry.register("crl_fetches", "CRL fetches by result", m.crl_fetches.clone());
         registry.register(

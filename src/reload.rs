@@ -20,7 +20,7 @@ use crate::config::Config;
 use crate::error::ConfigError;
 use crate::fetch::Fetcher;
 use crate::forward::{TargetHealth, Upstream};
-use crate::metrics::{KindLabel, Metrics};
+use crate::metrics::{KindLabel, Metrics, UpstreamLabel};
 use crate::ocsp::Ocsp;
 use crate::revocation::{IssuerCrl, RevocationIndex};
 use crate::tls::TlsMaterial;
@@ -111,8 +111,15 @@ impl State {
         fetcher: Arc<Fetcher>,
         ocsp: Option<Arc<Ocsp>>,
     ) -> Result<Self, ConfigError> {
-        let upstream_health: Vec<Arc<TargetHealth>> =
-            config.upstream.targets.iter().map(|_| Arc::new(TargetHealth::default())).collect();
+        let upstream_health: Vec<Arc<TargetHealth>> = config
+            .upstream
+            .targets
+            .iter()
+            .map(|t| {
+                let label = UpstreamLabel { upstream: t.url.to_string().trim_end_matches('/').to_string() };
+                Arc::new(TargetHealth::new(metrics.upstream_connections.get_or_create(&label).clone()))
+            })
+            .collect();
         let snapshot = build(&config, &fetcher, &upstream_health, ocsp.clone())?;
         log_crls(&snapshot.verifier, "CRL loaded (signature verified)");
         snapshot.verifier.index().warn_expiring(crate::revocation::now_secs(), config.crl_expiry_warning);
