@@ -12,6 +12,11 @@
 //! the pool; one idle for [`IDLE_LIMIT`] while another exists is closed by us. A request that
 //! hyper hands back unsent because its connection was closing (a GOAWAY, e.g. kube-apiserver's
 //! `--goaway-chance`) is sent once more on another, and that connection takes no new streams.
+//! So is a request without body and with a safe method (GET, HEAD, OPTIONS, TRACE) that
+//! failed before its response began because the upstream went away under it: a GOAWAY
+//! refuses the streams above its last stream id unprocessed (kube-apiserver's graceful
+//! shutdown), as does `REFUSED_STREAM`. hyper cannot say whether a stream was below that id,
+//! hence the safe methods only.
 //! Connections are opened one at a time; requests that waited for an attempt that failed to
 //! connect get its error at once instead of each waiting out a connect timeout in turn.
 //! The TLS handshake offers `h2` and `http/1.1`; an upstream that picks HTTP/1.1 (or no ALPN)
@@ -169,8 +174,11 @@ where
     /// Sends `req` (absolute URI) on a connection with a stream to spare, opening one if
     /// every connection is at its budget.
     pub async fn send(&self, req: Request<ProxyBody>) -> Result<Response<ProxyBody>, PoolError> {
+        // Kept only for a request that may be sent again after the upstream refused it.
+        let mut replay = replayable(&req).then(|| copy_head(&req));
         let mut req = req;
-        // Once more if the first connection was closing and handed the request back unsent.
+        // Once more if the first connection was closing and handed the request back unsent,
+        // or went away under a replayable request.
         for attempt in 0..2 {
             let lease = match self.lease().await {
                 Ok(lease) => lease,
@@ -187,6 +195,14 @@ where
                         tracing::debug!("upstream HTTP/2 connection closing ({}); sending on another", e.error());
                         lease.conn.draining.store(true, Ordering::Relaxed);
                         req = unsent;
+                    }
+                    None if attempt == 0 && replay.is_some() && went_away(e.error()) => {
+                        tracing::debug!(
+                            "upstream HTTP/2 connection went away ({}); sending again on another",
+                            e.error()
+                        );
+                        lease.conn.draining.store(true, Ordering::Relaxed);
+                        req = replay.take().expect("checked");
                     }
                     _ => return Err(PoolError::Send(e.into_error())),
                 },
@@ -286,4 +302,34 @@ where
             draining: AtomicBool::new(false),
         }))
     }
+}
+
+/// A request that may be sent a second time: a safe method (RFC 9110 9.2.1) and no body.
+fn replayable(req: &Request<ProxyBody>) -> bool {
+    matches!(*req.method(), http::Method::GET | http::Method::HEAD | http::Method::OPTIONS | http::Method::TRACE)
+        && req.body().is_end_stream()
+}
+
+/// The request line and headers, with an empty body.
+fn copy_head(req: &Request<ProxyBody>) -> Request<ProxyBody> {
+    use http_body_util::BodyExt;
+    let mut copy = Request::new(http_body_util::Empty::<Bytes>::new().map_err(|n| match n {}).boxed());
+    *copy.method_mut() = req.method().clone();
+    *copy.uri_mut() = req.uri().clone();
+    *copy.version_mut() = req.version();
+    *copy.headers_mut() = req.headers().clone();
+    copy
+}
+
+/// The upstream ended the stream before answering because it went away: a GOAWAY from the
+/// upstream, or `REFUSED_STREAM`.
+fn went_away(e: &hyper::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
+    while let Some(err) = source {
+        if let Some(h2) = err.downcast_ref::<h2::Error>() {
+            return h2.is_remote() && (h2.is_go_away() || h2.reason() == Some(h2::Reason::REFUSED_STREAM));
+        }
+        source = err.source();
+    }
+    false
 }

@@ -131,6 +131,9 @@ struct ConnCtx {
     /// The client's address: tells tests which upstream connection carried a request.
     remote_addr: Option<SocketAddr>,
     stop: watch::Receiver<()>,
+    /// `/_sim/goaway`: shut this connection down gracefully (HTTP/2 GOAWAY), as a
+    /// kube-apiserver does when it sheds load or restarts.
+    goaway: Arc<tokio::sync::Notify>,
 }
 
 /// Build the rustls server config: ALPN h2 + http/1.1, optional client certs
@@ -202,13 +205,27 @@ async fn serve_connection(
         Some(chain) => identify_peer(&config, chain),
         None => PeerIdentity::default(),
     };
-    let ctx = Arc::new(ConnCtx { peer, local_addr, remote_addr, stop: stop.clone() });
+    let goaway = Arc::new(tokio::sync::Notify::new());
+    let ctx = Arc::new(ConnCtx { peer, local_addr, remote_addr, stop: stop.clone(), goaway: goaway.clone() });
     let service = service_fn(move |req| handle(req, ctx.clone(), config.clone()));
     let builder = auto::Builder::new(TokioExecutor::new());
-    let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls), service);
-    tokio::select! {
-        res = conn => if let Err(err) = res { tracing::debug!(%err, "sim: connection error") },
-        _ = stop.changed() => {}
+    let mut conn = std::pin::pin!(builder.serve_connection_with_upgrades(TokioIo::new(tls), service));
+    let mut closing = false;
+    loop {
+        tokio::select! {
+            res = conn.as_mut() => {
+                if let Err(err) = res {
+                    tracing::debug!(%err, "sim: connection error");
+                }
+                return;
+            }
+            () = goaway.notified(), if !closing => {
+                // HTTP/2: GOAWAY, streams in flight finish, new ones are refused.
+                closing = true;
+                conn.as_mut().graceful_shutdown();
+            }
+            _ = stop.changed() => return,
+        }
     }
 }
 
@@ -423,6 +440,10 @@ async fn route(req: Request<Incoming>, ctx: &ConnCtx, auth: AuthMethod, user: &U
         (Method::GET, ["_sim", "headers"]) => json_response(ok, &debug_headers(&req, ctx, auth, user)),
         (Method::POST, ["_sim", "echo"]) => Response::new(req.into_body().map_err(BoxError::from).boxed_unsync()),
         (Method::GET, ["_sim", "bytes"]) => pattern_bytes(query),
+        (Method::GET, ["_sim", "goaway"]) => {
+            ctx.goaway.notify_one();
+            json_response(ok, &serde_json::json!({ "goaway": ctx.remote_addr.map(|a| a.to_string()) }))
+        }
         _ => {
             let message = format!("the server could not find the requested resource ({path})");
             status_response(StatusCode::NOT_FOUND, "NotFound", &message)

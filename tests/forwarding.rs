@@ -787,6 +787,7 @@ async fn the_http2_upstream_pool_reuses_a_connection_and_opens_another_at_the_st
         sequential.insert(seen(&reply));
     }
     assert_eq!(sequential.len(), 1, "sequential requests must share one upstream connection: {sequential:?}");
+    assert_eq!(upstream_connections(&env).await, 1, "kube_crl_proxy_upstream_connections");
 
     // Two watches take both streams of the first connection; the next request needs another.
     let io = hyper_util::rt::TokioIo::new(
@@ -804,6 +805,7 @@ async fn the_http2_upstream_pool_reuses_a_connection_and_opens_another_at_the_st
     let reply = env.request(Some(&env.pki.alice), Http::H1, get("/_sim/headers")).await.expect("request");
     let second = seen(&reply);
     assert!(!sequential.contains(&second), "a request beyond the budget must open a new connection");
+    assert_eq!(upstream_connections(&env).await, 2, "kube_crl_proxy_upstream_connections");
     // Once the watches end, their streams are given back: the first connection serves again.
     drop(watches);
     let deadline = Instant::now() + WAIT;
@@ -815,4 +817,61 @@ async fn the_http2_upstream_pool_reuses_a_connection_and_opens_another_at_the_st
         assert!(Instant::now() < deadline, "the first connection's streams were not given back");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// An upstream that sheds a connection (HTTP/2 GOAWAY, as kube-apiserver does when it shuts
+/// down or sheds load) loses no request: requests racing the GOAWAY are sent again on another
+/// connection, and the connection that is going away takes no new streams even while a watch
+/// still keeps it open.
+#[tokio::test]
+async fn an_upstream_goaway_loses_no_request_and_new_streams_go_to_another_connection() {
+    let env = Env::start(&[]).await;
+    let addr_of = |reply: &Reply| {
+        assert_eq!(reply.status, 200, "{}", String::from_utf8_lossy(&reply.body));
+        let v = reply.json();
+        assert_eq!(v["version"], "HTTP/2.0", "the upstream hop must be HTTP/2: {v}");
+        v["remote_addr"].as_str().expect("remote_addr").to_string()
+    };
+    let first = env.request(Some(&env.pki.alice), Http::H2, get("/_sim/headers")).await.expect("request");
+    let old = addr_of(&first);
+
+    // A watch on that connection keeps it open after its GOAWAY (streams in flight finish).
+    let io = hyper_util::rt::TokioIo::new(
+        connect(env.proxy.addr, env.tls(Some(&env.pki.alice), Http::H2)).await.expect("TLS to the proxy"),
+    );
+    let (mut send, conn) =
+        hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), io).await.expect("h2 handshake");
+    tokio::spawn(conn);
+    let watch = timeout(WAIT, send.send_request(get(WATCH))).await.expect("watch head").expect("watch");
+    assert_eq!(watch.status(), 200);
+    let shed = env.request(Some(&env.pki.alice), Http::H2, get("/_sim/goaway")).await.expect("goaway");
+    assert_eq!(shed.json()["goaway"], old.as_str(), "the GOAWAY must hit the pooled connection");
+
+    for i in 0..5 {
+        let reply = env.request(Some(&env.pki.alice), Http::H1, get("/_sim/headers")).await.expect("request");
+        assert_ne!(addr_of(&reply), old, "request {i} after the GOAWAY went to the connection going away");
+    }
+    drop(watch);
+
+    // Bursts racing a GOAWAY each: every request is answered.
+    for round in 0..3 {
+        let requests = (0..30).map(|i| {
+            let path = if i == 10 { "/_sim/goaway" } else { "/_sim/headers" };
+            env.request(Some(&env.pki.alice), Http::H2, get(path))
+        });
+        for (i, reply) in futures_util::future::join_all(requests).await.into_iter().enumerate() {
+            let reply = reply.unwrap_or_else(|e| panic!("round {round}, request {i}: {e}"));
+            assert_eq!(reply.status, 200, "round {round}, request {i}: {}", String::from_utf8_lossy(&reply.body));
+        }
+    }
+}
+
+/// `kube_crl_proxy_upstream_connections` for the (one) upstream, from a scrape.
+async fn upstream_connections(env: &Env) -> u64 {
+    let scrape = metrics(env).await;
+    let line = scrape
+        .lines()
+        .find(|l| l.starts_with("kube_crl_proxy_upstream_connections{"))
+        .unwrap_or_else(|| panic!("no upstream_connections in the scrape:\n{scrape}"));
+    line.rsplit(' ').next().and_then(|v| v.parse().ok()).unwrap_or_else(|| panic!("bad line {line}"))
 }
