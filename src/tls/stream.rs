@@ -150,12 +150,6 @@ impl TlsStream {
         &self.tcp
     }
 
-    /// Received bytes not yet handed to the reader, or not yet processed: a read would not
-    /// have to wait for the socket.
-    pub fn has_buffered_input(&self) -> bool {
-        self.plain_at < self.plain.len() || self.consumed < self.incoming.len()
-    }
-
     /// Processes the connection's next state for `job`; consumed input is counted in
     /// `consumed`. Errors are rustls's, as `io::Error`s.
     fn step(&mut self, job: &mut Job<'_, '_>) -> io::Result<Step> {
@@ -664,7 +658,7 @@ mod tests {
             got.extend_from_slice(&buf[..n]);
         }
         assert_eq!(got, expected);
-        assert!(!server.has_buffered_input());
+        assert!(holds_no_buffers(&server), "everything read, yet buffers are held");
     }
 
     #[tokio::test]
