@@ -418,50 +418,50 @@ fn gather<'a>(bufs: &'a [IoSlice<'a>]) -> (std::borrow::Cow<'a, [u8]>, usize) {
 
 /// Appends a record rustls has ready (handshake message, alert) to `out`.
 fn encode_into<Data>(out: &mut Vec<u8>, data: &mut rustls::unbuffered::EncodeTlsData<'_, Data>) -> io::Result<()> {
-    let start = out.len();
-    let mut need = 1024;
-    loop {
-        out.resize(start + need, 0);
-        match data.encode(&mut out[start..]) {
-            Ok(n) => {
-                out.truncate(start + n);
-                return Ok(());
-            }
-            Err(EncodeError::InsufficientSize(s)) if s.required_size > need => {
-                out.truncate(start);
-                need = s.required_size;
-            }
-            Err(e) => {
-                out.truncate(start);
-                return Err(io::Error::other(e.to_string()));
-            }
-        }
-    }
+    let too_small = |e: &EncodeError| match e {
+        EncodeError::InsufficientSize(s) => Some(s.required_size),
+        _ => None,
+    };
+    append_with(out, 1024, |o| data.encode(o), too_small).map(|_| ())
 }
 
-/// Runs an encrypting call into the end of `out`, growing it until the output fits.
+/// Appends the records an encrypting call produces (`plaintext` bytes in) to `out`.
 fn encrypt_into(
     out: &mut Vec<u8>,
     plaintext: usize,
-    mut encrypt: impl FnMut(&mut [u8]) -> Result<usize, EncryptError>,
+    encrypt: impl FnMut(&mut [u8]) -> Result<usize, EncryptError>,
+) -> io::Result<usize> {
+    let too_small = |e: &EncryptError| match e {
+        EncryptError::InsufficientSize(s) => Some(s.required_size),
+        _ => None,
+    };
+    // Per record: 5 header + up to 24 of nonce, tag and content type.
+    append_with(out, plaintext + plaintext.div_ceil(16 * 1024).max(1) * 64, encrypt, too_small)
+}
+
+/// Runs `write` (rustls writing into a slice) at the end of `out`, growing it to what rustls
+/// says it needs (`too_small`) until the output fits.
+fn append_with<E: std::fmt::Display>(
+    out: &mut Vec<u8>,
+    mut need: usize,
+    mut write: impl FnMut(&mut [u8]) -> Result<usize, E>,
+    too_small: impl Fn(&E) -> Option<usize>,
 ) -> io::Result<usize> {
     let start = out.len();
-    // Per record: 5 header + up to 24 of nonce, tag and content type.
-    let mut need = plaintext + plaintext.div_ceil(16 * 1024).max(1) * 64;
     loop {
         out.resize(start + need, 0);
-        match encrypt(&mut out[start..]) {
+        let r = write(&mut out[start..]);
+        match r {
             Ok(n) => {
                 out.truncate(start + n);
                 return Ok(n);
             }
-            Err(EncryptError::InsufficientSize(s)) if s.required_size > need => {
-                out.truncate(start);
-                need = s.required_size;
-            }
             Err(e) => {
                 out.truncate(start);
-                return Err(io::Error::other(e.to_string()));
+                match too_small(&e) {
+                    Some(required) if required > need => need = required,
+                    _ => return Err(io::Error::other(e.to_string())),
+                }
             }
         }
     }
@@ -542,15 +542,19 @@ mod tests {
         tokio::join!(server, client)
     }
 
+    /// A handshake that succeeds: our server stream and the client.
+    async fn connected() -> (TlsStream, tokio_rustls::client::TlsStream<TcpStream>) {
+        let (server, client) = pair(&pki(false)).await;
+        (server.map_err(|(e, _)| e).expect("server handshake"), client.expect("client handshake"))
+    }
+
     fn holds_no_buffers(s: &TlsStream) -> bool {
         s.incoming.capacity() == 0 && s.plain.capacity() == 0 && s.outgoing.capacity() == 0
     }
 
     #[tokio::test]
     async fn data_both_ways_in_any_split_and_no_buffers_held_between_exchanges() {
-        let p = pki(false);
-        let (server, client) = pair(&p).await;
-        let (mut server, mut client) = (server.map_err(|(e, _)| e).unwrap(), client.unwrap());
+        let (mut server, mut client) = connected().await;
         assert!(server.session().peer_certificates().is_some_and(|c| c.len() == 1));
         // 100 KiB each way: several records, reads into small buffers (the rest of a record
         // waits in `plain`), writes larger than a record.
@@ -600,9 +604,7 @@ mod tests {
 
     #[tokio::test]
     async fn records_trickling_in_byte_by_byte_are_reassembled() {
-        let p = pki(false);
-        let (server, client) = pair(&p).await;
-        let (mut server, client) = (server.map_err(|(e, _)| e).unwrap(), client.unwrap());
+        let (mut server, client) = connected().await;
         // Encrypt on the client side, then deliver the records one byte per TCP write.
         let (tcp, mut conn) = client.into_inner();
         conn.writer().write_all(b"GET / HTTP/1.1\r\n\r\n").unwrap();
@@ -634,9 +636,7 @@ mod tests {
 
     #[tokio::test]
     async fn many_small_records_in_one_read_come_out_in_order() {
-        let p = pki(false);
-        let (server, client) = pair(&p).await;
-        let (mut server, client) = (server.map_err(|(e, _)| e).unwrap(), client.unwrap());
+        let (mut server, client) = connected().await;
         let (mut tcp, mut conn) = client.into_inner();
         let mut expected = Vec::new();
         for i in 0..500u32 {
@@ -663,9 +663,7 @@ mod tests {
 
     #[tokio::test]
     async fn an_oversized_record_is_an_error_not_a_growing_buffer() {
-        let p = pki(false);
-        let (server, client) = pair(&p).await;
-        let (mut server, client) = (server.map_err(|(e, _)| e).unwrap(), client.unwrap());
+        let (mut server, client) = connected().await;
         let (mut tcp, _) = client.into_inner();
         // An application-data record header announcing 65,000 bytes, then that many bytes.
         let mut wire = vec![0x17, 0x03, 0x03, 0xfd, 0xe8];
@@ -702,9 +700,7 @@ mod tests {
 
     #[tokio::test]
     async fn eof_without_close_notify_is_an_error() {
-        let p = pki(false);
-        let (server, client) = pair(&p).await;
-        let (mut server, client) = (server.map_err(|(e, _)| e).unwrap(), client.unwrap());
+        let (mut server, client) = connected().await;
         let (mut tcp, _) = client.into_inner();
         tcp.shutdown().await.unwrap();
         let mut one = [0u8; 1];
