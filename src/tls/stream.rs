@@ -489,9 +489,14 @@ mod tests {
         client: Arc<ClientConfig>,
     }
 
-    /// A server requiring client certificates from `client_ca`, and a client with one issued
-    /// by `issuer` (the same CA, or another to be refused).
+    /// A server requiring client certificates from a test root, and a client with one issued
+    /// by that root (`refuse`: by another, to be refused).
     fn pki(refuse: bool) -> Pki {
+        pki_versions(refuse, rustls::DEFAULT_VERSIONS)
+    }
+
+    /// [`pki`] with a client limited to `versions`.
+    fn pki_versions(refuse: bool, versions: &[&'static rustls::SupportedProtocolVersion]) -> Pki {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let root = Authority::root("stream-test-root");
         let other = Authority::root("stream-test-other");
@@ -511,7 +516,7 @@ mod tests {
             )
             .unwrap();
         let client = ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
+            .with_protocol_versions(versions)
             .unwrap()
             .with_root_certificates(roots)
             .with_client_auth_cert(
@@ -600,6 +605,40 @@ mod tests {
         assert_eq!(server.read(&mut one).await.unwrap(), 0);
         server.shutdown().await.unwrap();
         assert_eq!(client.read(&mut one).await.unwrap(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_key_update_from_the_client_is_answered_and_traffic_goes_on() {
+        let (mut server, mut client) = connected().await;
+        for round in 0..3u8 {
+            // The client asks for a KeyUpdate (and for ours in return) before its next record.
+            client.get_mut().1.refresh_traffic_keys().expect("TLS 1.3");
+            client.write_all(&[round; 100]).await.unwrap();
+            client.flush().await.unwrap();
+            let mut got = [0u8; 100];
+            server.read_exact(&mut got).await.unwrap();
+            assert_eq!(got, [round; 100]);
+            server.write_all(&[round + 10; 100]).await.unwrap();
+            server.flush().await.unwrap();
+            client.read_exact(&mut got).await.unwrap();
+            assert_eq!(got, [round + 10; 100], "round {round}");
+        }
+    }
+
+    #[tokio::test]
+    async fn tls12_carries_data_both_ways() {
+        let p = pki_versions(false, &[&rustls::version::TLS12]);
+        let (server, client) = pair(&p).await;
+        let (mut server, mut client) = (server.map_err(|(e, _)| e).unwrap(), client.unwrap());
+        assert_eq!(server.session().protocol_version(), Some(rustls::ProtocolVersion::TLSv1_2));
+        client.write_all(b"ping").await.unwrap();
+        client.flush().await.unwrap();
+        let mut got = [0u8; 4];
+        server.read_exact(&mut got).await.unwrap();
+        server.write_all(b"pong").await.unwrap();
+        server.flush().await.unwrap();
+        client.read_exact(&mut got).await.unwrap();
+        assert_eq!(&got, b"pong");
     }
 
     #[tokio::test]
