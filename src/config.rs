@@ -350,6 +350,13 @@ pub struct UpstreamTarget {
     pub server_name: String,
 }
 
+impl UpstreamTarget {
+    /// How logs, errors and metrics name this upstream: its URL without a trailing `/`.
+    pub fn label(&self) -> String {
+        self.url.to_string().trim_end_matches('/').to_string()
+    }
+}
+
 /// Upstream (kube-apiserver) settings.
 #[derive(Debug, Clone)]
 pub struct UpstreamConfig {

@@ -263,13 +263,7 @@ impl Target {
         let h2 = cfg.http2.then(|| {
             crate::h2pool::H2Pool::new(connector(tls.clone(), true), target.url.clone(), cfg.http2_max_streams)
         });
-        Self {
-            base: target.url.clone(),
-            label: target.url.to_string().trim_end_matches('/').to_string(),
-            h2,
-            h1: b.build(connector(h1_tls, false)),
-            health,
-        }
+        Self { base: target.url.clone(), label: target.label(), h2, h1: b.build(connector(h1_tls, false)), health }
     }
 
     /// Sends a request to this upstream (the URI's path and query are kept).

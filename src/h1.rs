@@ -28,10 +28,9 @@ use hyper::service::HttpService;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 
-use crate::tls::stream::TlsStream;
-
 use crate::forward::ProxyBody;
 use crate::proxy::{Activity, CLOSE_LINGER, Life, expired, wait_close};
+use crate::tls::stream::TlsStream;
 
 /// How long a connection stays idle in hyper before it is parked, and how often that is
 /// checked: a busy keep-alive connection (a request every few milliseconds) never pays for

@@ -116,7 +116,7 @@ impl State {
             .targets
             .iter()
             .map(|t| {
-                let label = UpstreamLabel { upstream: t.url.to_string().trim_end_matches('/').to_string() };
+                let label = UpstreamLabel { upstream: t.label() };
                 Arc::new(TargetHealth::new(metrics.upstream_connections.get_or_create(&label).clone()))
             })
             .collect();
