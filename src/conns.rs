@@ -58,6 +58,14 @@ pub struct Registration {
 }
 
 impl Registration {
+    /// Checks this connection now, as [`Registry::recheck`] does every registered one. For a
+    /// connection whose handshake ran on an older snapshot than the one current when it
+    /// registered: the re-check after that reload ran before it was registered.
+    pub fn recheck(&self, verifier: &CrlVerifier, now: UnixTime) -> bool {
+        let entry = self.registry.lock().get(&self.id).cloned();
+        entry.is_some_and(|e| self.registry.check(&e, verifier, now))
+    }
+
     /// Tells this connection (and its tunnels) to close.
     pub fn close(&self, reason: CloseReason) {
         if let Some(e) = self.registry.lock().get(&self.id).filter(|e| e.close.borrow().is_none()) {
@@ -121,20 +129,20 @@ impl Registry {
     /// close and returns how many were signalled. The checks run outside the lock.
     pub fn recheck(&self, verifier: &CrlVerifier, now: UnixTime) -> usize {
         let snapshot: Vec<Entry> = self.lock().values().cloned().collect();
-        let mut closed = 0;
-        for Entry { chain, remote, close } in snapshot {
-            let Some((leaf, intermediates)) = chain.split_first() else { continue };
-            if close.borrow().is_some() {
-                continue;
-            }
-            if let Err(refusal) = verifier.check_with(leaf, intermediates, now, Lookup::Recheck) {
-                crate::tls::verifier::log_connection_closed(&refusal, leaf, remote);
-                let reason = CloseReason::Refused(refusal);
-                self.count_closed(&reason);
-                let _ = close.send(Some(reason));
-                closed += 1;
-            }
+        snapshot.iter().filter(|entry| self.check(entry, verifier, now)).count()
+    }
+
+    /// Checks one connection's chain; signals it to close (and says so) when it fails.
+    fn check(&self, entry: &Entry, verifier: &CrlVerifier, now: UnixTime) -> bool {
+        let Some((leaf, intermediates)) = entry.chain.split_first() else { return false };
+        if entry.close.borrow().is_some() {
+            return false;
         }
-        closed
+        let Err(refusal) = verifier.check_with(leaf, intermediates, now, Lookup::Recheck) else { return false };
+        crate::tls::verifier::log_connection_closed(&refusal, leaf, entry.remote);
+        let reason = CloseReason::Refused(refusal);
+        self.count_closed(&reason);
+        let _ = entry.close.send(Some(reason));
+        true
     }
 }

@@ -111,18 +111,19 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>, shutdown: impl Fu
 async fn connection(tcp: TcpStream, remote: SocketAddr, shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
     let _ = tcp.set_nodelay(true);
     let _open = OpenGuard::new(&shared.metrics);
-    let Some(tls) = Box::pin(handshake(tcp, remote, &shared, &mut stop)).await else { return };
-    serve_http(tls, remote, &shared, shared.state.config(), stop).await;
+    let Some((tls, verified_by)) = Box::pin(handshake(tcp, remote, &shared, &mut stop)).await else { return };
+    serve_http(tls, verified_by, remote, &shared, shared.state.config(), stop).await;
 }
 
-/// The TLS handshake on the current snapshot; `None` when it failed (after the refused
-/// client has been given its alert), timed out, or shutdown began.
+/// The TLS handshake on the current snapshot (returned with the stream: its verifier checked
+/// the client); `None` when it failed (after the refused client has been given its alert),
+/// timed out, or shutdown began.
 async fn handshake(
     tcp: TcpStream,
     remote: SocketAddr,
     shared: &Shared,
     stop: &mut watch::Receiver<bool>,
-) -> Option<TlsStream> {
+) -> Option<(TlsStream, Arc<crate::reload::Snapshot>)> {
     let snapshot = shared.state.snapshot();
     let timeout = shared.state.config().tls_handshake_timeout;
     let accept = TlsStream::accept(tcp, snapshot.server_tls.clone());
@@ -142,7 +143,7 @@ async fn handshake(
             close_after_alert(tcp).await;
             None
         }
-        Ok(Ok(tls)) => Some(tls),
+        Ok(Ok(tls)) => Some((tls, snapshot)),
     }
 }
 
@@ -151,6 +152,7 @@ async fn handshake(
 /// of the connection task's own state.
 fn serve_http(
     tls: TlsStream,
+    verified_by: Arc<crate::reload::Snapshot>,
     remote: SocketAddr,
     shared: &Shared,
     config: &crate::config::Config,
@@ -180,6 +182,12 @@ fn serve_http(
     let (registration, close) = match chain {
         Some(chain) => {
             let (r, c) = shared.conns.register(chain, remote);
+            // A reload during the handshake re-checked the open connections before this one
+            // was among them: check it against what is current now.
+            let current = shared.state.snapshot();
+            if !Arc::ptr_eq(&current, &verified_by) {
+                r.recheck(&current.verifier, rustls_pki_types::UnixTime::now());
+            }
             (Some(Arc::new(r)), Some(c))
         }
         None => (None, None),

@@ -256,3 +256,72 @@ async fn a_connection_closes_when_its_certificate_expires() {
         "remote error: tls: expired certificate"
     );
 }
+
+/// A client whose handshake began before a reload that revokes it is verified by the old CRL
+/// (the handshake's snapshot), and the re-check after the reload ran before its connection
+/// existed: it is checked against the new CRL when it registers, and closed at once rather
+/// than at the next periodic re-check (10 s).
+#[tokio::test]
+async fn a_handshake_that_straddles_the_revoking_reload_is_closed_when_it_completes() {
+    use std::io::{Read, Write};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let env = Env::start(&[]).await;
+    let tls = std::sync::Arc::new(env.tls(Some(&env.pki.alice), Http::H1));
+    let mut conn = rustls::ClientConnection::new(tls, "localhost".try_into().unwrap()).unwrap();
+    let mut tcp = tokio::net::TcpStream::connect(env.proxy.addr).await.unwrap();
+    async fn send(conn: &mut rustls::ClientConnection, tcp: &mut tokio::net::TcpStream) {
+        let mut wire = Vec::new();
+        while conn.wants_write() {
+            conn.write_tls(&mut wire).unwrap();
+        }
+        tcp.write_all(&wire).await.unwrap();
+    }
+    // ClientHello out; the server's flight in, up to the point where alice's certificate,
+    // CertificateVerify and Finished are ready to go, and held back.
+    send(&mut conn, &mut tcp).await;
+    let mut buf = vec![0u8; 16 * 1024];
+    while !conn.wants_write() {
+        let n = tokio::time::timeout(CUT_OFF_BOUND, tcp.read(&mut buf)).await.expect("server flight").unwrap();
+        assert!(n > 0, "the proxy closed the handshake");
+        conn.read_tls(&mut &buf[..n]).unwrap();
+        conn.process_new_packets().unwrap();
+    }
+
+    // Alice is revoked and the reload is in effect: a fresh handshake of hers is refused.
+    env.pki.replace_crls(&[&env.pki.bob.serial, &env.pki.alice.serial], 2);
+    let deadline = Instant::now() + CUT_OFF_BOUND;
+    while env.request(Some(&env.pki.alice), Http::H1, whoami_request()).await.is_ok() {
+        assert!(Instant::now() < deadline, "the revoking CRL was not loaded");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // The held flight completes the handshake on the old CRL; a watch follows. The proxy
+    // must close the connection well before its periodic re-check would.
+    send(&mut conn, &mut tcp).await;
+    conn.writer()
+        .write_all(b"GET /api/v1/namespaces/default/pods?watch=1 HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .unwrap();
+    send(&mut conn, &mut tcp).await;
+    let start = Instant::now();
+    let mut plain = Vec::new();
+    loop {
+        let n = match tokio::time::timeout(Duration::from_secs(3).saturating_sub(start.elapsed()), tcp.read(&mut buf))
+            .await
+        {
+            Err(_) => panic!(
+                "the straddling connection is still open after 3 s; it read: {}",
+                String::from_utf8_lossy(&plain)
+            ),
+            Ok(Err(_)) | Ok(Ok(0)) => break,
+            Ok(Ok(n)) => n,
+        };
+        conn.read_tls(&mut &buf[..n]).unwrap();
+        if conn.process_new_packets().is_err() {
+            break;
+        }
+        let _ = conn.reader().read_to_end(&mut plain);
+    }
+    eprintln!("closed {:?} after its handshake completed", start.elapsed());
+    let logs = env.proxy.wait_for_log("connection_closed");
+    assert!(logs.contains(&hex::encode(&env.pki.alice.serial)), "the closure is logged with alice's serial");
+}
