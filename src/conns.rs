@@ -47,6 +47,9 @@ struct Entry {
 pub struct Registry {
     entries: Mutex<HashMap<u64, Entry>>,
     next_id: AtomicU64,
+    /// Re-checks started so far: a connection whose handshake saw fewer when it began was
+    /// verified before one of them and was not yet registered for it.
+    rechecks: AtomicU64,
     metrics: Arc<Metrics>,
 }
 
@@ -58,9 +61,8 @@ pub struct Registration {
 }
 
 impl Registration {
-    /// Checks this connection now, as [`Registry::recheck`] does every registered one. For a
-    /// connection whose handshake ran on an older snapshot than the one current when it
-    /// registered: the re-check after that reload ran before it was registered.
+    /// Checks this connection now, as [`Registry::recheck`] does every registered one: for a
+    /// connection that a re-check started during its handshake did not see.
     pub fn recheck(&self, verifier: &CrlVerifier, now: UnixTime) -> bool {
         let entry = self.registry.lock().get(&self.id).cloned();
         entry.is_some_and(|e| self.registry.check(&e, verifier, now))
@@ -91,7 +93,7 @@ impl Drop for Registration {
 
 impl Registry {
     pub fn new(metrics: Arc<Metrics>) -> Self {
-        Self { entries: Mutex::default(), next_id: AtomicU64::new(0), metrics }
+        Self { entries: Mutex::default(), next_id: AtomicU64::new(0), rechecks: AtomicU64::new(0), metrics }
     }
 
     fn count_closed(&self, reason: &CloseReason) {
@@ -116,6 +118,11 @@ impl Registry {
         (Registration { id, registry: self.clone() }, rx)
     }
 
+    /// Re-checks started so far (see [`Registration::recheck`]).
+    pub fn rechecks(&self) -> u64 {
+        self.rechecks.load(Ordering::SeqCst)
+    }
+
     /// Number of registered connections.
     pub fn len(&self) -> usize {
         self.lock().len()
@@ -128,6 +135,9 @@ impl Registry {
     /// Checks every registered chain with `verifier` at `now`; signals the ones that fail to
     /// close and returns how many were signalled. The checks run outside the lock.
     pub fn recheck(&self, verifier: &CrlVerifier, now: UnixTime) -> usize {
+        // Counted before the entries are read: a connection registered after this reads a
+        // changed count and checks itself (`Registration::recheck`).
+        self.rechecks.fetch_add(1, Ordering::SeqCst);
         let snapshot: Vec<Entry> = self.lock().values().cloned().collect();
         snapshot.iter().filter(|entry| self.check(entry, verifier, now)).count()
     }

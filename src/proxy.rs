@@ -111,19 +111,20 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>, shutdown: impl Fu
 async fn connection(tcp: TcpStream, remote: SocketAddr, shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
     let _ = tcp.set_nodelay(true);
     let _open = OpenGuard::new(&shared.metrics);
-    let Some((tls, verified_by)) = Box::pin(handshake(tcp, remote, &shared, &mut stop)).await else { return };
-    serve_http(tls, verified_by, remote, &shared, shared.state.config(), stop).await;
+    let Some((tls, rechecks)) = Box::pin(handshake(tcp, remote, &shared, &mut stop)).await else { return };
+    serve_http(tls, rechecks, remote, &shared, shared.state.config(), stop).await;
 }
 
-/// The TLS handshake on the current snapshot (returned with the stream: its verifier checked
-/// the client); `None` when it failed (after the refused client has been given its alert),
-/// timed out, or shutdown began.
+/// The TLS handshake on the current snapshot, returned with the number of open-connection
+/// re-checks started before it began; `None` when it failed (after the refused client has
+/// been given its alert), timed out, or shutdown began.
 async fn handshake(
     tcp: TcpStream,
     remote: SocketAddr,
     shared: &Shared,
     stop: &mut watch::Receiver<bool>,
-) -> Option<(TlsStream, Arc<crate::reload::Snapshot>)> {
+) -> Option<(TlsStream, u64)> {
+    let rechecks = shared.conns.rechecks();
     let snapshot = shared.state.snapshot();
     let timeout = shared.state.config().tls_handshake_timeout;
     let accept = TlsStream::accept(tcp, snapshot.server_tls.clone());
@@ -143,7 +144,7 @@ async fn handshake(
             close_after_alert(tcp).await;
             None
         }
-        Ok(Ok(tls)) => Some((tls, snapshot)),
+        Ok(Ok(tls)) => Some((tls, rechecks)),
     }
 }
 
@@ -152,7 +153,7 @@ async fn handshake(
 /// of the connection task's own state.
 fn serve_http(
     tls: TlsStream,
-    verified_by: Arc<crate::reload::Snapshot>,
+    rechecks: u64,
     remote: SocketAddr,
     shared: &Shared,
     config: &crate::config::Config,
@@ -182,11 +183,11 @@ fn serve_http(
     let (registration, close) = match chain {
         Some(chain) => {
             let (r, c) = shared.conns.register(chain, remote);
-            // A reload during the handshake re-checked the open connections before this one
-            // was among them: check it against what is current now.
-            let current = shared.state.snapshot();
-            if !Arc::ptr_eq(&current, &verified_by) {
-                r.recheck(&current.verifier, rustls_pki_types::UnixTime::now());
+            // A re-check that started during the handshake (a reload, an OCSP answer that
+            // changed, the periodic one) ran before this connection was among them: check it
+            // against what is current now.
+            if shared.conns.rechecks() != rechecks {
+                r.recheck(&shared.state.snapshot().verifier, rustls_pki_types::UnixTime::now());
             }
             (Some(Arc::new(r)), Some(c))
         }
