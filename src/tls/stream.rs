@@ -22,14 +22,23 @@ use rustls::unbuffered::{ConnectionState, EncodeError, EncryptError, UnbufferedS
 use rustls::{CommonState, ServerConfig};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
+use tokio_util::io::poll_read_buf;
 
 /// The largest TLS record on the wire (16 KiB of payload plus header and expansion).
 const MAX_RECORD: usize = 16 * 1024 + 2048 + 5;
 /// What may be held unprocessed during the handshake: rustls joins a handshake message of up
 /// to 64 KiB from several records in the receive buffer.
 const MAX_HANDSHAKE_INPUT: usize = 0xffff + MAX_RECORD;
-/// How much room a read from the socket asks for.
+/// How much room a read from the socket asks for at most.
 const READ_SIZE: usize = 16 * 1024;
+/// ... and at least. A read that found less than it had room for is followed by one with
+/// room for about as much (a power of two, at least this), so that a connection trading
+/// small requests allocates small receive buffers: glibc serves those (up to 1 KiB) from
+/// its per-thread cache, while every larger one first consolidates its free lists.
+const SMALL_READ: usize = 1024;
+/// A write of at least this much plaintext reserves room for [`OUTPUT_HIGH`] at once
+/// instead of growing the send buffer (and copying it) record by record.
+const BULK_WRITE: usize = 4 * 1024;
 /// Plaintext encrypted per record-building call: writes beyond it are taken in parts.
 const WRITE_CHUNK: usize = 64 * 1024;
 /// Encrypted bytes held before a write first sends what is pending.
@@ -48,6 +57,8 @@ pub struct TlsStream {
     /// Processed bytes at the front of `incoming`, removed before the next read: a read that
     /// brought many small records is not shifted once per record.
     consumed: usize,
+    /// Room the next read asks for (see [`SMALL_READ`]).
+    read_size: usize,
     /// Decrypted bytes the reader's buffer had no room for.
     plain: Vec<u8>,
     plain_at: usize,
@@ -102,6 +113,7 @@ impl TlsStream {
             conn,
             incoming: Vec::new(),
             consumed: 0,
+            read_size: READ_SIZE,
             plain: Vec::new(),
             plain_at: 0,
             outgoing: Vec::new(),
@@ -237,25 +249,32 @@ impl TlsStream {
         if room == 0 {
             return Poll::Ready(Err(io::Error::new(io::ErrorKind::InvalidData, "TLS message too large")));
         }
-        loop {
-            // Room is made only once the socket has something: a connection waiting for its
-            // client holds no receive buffer.
-            ready!(self.tcp.poll_read_ready(cx))?;
-            self.incoming.reserve(READ_SIZE.min(room));
-            let spare = (self.incoming.capacity() - self.incoming.len()).min(room);
-            match self.tcp.try_read_buf(&mut (&mut self.incoming).limit(spare)) {
-                Ok(n) => {
-                    if n == 0 {
-                        self.tcp_eof = true;
-                    }
-                    return Poll::Ready(Ok(n));
+        // Room is made only once the socket has something: a connection waiting for its
+        // client holds no receive buffer.
+        ready!(self.tcp.poll_read_ready(cx))?;
+        self.incoming.reserve(self.read_size.min(room));
+        let spare = (self.incoming.capacity() - self.incoming.len()).min(room);
+        // tokio's `poll_read` (unlike `try_read`) takes a short read as proof that the
+        // socket is drained and clears its readiness: the next wait goes straight to
+        // epoll instead of first finding `EAGAIN` with one more `recvfrom`.
+        match poll_read_buf(Pin::new(&mut self.tcp), cx, &mut (&mut self.incoming).limit(spare)) {
+            Poll::Ready(Ok(n)) => {
+                if n == 0 {
+                    self.tcp_eof = true;
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    if self.incoming.is_empty() {
-                        self.incoming = Vec::new();
-                    }
+                // The handshake's flights vary in size: it reads with full room.
+                if !self.conn.is_handshaking() {
+                    self.read_size =
+                        if n == spare { READ_SIZE } else { n.next_power_of_two().clamp(SMALL_READ, READ_SIZE) };
                 }
-                Err(e) => return Poll::Ready(Err(e)),
+                Poll::Ready(Ok(n))
+            }
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            Poll::Pending => {
+                if self.incoming.is_empty() {
+                    self.incoming = Vec::new();
+                }
+                Poll::Pending
             }
         }
     }
@@ -403,7 +422,8 @@ fn gather<'a>(bufs: &'a [IoSlice<'a>]) -> (std::borrow::Cow<'a, [u8]>, usize) {
         let n = first.len().min(WRITE_CHUNK);
         return (std::borrow::Cow::Borrowed(&first[..n]), n);
     }
-    let mut joined = Vec::with_capacity(GATHER);
+    let total: usize = bufs.iter().map(|b| b.len()).sum();
+    let mut joined = Vec::with_capacity(total.min(GATHER));
     joined.extend_from_slice(first);
     for b in slices {
         let n = b.len().min(GATHER - joined.len());
@@ -435,6 +455,9 @@ fn encrypt_into(
         EncryptError::InsufficientSize(s) => Some(s.required_size),
         _ => None,
     };
+    if plaintext >= BULK_WRITE {
+        out.reserve((OUTPUT_HIGH + MAX_RECORD).saturating_sub(out.len()));
+    }
     // Per record: 5 header + up to 24 of nonce, tag and content type.
     append_with(out, plaintext + plaintext.div_ceil(16 * 1024).max(1) * 64, encrypt, too_small)
 }
@@ -605,6 +628,41 @@ mod tests {
         assert_eq!(server.read(&mut one).await.unwrap(), 0);
         server.shutdown().await.unwrap();
         assert_eq!(client.read(&mut one).await.unwrap(), 0);
+    }
+
+    #[tokio::test]
+    async fn small_requests_are_read_with_small_room_and_bulk_with_full_room() {
+        let (mut server, mut client) = connected().await;
+        let mut buf = vec![0u8; 64 * 1024];
+        for round in 0..3u8 {
+            client.write_all(&[round; 200]).await.unwrap();
+            client.flush().await.unwrap();
+            let n = server.read(&mut buf).await.unwrap();
+            assert_eq!(&buf[..n], &[round; 200][..]);
+            assert_eq!(server.read_size, SMALL_READ, "after a {n}-byte request");
+        }
+        // A bulk upload after small requests: the first read fills its small room, the next
+        // ones ask for full room, and every byte arrives.
+        let data: Vec<u8> = (0..50 * 1024u32).map(|i| (i % 253) as u8).collect();
+        let d = data.clone();
+        let writer = async move {
+            client.write_all(&d).await.unwrap();
+            client.flush().await.unwrap();
+            client
+        };
+        let reader = async {
+            let (mut got, mut largest) = (Vec::new(), 0);
+            while got.len() < data.len() {
+                let n = server.read(&mut buf).await.unwrap();
+                assert!(n > 0, "early EOF");
+                got.extend_from_slice(&buf[..n]);
+                largest = largest.max(server.read_size);
+            }
+            (got, largest)
+        };
+        let (_client, (got, largest)) = tokio::join!(writer, reader);
+        assert_eq!(got, data);
+        assert_eq!(largest, READ_SIZE);
     }
 
     #[tokio::test]
