@@ -180,7 +180,7 @@ def start_nginx(procs: Procs, pki: Path, run: Path, cpus: str, http2: bool = Tru
 
 @dataclass
 class Proxy:
-    name: str  # kcp | haproxy-safe | haproxy-always
+    name: str  # kcp | haproxy-safe | haproxy-always | relay
     port: int
     pids: list[int]  # what CPU/memory is read from
     main_pid: int  # what is stopped
@@ -292,6 +292,36 @@ def start_haproxy(procs: Procs, pki: Path, run: Path, crl: Path, up: Upstream, c
             procs.adopt(w)
         pids = workers
     return Proxy(f"haproxy-{reuse}", port, pids, p.pid, log, cfg)
+
+
+RELAY_CONF = """\
+global
+    nbthread 1
+    maxconn 9000
+
+defaults
+    mode tcp
+    timeout connect 5s
+    timeout client 300s
+    timeout server 300s
+
+listen relay
+    bind 127.0.0.1:{port}
+    server s1 127.0.0.1:{upstream_port}
+"""
+
+
+def start_relay(procs: Procs, run: Path, up: Upstream, cpus: str) -> Proxy:
+    """The reference for what the topology allows: HAProxy as a plain TCP relay (no TLS, no
+    HTTP: it copies bytes) on the proxy's core, between the load generator and nginx. The
+    load generator talks TLS to nginx through it, with the front-proxy client certificate."""
+    port = free_port()
+    cfg = run / "relay.cfg"
+    cfg.write_text(RELAY_CONF.format(port=port, upstream_port=up.port))
+    log = run / "relay.log"
+    p = procs.start(["haproxy", "-db", "-f", str(cfg)], log, cpus)
+    wait_port(port, 30, p, "haproxy (relay)")
+    return Proxy("relay", port, [p.pid], p.pid, log, cfg)
 
 
 def stop_proxy(procs: Procs, proxy: Proxy) -> None:

@@ -12,8 +12,9 @@ from dataclasses import dataclass
 
 KCP = "kcp"
 HAPS = ("haproxy-safe", "haproxy-always")
+RELAY = "relay"
 NAMES = {"kcp": "kube-crl-proxy", "haproxy-safe": "HAProxy (reuse safe)", "haproxy-always": "HAProxy (reuse always)",
-         "haproxy": "HAProxy"}
+         "haproxy": "HAProxy", "relay": "TCP relay"}
 
 
 @dataclass
@@ -103,7 +104,10 @@ def rate_table(r: Results, scenario: str, rate_key: str, unit: str, latency: boo
     if not cases:
         return ["(not run)", ""]
     haps = [p for p in HAPS if any(p in r.proxies(scenario, c) for c in cases)]
+    relay = any(RELAY in r.proxies(scenario, c) for c in cases)
     head = ["case", f"kube-crl-proxy {unit}"] + [f"{NAMES[p]} {unit}" for p in haps] + ["ratio kcp / best HAProxy"]
+    if relay:
+        head += [f"TCP relay {unit}", "ratio relay / best HAProxy"]
     if latency:
         head += ["kcp p50 / p99 ms", "best HAProxy p50 / p99 ms", "p99 ratio"]
     head += ["kcp CPU µs/op", "best HAProxy CPU µs/op", "CPU-normalised ratio", "proxy CPU use kcp / HAProxy",
@@ -118,6 +122,9 @@ def rate_table(r: Results, scenario: str, rate_key: str, unit: str, latency: boo
         for p in haps:
             row.append(fmt(r.agg(scenario, c, p, rate_key), 1 if unit.startswith("MiB") else 0))
         row.append(fmt_ratio(ratio(k, hb)))
+        if relay:
+            ra = r.agg(scenario, c, RELAY, rate_key)
+            row += [fmt(ra, 1 if unit.startswith("MiB") else 0), fmt_ratio(ratio(ra, hb))]
         if latency:
             kp50, kp99 = r.agg(scenario, c, KCP, "p50_ms"), r.agg(scenario, c, KCP, "p99_ms")
             hp50 = r.agg(scenario, c, best, "p50_ms") if best else None
