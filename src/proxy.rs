@@ -216,7 +216,11 @@ fn serve_http(
     } else {
         let svc = service_fn(move |req| {
             let req = crate::h1::on_request(&svc_activity, req);
-            respond(req, &state, &info, &metrics, &svc_activity)
+            // Boxed: hyper's HTTP/1.1 server keeps a slot of the service future's size for
+            // each connection; boxed, the slot is one pointer and the future (4 kB) lives only
+            // while a request does. (HTTP/2 runs each request's future as its own task: boxing
+            // it there would only add an allocation and a copy.)
+            Box::pin(respond(req, &state, &info, &metrics, &svc_activity)) as BoxedResponse
         });
         let mut b = http1::Builder::new();
         b.timer(TokioTimer::new())
@@ -235,21 +239,18 @@ fn respond<B: crate::forward::RequestBody>(
     info: &Arc<ConnInfo>,
     metrics: &Arc<Metrics>,
     activity: &Arc<Activity>,
-) -> BoxedResponse {
+) -> impl Future<Output = Result<hyper::Response<ProxyBody>, std::convert::Infallible>> + Send + use<B> {
     // Per request, so that a rotated front-proxy certificate applies to open connections.
     let upstream = state.snapshot().upstream.clone();
     let (info, metrics) = (info.clone(), metrics.clone());
     let busy = activity.start();
-    // Boxed: hyper's HTTP/1.1 server keeps a slot of the service future's size for each
-    // connection, idle or not; boxed, the slot is one pointer and the future lives only
-    // while a request does.
-    Box::pin(async move {
+    async move {
         let resp = upstream.handle(req, &info, &metrics).await;
         Ok(resp.map(|body| Tracked { body, _busy: busy }.boxed()))
-    })
+    }
 }
 
-/// The service's future, boxed (see `connection`).
+/// The HTTP/1.1 service's future, boxed (see `connection`).
 type BoxedResponse =
     std::pin::Pin<Box<dyn Future<Output = Result<hyper::Response<ProxyBody>, std::convert::Infallible>> + Send>>;
 
