@@ -837,7 +837,7 @@ pub fn inspect(args: InspectArgs) -> Result<Report, ConfigError> {
         Ok(Some(id)) => {
             lines.push(heading.into());
             let mut headers = HeaderMap::new();
-            identity::apply(&mut headers, Some(&id), &config.headers);
+            identity::apply(&mut headers, id.values().as_ref(), &config.headers);
             for (name, value) in &headers {
                 lines.push(format!(
                     "  {}: {}",
@@ -913,12 +913,12 @@ mod tests {
     use super::*;
 
     fn names() -> HeaderNames {
-        HeaderNames {
-            username: vec![HeaderName::from_static("x-remote-user")],
-            group: vec![HeaderName::from_static("x-remote-group")],
-            uid: vec![],
-            extra_prefix: "x-remote-extra-".into(),
-        }
+        HeaderNames::new(
+            vec![HeaderName::from_static("x-remote-user")],
+            vec![HeaderName::from_static("x-remote-group")],
+            vec![],
+            "x-remote-extra-".into(),
+        )
     }
 
     fn flags(words: &[&str]) -> HashMap<String, String> {

@@ -427,6 +427,16 @@ pub struct HeaderNames {
     pub uid: Vec<HeaderName>,
     /// Lower-cased prefix.
     pub extra_prefix: String,
+    /// The extra header that carries the credential id (prefix + escaped key), built once.
+    pub credential_id: Option<HeaderName>,
+}
+
+impl HeaderNames {
+    pub fn new(username: Vec<HeaderName>, group: Vec<HeaderName>, uid: Vec<HeaderName>, extra_prefix: String) -> Self {
+        let key = crate::identity::CREDENTIAL_ID_KEY.replace('/', "%2F");
+        let credential_id = HeaderName::from_bytes(format!("{extra_prefix}{key}").as_bytes()).ok();
+        Self { username, group, uid, extra_prefix, credential_id }
+    }
 }
 
 /// The validated configuration of `run`.
@@ -785,7 +795,7 @@ impl Config {
                     None => 100,
                 },
             },
-            headers: HeaderNames { username, group, uid, extra_prefix },
+            headers: HeaderNames::new(username, group, uid, extra_prefix),
             close_expired_connections: pick(flags.close_expired_connections, file.close_expired_connections, fp)
                 .is_none_or(|s| s.value),
             crl_expiry_warning: duration(

@@ -157,6 +157,10 @@ pub struct ConnInfo {
     /// `None` without a client certificate; `Some(Err)` when the certificate verified but
     /// its subject cannot be mapped safely (every request gets 403).
     pub identity: Option<Result<Identity, IdentityError>>,
+    /// The identity's header values (`None` without an identity).
+    pub identity_values: Option<crate::identity::IdentityValues>,
+    /// The client's address as an `X-Forwarded-For` entry.
+    pub forwarded_for: HeaderValue,
     /// Fires when the connection must close (revoked, expired); upgraded tunnels watch it.
     pub close: Option<crate::conns::CloseSignal>,
     /// Keeps the connection registered for re-checks; upgraded tunnels hold a clone, since
@@ -446,11 +450,9 @@ impl Upstream {
         metrics: &Arc<Metrics>,
         served_by: &mut Option<String>,
     ) -> Result<Response<ProxyBody>, ProxyError> {
-        let identity = match &conn.identity {
-            None => None,
-            Some(Ok(id)) => Some(id),
-            Some(Err(e)) => return Err(ProxyError::IdentityRefused(e.to_string())),
-        };
+        if let Some(Err(e)) = &conn.identity {
+            return Err(ProxyError::IdentityRefused(e.to_string()));
+        }
         if req.method() == Method::CONNECT {
             return Err(ProxyError::MethodNotAllowed("CONNECT".into()));
         }
@@ -459,8 +461,8 @@ impl Upstream {
 
         let (mut parts, body) = req.into_parts();
         strip_hop_by_hop(&mut parts.headers);
-        identity::apply(&mut parts.headers, identity, &self.headers);
-        append_forwarded_for(&mut parts.headers, conn.remote);
+        identity::apply(&mut parts.headers, conn.identity_values.as_ref(), &self.headers);
+        append_forwarded_for(&mut parts.headers, &conn.forwarded_for);
         parts.headers.remove(header::HOST);
         if let Some(proto) = &upgrade {
             parts.headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
@@ -634,6 +636,10 @@ const HOP_BY_HOP: [HeaderName; 8] = [
 ];
 
 fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    // Most messages have none: one pass over the names instead of a lookup per name.
+    if !headers.keys().any(|k| k == header::UPGRADE || HOP_BY_HOP.contains(k)) {
+        return;
+    }
     strip_connection_listed(headers);
     for h in &HOP_BY_HOP {
         headers.remove(h);
@@ -664,18 +670,24 @@ fn strip_connection_listed(headers: &mut HeaderMap) {
     }
 }
 
-/// Appends the client's address to `X-Forwarded-For`, as one header line: kube-apiserver
-/// reads only the first line, so a second line would hide our entry.
-fn append_forwarded_for(headers: &mut HeaderMap, remote: SocketAddr) {
+/// The client's address as an `X-Forwarded-For` entry (IPv4-mapped IPv6 as IPv4).
+pub fn forwarded_for(remote: SocketAddr) -> HeaderValue {
+    HeaderValue::from_maybe_shared(Bytes::from(remote.ip().to_canonical().to_string()))
+        .expect("an IP address is a valid header value")
+}
+
+/// Appends the client's address (`entry`, from [`forwarded_for`]) to `X-Forwarded-For`, as
+/// one header line: kube-apiserver reads only the first line, so a second line would hide
+/// our entry.
+fn append_forwarded_for(headers: &mut HeaderMap, entry: &HeaderValue) {
     let xff = HeaderName::from_static("x-forwarded-for");
-    let mut values: Vec<String> = headers
-        .get_all(&xff)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .map(|v| v.trim().to_string())
-        .filter(|v| !v.is_empty())
-        .collect();
-    values.push(remote.ip().to_canonical().to_string());
+    let mut values: Vec<&str> =
+        headers.get_all(&xff).iter().filter_map(|v| v.to_str().ok()).map(str::trim).filter(|v| !v.is_empty()).collect();
+    if values.is_empty() {
+        headers.insert(xff, entry.clone());
+        return;
+    }
+    values.push(entry.to_str().unwrap_or_default());
     if let Ok(v) = HeaderValue::from_str(&values.join(", ")) {
         headers.insert(xff, v);
     }
@@ -718,12 +730,12 @@ mod tests {
     fn forwarded_for_is_one_line_with_ours_last() {
         let remote: SocketAddr = "[::ffff:10.0.0.7]:5000".parse().unwrap();
         let mut h = HeaderMap::new();
-        append_forwarded_for(&mut h, remote);
+        append_forwarded_for(&mut h, &forwarded_for(remote));
         assert_eq!(h.get("x-forwarded-for").unwrap(), "10.0.0.7");
         let mut h = HeaderMap::new();
         h.append("x-forwarded-for", HeaderValue::from_static("1.1.1.1"));
         h.append("x-forwarded-for", HeaderValue::from_static("2.2.2.2, 3.3.3.3"));
-        append_forwarded_for(&mut h, remote);
+        append_forwarded_for(&mut h, &forwarded_for(remote));
         assert_eq!(h.get_all("x-forwarded-for").iter().count(), 1);
         assert_eq!(h.get("x-forwarded-for").unwrap(), "1.1.1.1, 2.2.2.2, 3.3.3.3, 10.0.0.7");
     }

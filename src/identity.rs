@@ -124,31 +124,53 @@ pub fn is_identity_header(name: &HeaderName, names: &HeaderNames) -> bool {
         || name.as_str().starts_with(&names.extra_prefix)
 }
 
+/// An identity as header values, built once per connection: every request of the
+/// connection clones them instead of converting the strings again.
+#[derive(Debug, Clone)]
+pub struct IdentityValues {
+    user: HeaderValue,
+    groups: Vec<HeaderValue>,
+    uid: Option<HeaderValue>,
+    credential_id: HeaderValue,
+}
+
+impl Identity {
+    /// The header values. Values were checked for control characters, so the conversions
+    /// cannot fail; if the user's or the credential id's ever did, there is no identity to
+    /// send rather than part of one (a group or uid that failed would be left out).
+    pub fn values(&self) -> Option<IdentityValues> {
+        let value = |s: &str| HeaderValue::from_maybe_shared(bytes::Bytes::copy_from_slice(s.as_bytes())).ok();
+        Some(IdentityValues {
+            user: value(&self.user)?,
+            groups: self.groups.iter().filter_map(|g| value(g)).collect(),
+            uid: self.uid.as_deref().and_then(value),
+            credential_id: value(&self.credential_id)?,
+        })
+    }
+}
+
 /// Removes every client-sent identity header, then sets the identity's (if any).
-pub fn apply(headers: &mut HeaderMap, identity: Option<&Identity>, names: &HeaderNames) {
-    let ours: Vec<HeaderName> = headers.keys().filter(|n| is_identity_header(n, names)).cloned().collect();
-    for name in ours {
-        headers.remove(&name);
-    }
-    let Some(id) = identity else { return };
-    // Values were checked for control characters, so these conversions cannot fail; a
-    // failure would drop the whole identity rather than send part of it.
-    let value = |s: &str| HeaderValue::from_bytes(s.as_bytes()).ok();
-    let (Some(user), Some(credential)) = (value(&id.user), value(&id.credential_id)) else { return };
-    if let Some(h) = names.username.first() {
-        headers.insert(h.clone(), user);
-    }
-    if let Some(h) = names.group.first() {
-        for g in id.groups.iter().filter_map(|g| value(g)) {
-            headers.append(h.clone(), g);
+pub fn apply(headers: &mut HeaderMap, identity: Option<&IdentityValues>, names: &HeaderNames) {
+    if headers.keys().any(|n| is_identity_header(n, names)) {
+        let ours: Vec<HeaderName> = headers.keys().filter(|n| is_identity_header(n, names)).cloned().collect();
+        for name in ours {
+            headers.remove(&name);
         }
     }
-    if let (Some(h), Some(uid)) = (names.uid.first(), id.uid.as_deref().and_then(value)) {
-        headers.insert(h.clone(), uid);
+    let Some(id) = identity else { return };
+    if let Some(h) = names.username.first() {
+        headers.insert(h.clone(), id.user.clone());
     }
-    let extra = format!("{}{}", names.extra_prefix, CREDENTIAL_ID_KEY.replace('/', "%2F"));
-    if let Ok(name) = HeaderName::from_bytes(extra.as_bytes()) {
-        headers.insert(name, credential);
+    if let Some(h) = names.group.first() {
+        for g in &id.groups {
+            headers.append(h.clone(), g.clone());
+        }
+    }
+    if let (Some(h), Some(uid)) = (names.uid.first(), &id.uid) {
+        headers.insert(h.clone(), uid.clone());
+    }
+    if let Some(name) = &names.credential_id {
+        headers.insert(name.clone(), id.credential_id.clone());
     }
 }
 
@@ -176,12 +198,12 @@ mod tests {
     }
 
     fn names() -> HeaderNames {
-        HeaderNames {
-            username: vec![HeaderName::from_static("x-remote-user")],
-            group: vec![HeaderName::from_static("x-remote-group")],
-            uid: vec![HeaderName::from_static("x-remote-uid")],
-            extra_prefix: "x-remote-extra-".into(),
-        }
+        HeaderNames::new(
+            vec![HeaderName::from_static("x-remote-user")],
+            vec![HeaderName::from_static("x-remote-group")],
+            vec![HeaderName::from_static("x-remote-uid")],
+            "x-remote-extra-".into(),
+        )
     }
 
     #[test]
@@ -250,7 +272,7 @@ mod tests {
             credential_id: "X509SHA256=ab".into(),
         };
         h.append("x-remote-group", HeaderValue::from_static("system:masters"));
-        apply(&mut h, Some(&id), &names());
+        apply(&mut h, id.values().as_ref(), &names());
         assert_eq!(h.get_all("x-remote-user").iter().collect::<Vec<_>>(), vec!["alice"]);
         assert_eq!(h.get_all("x-remote-group").iter().collect::<Vec<_>>(), vec!["dev", "ops"]);
         assert_eq!(h.get("x-remote-uid").unwrap(), "u1");

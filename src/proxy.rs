@@ -194,8 +194,19 @@ fn serve_http(
         None => (None, None),
     };
 
-    let info =
-        Arc::new(ConnInfo { remote, identity, close: close.clone(), registration: registration.clone(), expires });
+    let identity_values = match &identity {
+        Some(Ok(id)) => id.values(),
+        _ => None,
+    };
+    let info = Arc::new(ConnInfo {
+        remote,
+        identity,
+        identity_values,
+        forwarded_for: crate::forward::forwarded_for(remote),
+        close: close.clone(),
+        registration: registration.clone(),
+        expires,
+    });
     let state = shared.state.clone();
     let metrics = shared.metrics.clone();
     let activity = Arc::new(Activity::default());
