@@ -102,11 +102,24 @@ fn crl_blocks(text: &[u8]) -> Result<Vec<CertificateRevocationListDer<'static>>,
         let b64 = &body[..end];
         // Lines of whole base64 quanta (64 characters in every PEM writer) are decoded one by
         // one into the output, without a joined copy; other wrappings are joined first.
-        let mut der = Vec::with_capacity(b64.len() / 4 * 3);
-        let by_line = b64.split(|c| *c == b'\n').map(<[u8]>::trim_ascii).try_for_each(|line| match line.len() % 4 {
-            0 => base64::engine::general_purpose::STANDARD.decode_vec(line, &mut der).map_err(|e| e.to_string()),
-            _ => Err("line not a whole number of base64 quanta".to_string()),
+        // Lines found with memchr, each decoded straight into its place: the output is
+        // sized once (whole quanta decode to at most 3/4 of their length; a large zeroed
+        // allocation costs no writes) instead of being grown and zero-filled per line.
+        let mut der = vec![0u8; b64.len() / 4 * 3];
+        let mut at = 0;
+        let mut line_start = 0;
+        let by_line = memchr::memchr_iter(b'\n', b64).chain(std::iter::once(b64.len())).try_for_each(|nl| {
+            let line = b64[line_start..nl].trim_ascii();
+            line_start = nl + 1;
+            if !line.len().is_multiple_of(4) {
+                return Err("line not a whole number of base64 quanta".to_string());
+            }
+            at += base64::engine::general_purpose::STANDARD
+                .decode_slice(line, &mut der[at..])
+                .map_err(|e| e.to_string())?;
+            Ok(())
         });
+        der.truncate(at);
         if by_line.is_err() {
             let joined: Vec<u8> = b64.iter().copied().filter(|c| !c.is_ascii_whitespace()).collect();
             der = base64::engine::general_purpose::STANDARD
