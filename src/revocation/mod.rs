@@ -50,7 +50,7 @@ impl Entry {
 /// by its key's leading part (length, top byte) and each bucket is sorted on its own: the
 /// buckets fit in the cache, which makes this about twice as fast as one sort of a
 /// million entries, time a reload spends while it shares the core with handshakes.
-fn sort_entries(entries: &mut Vec<Entry>) {
+fn sort_entries(entries: &mut [Entry]) {
     if entries.len() < 1 << 16 {
         entries.sort_unstable_by_key(Entry::key);
         return;
@@ -68,18 +68,29 @@ fn sort_entries(entries: &mut Vec<Entry>) {
         sum += *n;
         *n = sum;
     }
-    let mut sorted = entries.clone();
-    for e in entries.iter() {
-        let b = bucket(e);
-        sorted[next[b]] = *e;
-        next[b] += 1;
+    // Distributed in place (each entry swapped into its bucket's next free slot until the
+    // slot's own entry belongs there): no second copy of the list, which would raise a
+    // reload's peak memory by its size (30 MiB for a million entries).
+    for b in 0..ends.len() {
+        while next[b] < ends[b] {
+            let mut e = entries[next[b]];
+            loop {
+                let home = bucket(&e);
+                if home == b {
+                    break;
+                }
+                std::mem::swap(&mut e, &mut entries[next[home]]);
+                next[home] += 1;
+            }
+            entries[next[b]] = e;
+            next[b] += 1;
+        }
     }
     let mut start = 0;
     for &end in &ends {
-        sorted[start..end].sort_unstable_by_key(Entry::key);
+        entries[start..end].sort_unstable_by_key(Entry::key);
         start = end;
     }
-    *entries = sorted;
 }
 
 fn inline_key(serial: &[u8]) -> Option<SerialKey> {
