@@ -22,7 +22,7 @@ use prometheus_client::metrics::gauge::Gauge;
 
 use crate::config::{HeaderNames, UpstreamConfig, UpstreamTarget};
 use crate::error::ProxyError;
-use crate::identity::{self, Identity, IdentityError};
+use crate::identity::{self, IdentityError, IdentityValues};
 use crate::metrics::{Metrics, RequestLabels};
 
 /// The body type flowing through the proxy, both ways.
@@ -156,9 +156,8 @@ pub struct ConnInfo {
     pub remote: SocketAddr,
     /// `None` without a client certificate; `Some(Err)` when the certificate verified but
     /// its subject cannot be mapped safely (every request gets 403).
-    pub identity: Option<Result<Identity, IdentityError>>,
-    /// The identity's header values (`None` without an identity).
-    pub identity_values: Option<crate::identity::IdentityValues>,
+    /// Kept as the header values it becomes, built once for all the connection's requests.
+    pub identity: Option<Result<IdentityValues, IdentityError>>,
     /// The client's address as an `X-Forwarded-For` entry.
     pub forwarded_for: HeaderValue,
     /// Fires when the connection must close (revoked, expired); upgraded tunnels watch it.
@@ -400,7 +399,7 @@ impl Upstream {
             None => resp,
             Some((method, path, start)) => {
                 let (user, groups) = match &conn.identity {
-                    Some(Ok(id)) => (id.user.clone(), id.groups.join(",")),
+                    Some(Ok(id)) => (id.user().into_owned(), id.groups()),
                     Some(Err(_)) => ("<refused>".to_string(), String::new()),
                     None => ("<no certificate>".to_string(), String::new()),
                 };
@@ -450,9 +449,11 @@ impl Upstream {
         metrics: &Arc<Metrics>,
         served_by: &mut Option<String>,
     ) -> Result<Response<ProxyBody>, ProxyError> {
-        if let Some(Err(e)) = &conn.identity {
-            return Err(ProxyError::IdentityRefused(e.to_string()));
-        }
+        let identity = match &conn.identity {
+            None => None,
+            Some(Ok(id)) => Some(id),
+            Some(Err(e)) => return Err(ProxyError::IdentityRefused(e.to_string())),
+        };
         if req.method() == Method::CONNECT {
             return Err(ProxyError::MethodNotAllowed("CONNECT".into()));
         }
@@ -461,7 +462,7 @@ impl Upstream {
 
         let (mut parts, body) = req.into_parts();
         strip_hop_by_hop(&mut parts.headers);
-        identity::apply(&mut parts.headers, conn.identity_values.as_ref(), &self.headers);
+        identity::apply(&mut parts.headers, identity, &self.headers);
         append_forwarded_for(&mut parts.headers, &conn.forwarded_for);
         parts.headers.remove(header::HOST);
         if let Some(proto) = &upgrade {

@@ -149,6 +149,19 @@ impl Identity {
     }
 }
 
+impl IdentityValues {
+    /// The user name, for logs.
+    pub fn user(&self) -> std::borrow::Cow<'_, str> {
+        String::from_utf8_lossy(self.user.as_bytes())
+    }
+
+    /// The groups, comma-separated, for logs.
+    pub fn groups(&self) -> String {
+        let groups: Vec<_> = self.groups.iter().map(|g| String::from_utf8_lossy(g.as_bytes())).collect();
+        groups.join(",")
+    }
+}
+
 /// Removes every client-sent identity header, then sets the identity's (if any).
 pub fn apply(headers: &mut HeaderMap, identity: Option<&IdentityValues>, names: &HeaderNames) {
     if headers.keys().any(|n| is_identity_header(n, names)) {
@@ -249,6 +262,23 @@ mod tests {
             (uid_type.clone(), DnValue::Utf8String("u-123".into())),
         ]);
         assert_eq!(from_leaf(&der).unwrap().unwrap().uid.as_deref(), Some("u-123"));
+    }
+
+    #[test]
+    fn values_keep_what_the_logs_show() {
+        let id = Identity {
+            user: "jürgen".into(),
+            groups: vec!["dév".into(), "ops".into()],
+            uid: None,
+            credential_id: "X509SHA256=ab".into(),
+        };
+        let v = id.values().expect("no control characters");
+        assert_eq!(v.user(), "jürgen");
+        assert_eq!(v.groups(), "dév,ops");
+        let mut h = HeaderMap::new();
+        apply(&mut h, Some(&v), &names());
+        assert_eq!(h.get("x-remote-user").unwrap().as_bytes(), "jürgen".as_bytes());
+        assert!(h.get("x-remote-uid").is_none());
     }
 
     #[test]

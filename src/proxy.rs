@@ -194,14 +194,14 @@ fn serve_http(
         None => (None, None),
     };
 
-    let identity_values = match &identity {
-        Some(Ok(id)) => id.values(),
-        _ => None,
-    };
+    // As header values: every request of the connection clones them. The strings passed the
+    // control-character check, so the conversion cannot fail; if it ever did, the client is
+    // refused rather than forwarded without its identity.
+    let identity = identity
+        .map(|r| r.and_then(|id| id.values().ok_or(crate::identity::IdentityError::ControlCharacter("subject"))));
     let info = Arc::new(ConnInfo {
         remote,
         identity,
-        identity_values,
         forwarded_for: crate::forward::forwarded_for(remote),
         close: close.clone(),
         registration: registration.clone(),
