@@ -100,11 +100,10 @@ fn crl_blocks(text: &[u8]) -> Result<Vec<CertificateRevocationListDer<'static>>,
         let body = &rest[start + BEGIN.len()..];
         let end = memchr::memmem::find(body, END).ok_or("X509 CRL block without END line")?;
         let b64 = &body[..end];
-        // Lines of whole base64 quanta (64 characters in every PEM writer) are decoded one by
-        // one into the output, without a joined copy; other wrappings are joined first.
-        // Lines found with memchr, each decoded straight into its place: the output is
-        // sized once (whole quanta decode to at most 3/4 of their length; a large zeroed
-        // allocation costs no writes) instead of being grown and zero-filled per line.
+        // Lines of whole base64 quanta (64 characters in every PEM writer), found with memchr,
+        // are each decoded straight into their place in an output sized once (whole quanta
+        // decode to at most 3/4 of their length; a large zeroed allocation costs no writes).
+        // Other wrappings are joined first.
         let mut der = vec![0u8; b64.len() / 4 * 3];
         let mut at = 0;
         let mut line_start = 0;

@@ -47,9 +47,10 @@ impl Entry {
 }
 
 /// Sorts by [`Entry::key`]. A large list (a CRL of random serials) is first distributed
-/// by its key's leading part (length, top byte) and each bucket is sorted on its own: the
-/// buckets fit in the cache, which makes this about twice as fast as one sort of a
-/// million entries, time a reload spends while it shares the core with handshakes.
+/// by its key's leading part (length, top byte) and each bucket is sorted on its own, in
+/// the cache: faster than one sort of a million entries, time a reload spends while it
+/// shares the core with handshakes (loading the 1M-entry CRL takes about 20 % less CPU;
+/// bench/README.md).
 fn sort_entries(entries: &mut [Entry]) {
     if entries.len() < 1 << 16 {
         entries.sort_unstable_by_key(Entry::key);
