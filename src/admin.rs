@@ -30,10 +30,9 @@ pub fn readiness_problems(state: &State) -> Vec<String> {
     let policy = index.policy();
     if policy.crl_expired == Policy::Deny {
         let now = crate::revocation::now_secs();
-        let grace = i64::try_from(policy.crl_expired_grace.as_secs()).unwrap_or(i64::MAX);
         for crl in index.crls() {
-            if crl.next_update.is_some_and(|n| now > n.saturating_add(grace)) {
-                problems.push(format!("CRL of {} is stale (--crl-expired=deny)", crl.issuer));
+            if crate::revocation::is_stale(crl.next_update, now, &policy) {
+                problems.push(format!("CRL of {} ({}) is stale (--crl-expired=deny)", crl.issuer, crl.source));
             }
         }
     }

@@ -35,9 +35,9 @@ use crate::fetch::Fetcher;
 use crate::identity;
 use crate::metrics::Metrics;
 use crate::ocsp::{CertStatus, Ocsp};
-use crate::revocation::crl::{normalize_serial, reason_name};
+use crate::revocation::crl::reason_name;
 use crate::revocation::der::{self, Reader};
-use crate::revocation::{IssuerCrl, RevocationIndex, fmt_time};
+use crate::revocation::{Crl, PathCert, RevocationError, VerifiedPath, fmt_time};
 use crate::tls::TlsMaterial;
 
 /// The CN kube-apiserver's `--requestheader-allowed-names` lists in a kubeadm cluster.
@@ -113,20 +113,32 @@ pub fn check(args: CheckArgs) -> Result<Report, ConfigError> {
         lines.push(format!("  {}", ca.subject));
         lines.push(format!("    role:       {}", role(ca)));
         lines.push(format!("    notAfter:   {}", fmt_time(ca.not_after)));
-        match index.crl_for(&ca.key()) {
-            Some(crl) => {
-                lines.push(format!(
-                    "    CRL:        {}, number {} ({})",
-                    entries(crl.len()),
-                    crl_number(crl),
-                    crl.source.display()
-                ));
-                lines.push(format!("    thisUpdate: {}", fmt_time(crl.this_update)));
-                lines.push(format!("    nextUpdate: {}", next_update(crl, now)));
-                warnings.extend(crl_warning(crl, &config, now));
-            }
-            // The loader has already warned about it (only possible with --crl-missing=allow).
-            None => lines.push("    CRL:        none: its certificates are accepted unchecked".into()),
+        let facts = crate::revocation::CertFacts::parse(ca.der.as_ref()).ok();
+        let crls: Vec<&Arc<Crl>> = facts.as_ref().map(|f| index.crls_of(f).collect()).unwrap_or_default();
+        if crls.is_empty() {
+            // The loader has already warned about it (only possible with --crl-missing=allow,
+            // or when indirect CRLs are loaded, or for a CRL-signing key that issues nothing).
+            let why = if facts.as_ref().is_some_and(|f| !f.may_sign_certs) {
+                "none needed: a CRL-signing key (keyUsage without keyCertSign) issues no certificates"
+            } else if index.crls().any(|c| c.scope.indirect) {
+                "none of its own: its certificates need an indirect CRL that names it, else they are refused"
+            } else {
+                "none: its certificates are accepted unchecked"
+            };
+            lines.push(format!("    CRL:        {why}"));
+        }
+        for crl in crls {
+            lines.extend(describe_crl(crl, now));
+            warnings.extend(crl_warning(crl, &config, now));
+        }
+    }
+    let indirect: Vec<&Arc<Crl>> = index.crls().filter(|c| c.scope.indirect).collect();
+    if !indirect.is_empty() {
+        lines.push("indirect CRLs (for the certificates whose distribution point names their issuer):".into());
+        for crl in indirect {
+            lines.push(format!("  {}", crl.issuer));
+            lines.extend(describe_crl(crl, now));
+            warnings.extend(crl_warning(crl, &config, now));
         }
     }
     let p = config.revocation;
@@ -272,20 +284,39 @@ fn role(ca: &Ca) -> String {
     }
 }
 
+/// The lines of `check` for one CRL: where from, scope, signer, number, entries, validity.
+fn describe_crl(crl: &Crl, now: i64) -> Vec<String> {
+    let mut lines = vec![
+        format!("    CRL:        {} ({})", crl.source, entries(crl.len())),
+        format!("      scope:      {}", crl.scope.describe()),
+        format!(
+            "      signer:     {}{} (key {})",
+            crl.signer.subject,
+            if crl.signer.dedicated { ", a dedicated CRL signer" } else { "" },
+            crl.signer.key_id()
+        ),
+        format!("      number:     {}", crl_number(crl)),
+    ];
+    if let Some((number, source)) = &crl.delta {
+        lines.push(format!(
+            "      delta:      {source} (number {}) merged",
+            number.as_ref().map_or("none".into(), hex::encode)
+        ));
+    }
+    lines.push(format!("      thisUpdate: {}", fmt_time(crl.this_update)));
+    lines.push(format!("      nextUpdate: {}", next_update(crl, now)));
+    lines
+}
+
 fn entries(n: usize) -> String {
     if n == 1 { "1 entry".into() } else { format!("{n} entries") }
 }
 
-/// A CRL number in decimal (hex beyond 128 bits), or `none`.
-fn crl_number(crl: &IssuerCrl) -> String {
-    match crl.crl_number.as_deref() {
-        None => "none".into(),
-        Some(b) if b.len() <= 16 => b.iter().fold(0u128, |acc, x| (acc << 8) | u128::from(*x)).to_string(),
-        Some(b) => format!("0x{}", hex::encode(b)),
-    }
+fn crl_number(crl: &Crl) -> String {
+    crl.number_text()
 }
 
-fn next_update(crl: &IssuerCrl, now: i64) -> String {
+fn next_update(crl: &Crl, now: i64) -> String {
     match crl.next_update {
         None => "none (the CRL never goes stale)".into(),
         Some(t) if t >= now => format!("{} (in {})", fmt_time(t), approx(t - now)),
@@ -310,33 +341,34 @@ fn secs(d: Duration) -> i64 {
 }
 
 /// A CRL past its nextUpdate, or within `--crl-expiry-warning` of it.
-fn crl_warning(crl: &IssuerCrl, config: &Config, now: i64) -> Option<String> {
+fn crl_warning(crl: &Crl, config: &Config, now: i64) -> Option<String> {
+    use crate::revocation::{Freshness, freshness};
     let next = crl.next_update?;
-    let what = format!("the CRL of {:?} ({})", crl.issuer, crl.source.display());
-    if now > next {
-        let grace_end = next.saturating_add(secs(config.revocation.crl_expired_grace));
-        let effect = if now <= grace_end {
-            format!("still used within --crl-expired-grace until {}", fmt_time(grace_end))
-        } else {
-            match config.revocation.crl_expired {
-                Policy::Deny => "the CA's clients are refused (--crl-expired=deny)".into(),
-                Policy::Allow => "its serials are still enforced (--crl-expired=allow)".to_string(),
-            }
-        };
-        return Some(format!(
-            "{what} passed its nextUpdate {} ({} ago): {effect}; publish a fresh CRL",
-            fmt_time(next),
-            approx(now - next)
-        ));
-    }
-    (next - now <= secs(config.crl_expiry_warning)).then(|| {
-        format!(
-            "{what} reaches its nextUpdate {} in {} (within --crl-expiry-warning {}): publish a fresh one before then",
-            fmt_time(next),
-            approx(next - now),
-            humantime::format_duration(config.crl_expiry_warning)
-        )
-    })
+    let what = format!("the CRL of {:?} ({})", crl.issuer, crl.source);
+    let effect = match freshness(crl.next_update, now, &config.revocation, config.crl_expiry_warning) {
+        Freshness::Fresh => return None,
+        Freshness::Expiring { seconds_left } => {
+            return Some(format!(
+                "{what} reaches its nextUpdate {} in {} (within --crl-expiry-warning {}): publish a fresh one before then",
+                fmt_time(next),
+                approx(seconds_left),
+                humantime::format_duration(config.crl_expiry_warning)
+            ));
+        }
+        Freshness::InGrace { .. } => format!(
+            "still used within --crl-expired-grace until {}",
+            fmt_time(next.saturating_add(secs(config.revocation.crl_expired_grace)))
+        ),
+        Freshness::Stale { .. } => match config.revocation.crl_expired {
+            Policy::Deny => "the certificates it covers are refused (--crl-expired=deny)".into(),
+            Policy::Allow => "its serials are still enforced (--crl-expired=allow)".to_string(),
+        },
+    };
+    Some(format!(
+        "{what} passed its nextUpdate {} ({} ago): {effect}; publish a fresh CRL",
+        fmt_time(next),
+        approx(now - next)
+    ))
 }
 
 /// A subject alternative name of the serving certificate.
@@ -815,11 +847,10 @@ pub fn inspect(args: InspectArgs) -> Result<Report, ConfigError> {
     });
     lines.push(match &result {
         Err(r) if revocation_refusal => format!("revocation:  refused: {}: {}", r.reason, r.detail),
-        _ => format!(
-            "revocation:  {}",
-            leaf_revocation(&chain[0], cert.raw_serial(), &tls.bundle, tls.verifier.index(), &algs, now_secs)
-        ),
+        Err(_) => "revocation:  (the chain is refused; the client certificate's own status follows)".into(),
+        Ok(()) => "revocation:  ok".into(),
     });
+    lines.extend(revocation_trace(&tls, &chain, now, &algs));
     lines.push(match &result {
         Err(r) if ocsp_refusal => format!("{}; refused: {}", describe_ocsp_answer(ocsp.as_ref()), r.reason),
         _ => describe_ocsp_answer(ocsp.as_ref()),
@@ -864,39 +895,67 @@ pub fn inspect(args: InspectArgs) -> Result<Report, ConfigError> {
     Ok(Report { lines, passed: refusal.is_none() })
 }
 
-/// The leaf's own revocation status, looked up independently of the verifier (so that it is
-/// shown even when the chain was refused for another reason, e.g. expiry).
-fn leaf_revocation(
-    leaf: &[u8],
-    serial: &[u8],
-    bundle: &CaBundle,
-    index: &RevocationIndex,
+/// Which CRLs decided each certificate of the path and why (one line per certificate, then
+/// one per CRL considered). When the chain itself is refused (e.g. expired), the client
+/// certificate alone is looked up under the CA of the bundle that issued it, so that its
+/// own status is still shown.
+fn revocation_trace(
+    tls: &TlsMaterial,
+    chain: &[CertificateDer<'static>],
+    now: UnixTime,
     algs: &WebPkiSupportedAlgorithms,
-    now: i64,
-) -> String {
-    let Some(ca) = bundle.cas.iter().find(|ca| issued_by(leaf, ca, algs)) else {
-        return "not checked: the certificate's issuer is not a CA in --client-ca-file, so no CRL applies".into();
+) -> Vec<String> {
+    let now_secs = i64::try_from(now.as_secs()).unwrap_or(i64::MAX);
+    let index = tls.verifier.index();
+    let path = match tls.verifier.verified_path(&chain[0], &chain[1..], now) {
+        Ok(p) => p,
+        Err(_) => {
+            let Some((ca, anchor)) = issuing_ca(&chain[0], &tls.bundle, algs) else {
+                return vec!["  not checked: the certificate's issuer is not a CA in --client-ca-file".into()];
+            };
+            let Ok(facts) = crate::revocation::CertFacts::parse(chain[0].as_ref()) else {
+                return vec!["  not checked: the certificate cannot be read".into()];
+            };
+            VerifiedPath { certs: vec![PathCert { facts, issuer_spki: ca.spki_der.clone() }], anchor }
+        }
     };
-    let Some(crl) = index.crl_for(&ca.key()) else {
-        return format!("not checked: {:?} has no CRL (--crl-missing=allow)", ca.subject);
-    };
-    match crl.lookup(normalize_serial(serial)) {
-        Some(r) => format!(
-            "revoked: serial {} is listed in {}: revoked at {} ({})",
-            hex::encode(serial),
-            crl.source.display(),
-            fmt_time(r.revoked_at),
-            reason_name(r.reason)
-        ),
-        None => format!(
-            "not revoked: serial not listed in the CRL of {:?} ({}, number {}, nextUpdate {}{})",
-            ca.subject,
-            crl.source.display(),
-            crl_number(crl),
-            crl.next_update.map_or_else(|| "none".into(), fmt_time),
-            if crl.next_update.is_some_and(|t| t < now) { ", passed: the CRL is stale" } else { "" }
-        ),
+    let checked = if index.policy().check == crate::config::RevocationCheck::Chain { path.certs.len() } else { 1 };
+    let mut lines = Vec::new();
+    for (i, c) in path.certs.iter().enumerate() {
+        let role = if i == 0 { "client certificate" } else { "intermediate" };
+        let subject = crate::revocation::display_name(&c.facts.subject_der);
+        if i >= checked {
+            lines.push(format!("  {role} {subject}: not checked (--revocation-check=leaf)"));
+            continue;
+        }
+        let mut trace = Vec::new();
+        let verdict = match index.check_one(c, &path.anchor, now_secs, Some(&mut trace)) {
+            Ok(()) => "not revoked".to_string(),
+            Err(RevocationError::Revoked { revocation, crl }) => {
+                format!("REVOKED at {} ({}) per {crl}", fmt_time(revocation.revoked_at), reason_name(revocation.reason))
+            }
+            Err(RevocationError::Undetermined { why }) => format!("undetermined: {why}"),
+            Err(RevocationError::Stale { next_update, crl }) => {
+                format!("undetermined: {crl} passed its nextUpdate {}", fmt_time(next_update))
+            }
+        };
+        lines.push(format!("  {role} {subject} (serial {}): {verdict}", hex::encode(&c.facts.serial)));
+        lines.extend(trace.into_iter().map(|t| format!("    {t}")));
     }
+    lines
+}
+
+/// The CA of the bundle that issued `cert`, and the trust anchor it reaches in the bundle.
+fn issuing_ca<'b>(cert: &[u8], bundle: &'b CaBundle, algs: &WebPkiSupportedAlgorithms) -> Option<(&'b Ca, Vec<u8>)> {
+    let ca = bundle.cas.iter().find(|ca| issued_by(cert, ca, algs))?;
+    let mut at = ca;
+    for _ in 0..8 {
+        if at.is_anchor {
+            return Some((ca, at.key()));
+        }
+        at = bundle.cas.iter().find(|p| !std::ptr::eq(*p, at) && issued_by(at.der.as_ref(), p, algs))?;
+    }
+    None
 }
 
 /// A header as the proxy sends it, capitalised for reading; the part after the extra

@@ -25,7 +25,7 @@ pub enum RefusalReason {
     UnknownCa,
     #[error("certificate is not valid for client authentication (extended key usage)")]
     BadEku,
-    #[error("no CRL is loaded for the issuing CA, revocation status unknown")]
+    #[error("revocation status undetermined: no valid CRL decides it (--crl-missing=deny)")]
     NoCrl,
     #[error("the CRL of the issuing CA is stale (nextUpdate has passed), refusing per --crl-expired=deny")]
     StaleCrl,
@@ -133,12 +133,17 @@ pub enum ConfigError {
     #[error("{flag} {}: {message}", path.display())]
     File { flag: &'static str, path: PathBuf, message: String },
     #[error(
-        "--client-ca-file {}: CA {subject:?} has no CRL. Add its CRL with --crl-file (e.g. `openssl ca -gencrl` or \
+        "--client-ca-file {}: CA {subject:?} has no CRL{rejected}. Add its CRL with --crl-file (e.g. `openssl ca -gencrl` or \
          your CA's CRL distribution point), or set --crl-missing=allow to accept its certificates without a \
          revocation check",
         ca_file.display()
     )]
-    MissingCrl { ca_file: PathBuf, subject: String },
+    MissingCrl {
+        ca_file: PathBuf,
+        subject: String,
+        /// The CRLs of that CA that were left out, and why (empty, or " (left out: …)").
+        rejected: String,
+    },
     #[error("{0}")]
     Other(String),
 }

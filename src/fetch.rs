@@ -30,7 +30,6 @@ use crate::config::Config;
 use crate::error::ConfigError;
 use crate::metrics::{Metrics, ResultLabel};
 use crate::revocation::CrlSource;
-use crate::revocation::crl::ParsedCrl;
 
 /// Attempts per fetch (the first try and its retries), and the first backoff.
 const ATTEMPTS: u32 = 4;
@@ -358,20 +357,11 @@ impl Fetcher {
     }
 }
 
-/// Every CRL in `bytes` must parse and verify against a CA of the bundle; returns the
-/// earliest nextUpdate.
+/// Every CRL in `bytes` must parse and verify against a CA of the bundle (or a signer
+/// certificate shipped with it); returns the earliest nextUpdate.
 fn validate(url: &str, bytes: &[u8], bundle: &CaBundle) -> Result<Option<i64>, String> {
     let algs = crate::tls::provider().signature_verification_algorithms;
-    let crls = crate::pem::crls_in("--crl-url", Path::new(url), bytes).map_err(|e| e.to_string())?;
-    let mut earliest: Option<i64> = None;
-    for der in &crls {
-        let parsed = ParsedCrl::parse(der.as_ref()).map_err(|e| e.to_string())?;
-        crate::revocation::verify_against_bundle(&parsed, bundle, &algs)?;
-        if let Some(n) = parsed.next_update {
-            earliest = Some(earliest.map_or(n, |e| e.min(n)));
-        }
-    }
-    Ok(earliest)
+    crate::revocation::index::verify_fetched(bundle, "--crl-url", url, bytes, &algs)
 }
 
 /// The http(s) URLs of a certificate's CRL Distribution Points extension.

@@ -9,7 +9,8 @@
 //! | `kube_crl_proxy_upstream_request_duration_seconds` | histogram, time to response headers |
 //! | `kube_crl_proxy_open_connections`, `kube_crl_proxy_open_tunnels` | — |
 //! | `kube_crl_proxy_refused_connections_total` | — (over `--max-connections`) |
-//! | `kube_crl_proxy_crl_entries`, `_crl_this_update_seconds`, `_crl_next_update_seconds`, `_crl_seconds_to_next_update` | `issuer` |
+//! | `kube_crl_proxy_crl_entries`, `_crl_this_update_seconds`, `_crl_next_update_seconds`, `_crl_seconds_to_next_update` | `issuer`, `scope`, `key` (one series per CRL in use) |
+//! | `kube_crl_proxy_crls_rejected` | — (CRLs left out of the index in use) |
 //! | `kube_crl_proxy_reloads_total`, `kube_crl_proxy_reload_failures_total` | `kind`: serving_cert, client_ca, crl, upstream_ca, proxy_client_cert, other |
 //! | `kube_crl_proxy_connections_closed_total` | `reason`: revoked, expired, unknown_ca, stale_crl, … |
 //! | `kube_crl_proxy_crl_fetches_total` | `result`: ok, not_modified, error, too_large, invalid |
@@ -52,9 +53,14 @@ pub struct ResultLabel {
     pub result: &'static str,
 }
 
+/// One CRL in use: its issuer, its scope ([`crate::revocation::Scope::describe`]) and the
+/// signing key (first 8 hex digits of the SHA-256 of its SubjectPublicKeyInfo), so that
+/// partitions and the CRLs of a renewed CA key are told apart.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct IssuerLabel {
+pub struct CrlLabel {
     pub issuer: String,
+    pub scope: String,
+    pub key: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -80,10 +86,11 @@ pub struct Metrics {
     pub ocsp_queries: Family<ResultLabel, Counter>,
     pub ocsp_latency: Histogram,
     pub ocsp_cache_entries: Gauge,
-    crl_entries: Family<IssuerLabel, Gauge>,
-    crl_this_update: Family<IssuerLabel, Gauge>,
-    crl_next_update: Family<IssuerLabel, Gauge>,
-    crl_seconds_left: Family<IssuerLabel, Gauge>,
+    crl_entries: Family<CrlLabel, Gauge>,
+    crls_rejected: Gauge,
+    crl_this_update: Family<CrlLabel, Gauge>,
+    crl_next_update: Family<CrlLabel, Gauge>,
+    crl_seconds_left: Family<CrlLabel, Gauge>,
 }
 
 impl Default for Metrics {
@@ -112,6 +119,7 @@ impl Metrics {
             ocsp_latency: Histogram::new(exponential_buckets(0.001, 2.0, 14)),
             ocsp_cache_entries: Gauge::default(),
             crl_entries: Family::default(),
+            crls_rejected: Gauge::default(),
             crl_this_update: Family::default(),
             crl_next_update: Family::default(),
             crl_seconds_left: Family::default(),
@@ -164,7 +172,12 @@ impl Metrics {
             "Certificates with a cached OCSP answer or query",
             m.ocsp_cache_entries.clone(),
         );
-        registry.register("crl_entries", "Revoked serials in the CRL of each CA", m.crl_entries.clone());
+        registry.register("crl_entries", "Revoked serials in each CRL in use", m.crl_entries.clone());
+        registry.register(
+            "crls_rejected",
+            "CRLs given that were left out (bad signature, unknown issuer, unsupported feature): see the logs",
+            m.crls_rejected.clone(),
+        );
         registry.register(
             "crl_this_update_seconds",
             "thisUpdate of each CA's CRL (Unix time)",
@@ -188,8 +201,9 @@ impl Metrics {
         for f in [&self.crl_entries, &self.crl_this_update, &self.crl_next_update, &self.crl_seconds_left] {
             f.clear();
         }
+        self.crls_rejected.set(i64::try_from(index.rejected().len()).unwrap_or(i64::MAX));
         for crl in index.crls() {
-            let l = IssuerLabel { issuer: crl.issuer.clone() };
+            let l = CrlLabel { issuer: crl.issuer.clone(), scope: crl.scope.describe(), key: crl.signer.key_id() };
             self.crl_entries.get_or_create(&l).set(i64::try_from(crl.len()).unwrap_or(i64::MAX));
             self.crl_this_update.get_or_create(&l).set(crl.this_update);
             if let Some(next) = crl.next_update {
@@ -271,7 +285,10 @@ mod tests {
         let text = m.encode(&index, crate::revocation::now_secs());
         assert!(text.contains(r#"kube_crl_proxy_handshakes_total{outcome="revoked"} 1"#), "{text}");
         assert!(text.contains(r#"kube_crl_proxy_requests_total{code="200",method="GET",verb="watch"} 1"#), "{text}");
-        assert!(text.contains(r#"kube_crl_proxy_crl_entries{issuer="CN=metrics-ca"} 1"#), "{text}");
-        assert!(text.contains("kube_crl_proxy_crl_seconds_to_next_update{issuer=\"CN=metrics-ca\"} 3"), "{text}");
+        let key = index.crls().next().unwrap().signer.key_id();
+        let labels = format!(r#"issuer="CN=metrics-ca",scope="all certificates",key="{key}""#);
+        assert!(text.contains(&format!("kube_crl_proxy_crl_entries{{{labels}}} 1")), "{text}");
+        assert!(text.contains(&format!("kube_crl_proxy_crl_seconds_to_next_update{{{labels}}} 3")), "{text}");
+        assert!(text.contains("kube_crl_proxy_crls_rejected 0"), "{text}");
     }
 }

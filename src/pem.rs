@@ -87,6 +87,27 @@ pub fn crls_in(
     Ok(crls)
 }
 
+/// The CRLs and certificates (separate CRL-signing certificates, RFC 5280 §6.3.3 (f)) of a
+/// `--crl-file` or fetched CRL: PEM with `X509 CRL` and `CERTIFICATE` blocks, or one DER CRL.
+/// An error when there is neither.
+pub fn crl_file_items(
+    flag: &'static str,
+    path: &Path,
+    bytes: &[u8],
+) -> Result<(Vec<CertificateRevocationListDer<'static>>, Vec<CertificateDer<'static>>), ConfigError> {
+    if !looks_like_pem(bytes) {
+        return Ok((crls_in(flag, path, bytes)?, Vec::new()));
+    }
+    let crls = crl_blocks(bytes).map_err(|e| ConfigError::file(flag, path, format!("bad PEM: {e}")))?;
+    let certs = CertificateDer::pem_slice_iter(bytes)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| ConfigError::file(flag, path, format!("bad PEM: {e}")))?;
+    if crls.is_empty() && certs.is_empty() {
+        return Err(ConfigError::file(flag, path, "no X509 CRL block found"));
+    }
+    Ok((crls, certs))
+}
+
 /// The `X509 CRL` blocks of a PEM text. CRLs are public, so unlike keys they do not need
 /// rustls-pki-types' constant-time base64 decoder, which is several times slower on the
 /// 50 MB PEM of a 1,000,000-entry CRL.

@@ -52,6 +52,115 @@ pub struct Spec {
     /// Validity relative to now.
     pub not_before: Duration,
     pub not_after: Duration,
+    /// Distribution points written by hand (names, reasons, cRLIssuer), after `crl_urls`'s.
+    pub dps: Vec<DpSpec>,
+    /// A fixed serial (INTEGER contents as encoded), instead of a random one.
+    pub serial: Option<Vec<u8>>,
+}
+
+/// One CRL distribution point of an issued certificate (RFC 5280 §4.2.1.13).
+#[derive(Clone, Debug, Default)]
+pub struct DpSpec {
+    /// fullName: one URI.
+    pub uri: Option<String>,
+    /// reasons, as ReasonFlags bits (bit 1 keyCompromise … bit 8 aACompromise).
+    pub reasons: Option<u16>,
+    /// cRLIssuer: a directory name (full Name DER).
+    pub crl_issuer: Option<Vec<u8>>,
+}
+
+/// A CRL encoded by hand (rcgen cannot make indirect, reason-scoped or delta CRLs).
+#[derive(Clone, Debug)]
+pub struct CrlSpec {
+    pub entries: Vec<CrlEntrySpec>,
+    pub number: u64,
+    /// A delta CRL for base CRLs numbered this or later.
+    pub delta_base: Option<u64>,
+    /// nextUpdate relative to now (thisUpdate is ten minutes ago).
+    pub next_update: Duration,
+    pub idp: Option<IdpSpec>,
+}
+
+impl Default for CrlSpec {
+    fn default() -> Self {
+        Self { entries: Vec::new(), number: 1, delta_base: None, next_update: Duration::days(1), idp: None }
+    }
+}
+
+/// One revoked certificate of a [`CrlSpec`].
+#[derive(Clone, Debug, Default)]
+pub struct CrlEntrySpec {
+    /// INTEGER contents exactly as written (so signs and padding can be tested).
+    pub serial: Vec<u8>,
+    /// CRLReason code (8 = removeFromCRL).
+    pub reason: Option<u8>,
+    /// certificateIssuer (indirect CRLs): a directory name (full Name DER).
+    pub cert_issuer: Option<Vec<u8>>,
+}
+
+impl CrlEntrySpec {
+    /// A positive serial as [`Issued::serial`] holds it.
+    pub fn serial(serial: &[u8]) -> Self {
+        let mut s = serial.to_vec();
+        if s.first().is_none_or(|b| b & 0x80 != 0) {
+            s.insert(0, 0);
+        }
+        Self { serial: s, ..Self::default() }
+    }
+}
+
+/// An issuingDistributionPoint of a [`CrlSpec`].
+#[derive(Clone, Debug, Default)]
+pub struct IdpSpec {
+    /// distributionPoint fullName: one URI.
+    pub uri: Option<String>,
+    pub only_user: bool,
+    pub only_ca: bool,
+    /// onlySomeReasons, as ReasonFlags bits.
+    pub reasons: Option<u16>,
+    pub indirect: bool,
+}
+
+/// ReasonFlags bits as a DER BIT STRING's contents (unused-bits octet first).
+fn reason_bits(mask: u16) -> Vec<u8> {
+    let mut bytes = vec![(mask & 0xff) as u8, (mask >> 8) as u8];
+    // Bit i is octet i / 8, bit 0x80 >> (i % 8).
+    for b in bytes.iter_mut() {
+        *b = b.reverse_bits();
+    }
+    while bytes.last() == Some(&0) {
+        bytes.pop();
+    }
+    let unused = bytes.last().map_or(0, |b| b.trailing_zeros() as u8);
+    let mut out = vec![unused];
+    out.extend(bytes);
+    out
+}
+
+/// A one-URI GeneralNames' contents.
+fn uri_names(uri: &str) -> Vec<u8> {
+    tlv(0x86, uri.as_bytes())
+}
+
+/// A CRLDistributionPoints extension value.
+fn dps_extension(dps: &[DpSpec]) -> Vec<u8> {
+    let points: Vec<u8> = dps
+        .iter()
+        .flat_map(|dp| {
+            let mut parts = Vec::new();
+            if let Some(uri) = &dp.uri {
+                parts.push(tlv(0xa0, &tlv(0xa0, &uri_names(uri))));
+            }
+            if let Some(r) = dp.reasons {
+                parts.push(tlv(0x81, &reason_bits(r)));
+            }
+            if let Some(name) = &dp.crl_issuer {
+                parts.push(tlv(0xa2, &tlv(0xa4, name)));
+            }
+            tlv(0x30, &parts.concat())
+        })
+        .collect();
+    tlv(0x30, &points)
 }
 
 impl Spec {
@@ -68,6 +177,8 @@ impl Spec {
             ocsp_urls: Vec::new(),
             not_before: Duration::hours(-1),
             not_after: Duration::days(365),
+            dps: Vec::new(),
+            serial: None,
         }
     }
 
@@ -89,6 +200,8 @@ impl Spec {
             ocsp_urls: Vec::new(),
             not_before: Duration::hours(-1),
             not_after: Duration::days(365),
+            dps: Vec::new(),
+            serial: None,
         }
     }
 }
@@ -152,6 +265,21 @@ impl Authority {
         Self::from_parts(cn, &cert, params, key)
     }
 
+    /// A CA certificate signed by this one with these key usages: e.g. a dedicated CRL
+    /// signer (cRLSign without keyCertSign) under the name of another CA.
+    pub fn ca_with_usages(&self, cn: &str, usages: &[KeyUsagePurpose]) -> Self {
+        let key = KeyPair::generate().expect("generate key");
+        let mut params = ca_params(cn);
+        params.key_usages = usages.to_vec();
+        let cert = params.signed_by(&key, &self.issuer).expect("sign CA");
+        Self::from_parts(cn, &cert, params, key)
+    }
+
+    /// This CA's subject Name, full DER.
+    pub fn subject_der(&self) -> Vec<u8> {
+        x509_parser::parse_x509_certificate(self.der.as_ref()).expect("own CA").1.subject().as_raw().to_vec()
+    }
+
     /// Issues a certificate.
     pub fn issue(&self, spec: &Spec) -> Issued {
         let key = KeyPair::generate().expect("generate key");
@@ -181,6 +309,10 @@ impl Authority {
         if !spec.crl_urls.is_empty() {
             p.crl_distribution_points = vec![rcgen::CrlDistributionPoint { uris: spec.crl_urls.clone() }];
         }
+        if !spec.dps.is_empty() {
+            p.custom_extensions
+                .push(rcgen::CustomExtension::from_oid_content(&[2, 5, 29, 31], dps_extension(&spec.dps)));
+        }
         if !spec.ocsp_urls.is_empty() {
             // AuthorityInfoAccess: SEQUENCE OF { id-ad-ocsp, [6] uniformResourceIdentifier }.
             let descriptions: Vec<u8> = spec
@@ -201,7 +333,7 @@ impl Authority {
         let now = OffsetDateTime::now_utc();
         p.not_before = now + spec.not_before;
         p.not_after = now + spec.not_after;
-        let serial = random_serial();
+        let serial = spec.serial.clone().unwrap_or_else(random_serial);
         p.serial_number = Some(SerialNumber::from_slice(&serial));
         p.use_authority_key_identifier_extension = true;
         let cert = p.signed_by(&key, &self.issuer).expect("sign certificate");
@@ -237,47 +369,96 @@ impl Authority {
 impl Authority {
     /// A delta CRL (RFC 5280 §5.2.4; rcgen cannot make one): `entries` are (serial, CRLReason
     /// code) pairs — reason 8 is removeFromCRL — applying to base CRLs numbered `base` or later.
-    /// Encoded by hand and signed with this CA's key (ECDSA P-256 with SHA-256); returns DER.
+    /// Returns DER.
     pub fn delta_crl(&self, entries: &[(&[u8], u8)], number: u64, base: u64, next_update: Duration) -> Vec<u8> {
+        self.custom_crl(&CrlSpec {
+            entries: entries
+                .iter()
+                .map(|(s, r)| CrlEntrySpec { reason: Some(*r), ..CrlEntrySpec::serial(s) })
+                .collect(),
+            number,
+            delta_base: Some(base),
+            next_update,
+            idp: None,
+        })
+    }
+
+    /// A CRL as `spec` says, encoded by hand and signed with this CA's key (ECDSA P-256 with
+    /// SHA-256). Returns DER.
+    pub fn custom_crl(&self, spec: &CrlSpec) -> Vec<u8> {
         use rcgen::SigningKey;
         let now = OffsetDateTime::now_utc();
         let utc = |t: OffsetDateTime| tlv(0x17, utc_time(t).as_bytes());
-        let int = |n: &[u8]| {
-            let mut v = n.to_vec();
+        let int = |n: u64| {
+            let mut v: Vec<u8> = n.to_be_bytes().into_iter().skip_while(|b| *b == 0).collect();
             if v.first().is_none_or(|b| b & 0x80 != 0) {
                 v.insert(0, 0);
             }
             tlv(0x02, &v)
         };
+        let ext = |oid: &[u8], critical: bool, value: Vec<u8>| {
+            let mut parts = vec![tlv(0x06, oid)];
+            if critical {
+                parts.push(tlv(0x01, &[0xff]));
+            }
+            parts.push(tlv(0x04, &value));
+            tlv(0x30, &parts.concat())
+        };
         let ecdsa_sha256 = tlv(0x30, &tlv(0x06, &[0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04, 0x03, 0x02]));
-        let subject =
-            x509_parser::parse_x509_certificate(self.der.as_ref()).expect("own CA").1.subject().as_raw().to_vec();
-        let revoked: Vec<u8> = entries
+        let revoked: Vec<u8> = spec
+            .entries
             .iter()
-            .flat_map(|(serial, reason)| {
-                let reason_ext =
-                    tlv(0x30, &[tlv(0x06, &[0x55, 0x1d, 0x15]), tlv(0x04, &tlv(0x0a, &[*reason]))].concat());
-                tlv(0x30, &[int(serial), utc(now - Duration::minutes(5)), tlv(0x30, &reason_ext)].concat())
+            .flat_map(|e| {
+                let mut exts = Vec::new();
+                if let Some(r) = e.reason {
+                    exts.push(ext(&[0x55, 0x1d, 0x15], false, tlv(0x0a, &[r])));
+                }
+                if let Some(name) = &e.cert_issuer {
+                    exts.push(ext(&[0x55, 0x1d, 0x1d], true, tlv(0x30, &tlv(0xa4, name))));
+                }
+                let mut parts = vec![tlv(0x02, &e.serial), utc(now - Duration::minutes(5))];
+                if !exts.is_empty() {
+                    parts.push(tlv(0x30, &exts.concat()));
+                }
+                tlv(0x30, &parts.concat())
             })
             .collect();
-        let crl_number = tlv(0x30, &[tlv(0x06, &[0x55, 0x1d, 0x14]), tlv(0x04, &int(&number.to_be_bytes()))].concat());
-        let delta_indicator = tlv(
-            0x30,
-            &[tlv(0x06, &[0x55, 0x1d, 0x1b]), tlv(0x01, &[0xff]), tlv(0x04, &int(&base.to_be_bytes()))].concat(),
-        );
+        let mut exts = vec![ext(&[0x55, 0x1d, 0x14], false, int(spec.number))];
+        if let Some(base) = spec.delta_base {
+            exts.push(ext(&[0x55, 0x1d, 0x1b], true, int(base)));
+        }
+        if let Some(idp) = &spec.idp {
+            let mut parts = Vec::new();
+            if let Some(uri) = &idp.uri {
+                parts.push(tlv(0xa0, &tlv(0xa0, &uri_names(uri))));
+            }
+            if idp.only_user {
+                parts.push(tlv(0x81, &[0xff]));
+            }
+            if idp.only_ca {
+                parts.push(tlv(0x82, &[0xff]));
+            }
+            if let Some(r) = idp.reasons {
+                parts.push(tlv(0x83, &reason_bits(r)));
+            }
+            if idp.indirect {
+                parts.push(tlv(0x84, &[0xff]));
+            }
+            exts.push(ext(&[0x55, 0x1d, 0x1c], true, tlv(0x30, &parts.concat())));
+        }
         let mut tbs_parts = vec![
             tlv(0x02, &[1]),
             ecdsa_sha256.clone(),
-            subject,
+            self.subject_der(),
             utc(now - Duration::minutes(10)),
-            utc(now + next_update),
+            utc(now + spec.next_update),
         ];
         if !revoked.is_empty() {
             tbs_parts.push(tlv(0x30, &revoked));
         }
-        tbs_parts.push(tlv(0xa0, &tlv(0x30, &[crl_number, delta_indicator].concat())));
+        tbs_parts.push(tlv(0xa0, &tlv(0x30, &exts.concat())));
         let tbs = tlv(0x30, &tbs_parts.concat());
-        let sig = self.issuer.key().sign(&tbs).expect("sign delta CRL");
+        let sig = self.issuer.key().sign(&tbs).expect("sign CRL");
         let mut bits = vec![0u8];
         bits.extend(sig);
         tlv(0x30, &[tbs, ecdsa_sha256, tlv(0x03, &bits)].concat())

@@ -22,7 +22,7 @@ use crate::fetch::Fetcher;
 use crate::forward::{TargetHealth, Upstream};
 use crate::metrics::{KindLabel, Metrics, UpstreamLabel};
 use crate::ocsp::Ocsp;
-use crate::revocation::{IssuerCrl, RevocationIndex};
+use crate::revocation::{Crl, RevocationIndex};
 use crate::tls::TlsMaterial;
 use crate::tls::verifier::CrlVerifier;
 
@@ -242,14 +242,22 @@ fn failed_kind(e: &ConfigError) -> &'static str {
     }
 }
 
-/// A CRL may not be replaced by an older one of the same CA (a replayed CRL could un-revoke).
+/// A CRL may not be replaced by an older one of the same scope (a replayed CRL could
+/// un-revoke), and a CRL newly left out (bad signature, unknown issuer, unsupported) fails
+/// the reload so that the last good material stays; CRLs already left out before (the same
+/// bytes) do not block later reloads.
 fn refuse_rollback(current: &RevocationIndex, next: &RevocationIndex) -> Result<(), ConfigError> {
+    for r in next.rejected() {
+        if !current.rejected().iter().any(|c| c.digest == r.digest) {
+            return Err(ConfigError::file(r.flag, &r.file, format!("CRL #{}: {}", r.number, r.reason)));
+        }
+    }
     for new in next.crls() {
-        let Some(old) = current.crls().find(|c| c.issuer_key() == new.issuer_key()) else { continue };
-        if is_older(new, old) {
+        let Some(old) = current.crls().find(|c| c.same_scope(new)) else { continue };
+        if new.older_than(old) {
             return Err(ConfigError::file(
-                "--crl-file",
-                &new.source,
+                new.flag,
+                &new.file,
                 format!(
                     "CRL for {} is older than the one in use (CRL number {} < {}, thisUpdate {} vs {}); refusing the rollback",
                     new.issuer,
@@ -264,29 +272,28 @@ fn refuse_rollback(current: &RevocationIndex, next: &RevocationIndex) -> Result<
     Ok(())
 }
 
-fn number(c: &IssuerCrl) -> String {
+fn number(c: &Crl) -> String {
     c.crl_number.as_ref().map_or("none".into(), hex::encode)
-}
-
-fn is_older(new: &IssuerCrl, old: &IssuerCrl) -> bool {
-    match (&new.crl_number, &old.crl_number) {
-        (Some(a), Some(b)) => (a.len(), a) < (b.len(), b),
-        _ => new.this_update < old.this_update,
-    }
 }
 
 fn log_crls(verifier: &CrlVerifier, what: &str) {
     for crl in verifier.index().crls() {
         tracing::info!(
             issuer = %crl.issuer,
-            file = %crl.source.display(),
+            crl = %crl.source,
+            scope = %crl.scope.describe(),
+            signer = %crl.signer.subject,
             entries = crl.len(),
             version = crl.version,
             crl_number = %number(crl),
+            delta = %crl.delta.as_ref().map_or("none".into(), |(_, s)| s.clone()),
             this_update = %crate::revocation::fmt_time(crl.this_update),
             next_update = %crl.next_update.map_or("none".into(), crate::revocation::fmt_time),
             "{what}"
         );
+    }
+    for r in verifier.index().rejected() {
+        tracing::error!(event = "crl_rejected", crl = %r.source, "CRL left out, it decides nothing: {}", r.reason);
     }
 }
 

@@ -39,9 +39,9 @@ async fn livez_readyz_and_metrics_after_real_traffic() {
     assert_eq!(series(&m, r#"kube_crl_proxy_handshakes_total{outcome="no_cert"}"#), Some(1.0), "{m}");
     assert_eq!(series(&m, r#"kube_crl_proxy_requests_total{code="201",method="POST",verb="other"}"#), Some(1.0), "{m}");
     assert_eq!(series(&m, r#"kube_crl_proxy_requests_total{code="200",method="GET",verb="other"}"#), Some(1.0), "{m}");
-    assert_eq!(series(&m, r#"kube_crl_proxy_crl_entries{issuer="CN=test-users-ca"}"#), Some(1.0), "{m}");
-    assert_eq!(series(&m, r#"kube_crl_proxy_crl_entries{issuer="CN=test-root-ca"}"#), Some(0.0), "{m}");
-    let left = series(&m, r#"kube_crl_proxy_crl_seconds_to_next_update{issuer="CN=test-users-ca"}"#).unwrap();
+    assert_eq!(crl_series(&m, "kube_crl_proxy_crl_entries", "CN=test-users-ca"), Some(1.0), "{m}");
+    assert_eq!(crl_series(&m, "kube_crl_proxy_crl_entries", "CN=test-root-ca"), Some(0.0), "{m}");
+    let left = crl_series(&m, "kube_crl_proxy_crl_seconds_to_next_update", "CN=test-users-ca").unwrap();
     assert!(left > 6.0 * 86_400.0 && left <= 7.0 * 86_400.0, "{left}");
     assert!(series(&m, "kube_crl_proxy_upstream_request_duration_seconds_count").unwrap() >= 2.0, "{m}");
     assert_eq!(series(&m, "kube_crl_proxy_upstream_up"), Some(1.0), "{m}");
@@ -101,7 +101,7 @@ async fn reloads_failures_and_closures_are_counted() {
     .await;
     // The last good CRL (2 entries) is still the one in use and reported.
     let m = admin_get(env.proxy.admin, "/metrics").await.1;
-    assert_eq!(series(&m, r#"kube_crl_proxy_crl_entries{issuer="CN=test-users-ca"}"#), Some(2.0), "{m}");
+    assert_eq!(crl_series(&m, "kube_crl_proxy_crl_entries", "CN=test-users-ca"), Some(2.0), "{m}");
 }
 
 fn get_empty(path: &str) -> http::Request<Empty<Bytes>> {

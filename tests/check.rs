@@ -136,11 +136,14 @@ fn check_summarises_a_good_config_without_contacting_the_upstream() {
     assert!(out.warnings().is_empty(), "{out:?}");
     let root = ca_block(&out.stdout, "CN=test-root-ca");
     assert!(root.iter().any(|l| l.contains("trust anchor (self-signed)")), "{out:?}");
-    assert!(root.iter().any(|l| l.contains("CRL:") && l.contains("0 entries") && l.contains("number 1")), "{out:?}");
+    assert!(root.iter().any(|l| l.contains("CRL:") && l.contains("CRL #1 (0 entries)")), "{out:?}");
+    assert!(root.iter().any(|l| l.trim() == "number:     1"), "{out:?}");
+    assert!(root.iter().any(|l| l.trim() == "scope:      all certificates"), "{out:?}");
     assert!(root.iter().any(|l| l.contains("nextUpdate:")), "{out:?}");
     let users = ca_block(&out.stdout, "CN=test-users-ca");
     assert!(users.iter().any(|l| l.contains("intermediate (issued by CN=test-root-ca")), "{out:?}");
-    assert!(users.iter().any(|l| l.contains("CRL:") && l.contains("1 entry,")), "{out:?}");
+    assert!(users.iter().any(|l| l.contains("CRL:") && l.contains("(1 entry)")), "{out:?}");
+    assert!(users.iter().any(|l| l.contains("signer:     CN=test-users-ca (key ")), "{out:?}");
     assert!(out.stdout.contains("DNS:localhost, IP:127.0.0.1"), "{out:?}");
     assert!(out.stdout.contains("  CN:       front-proxy-client"), "{out:?}");
     assert!(out.stdout.contains(&format!("upstream: https://{}/ (server name localhost", env.addr())), "{out:?}");
@@ -306,12 +309,13 @@ fn check_and_inspect_fetch_crl_urls_as_run_does() {
     assert_eq!(out.code, Some(0), "{out:?}");
     assert!(out.warnings().is_empty(), "{out:?}");
     let users = ca_block(&out.stdout, "CN=test-users-ca");
-    assert!(users.iter().any(|l| l.contains(&format!("1 entry, number 5 ({url})"))), "{out:?}");
+    assert!(users.iter().any(|l| l.contains(&format!("{url} CRL #1 (1 entry)"))), "{out:?}");
+    assert!(users.iter().any(|l| l.trim() == "number:     5"), "{out:?}");
 
     let (cert, _) = env.pki.write_user("bob", &env.pki.bob);
     let out = kcp(env.dir(), &env.args("inspect", "127.0.0.1", &[&cert.display().to_string(), "--crl-url", &url]));
     assert_eq!(out.code, Some(1), "{out:?}");
-    assert!(out.stdout.contains(&format!("is listed in {url}: revoked at")), "{out:?}");
+    assert!(out.stdout.contains(&format!("is listed in --crl-url {url} CRL #1: revoked at")), "{out:?}");
     env.assert_upstream_untouched();
 }
 
@@ -562,7 +566,16 @@ fn inspect_accepts_alice_and_shows_her_headers() {
     assert!(out.stdout.contains("certificate: CN=alice"), "{out:?}");
     assert!(out.stdout.contains("intermediates in the file: CN=test-users-ca"), "{out:?}");
     assert!(out.stdout.contains("chain:       ok"), "{out:?}");
-    assert!(out.stdout.contains("revocation:  not revoked"), "{out:?}");
+    assert!(out.stdout.contains("revocation:  ok\n"), "{out:?}");
+    assert!(out.stdout.contains("  client certificate CN=alice, O=dev, O=ops (serial "), "{out:?}");
+    assert!(out.stdout.contains("): not revoked\n    --crl-file "), "{out:?}");
+    assert!(
+        out.stdout.contains(
+            "CRL #2 (all certificates; signed by CN=test-users-ca; number 1): not listed (decides all reasons)"
+        ),
+        "{out:?}"
+    );
+    assert!(out.stdout.contains("  intermediate CN=test-users-ca (serial "), "{out:?}");
     assert!(out.stdout.contains("\n  X-Remote-User: alice\n"), "{out:?}");
     let groups: Vec<&str> = out.stdout.lines().filter(|l| l.trim_start().starts_with("X-Remote-Group:")).collect();
     assert_eq!(groups, vec!["  X-Remote-Group: dev", "  X-Remote-Group: ops"], "{out:?}");

@@ -33,7 +33,6 @@ const ANSWER_BOUND: Duration = Duration::from_secs(15);
 const MIB: usize = 1024 * 1024;
 /// What `/_sim/bytes` serves at most.
 const SIXTY_FOUR_MIB: usize = 64 * MIB;
-const USERS_CA_ENTRIES: &str = r#"kube_crl_proxy_crl_entries{issuer="CN=test-users-ca"}"#;
 const CRL_RELOADS: &str = r#"kube_crl_proxy_reloads_total{kind="crl"}"#;
 const CRL_RELOAD_FAILURES: &str = r#"kube_crl_proxy_reload_failures_total{kind="crl"}"#;
 
@@ -405,7 +404,11 @@ async fn assert_enforced(env: &Env, want: &Expect<'_>, ctx: &str) {
         }
     }
     let m = admin_get(env.proxy.admin, "/metrics").await.1;
-    assert_eq!(series(&m, USERS_CA_ENTRIES), Some(want.entries as f64), "{ctx}: CRL in use\n{m}");
+    assert_eq!(
+        crl_series(&m, "kube_crl_proxy_crl_entries", "CN=test-users-ca"),
+        Some(want.entries as f64),
+        "{ctx}: CRL in use\n{m}"
+    );
 }
 
 /// Waits until a fresh handshake of `cert` gets `want` (`true`: refused as revoked).

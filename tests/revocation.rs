@@ -584,11 +584,12 @@ async fn stale_crl_within_crl_expired_grace_is_still_used() {
 }
 
 // ---------------------------------------------------------------------------------------
-// 9. Bad CRL files are start-up errors naming the file
+// 9. CRLs that cannot be used are left out and said so; a file that is no CRL at all, or a
+//    CA left without any usable CRL, stops the start naming the file
 // ---------------------------------------------------------------------------------------
 
 #[tokio::test]
-async fn bad_crl_files_stop_start_up_and_name_the_file() {
+async fn bad_crls_are_left_out_named_and_counted_and_stop_the_start_only_when_a_ca_is_uncovered() {
     let staged = Staged::new();
     let pki = &staged.pki;
     let upstream = Upstream::start(pki.sim_config()).await;
@@ -596,33 +597,120 @@ async fn bad_crl_files_stop_start_up_and_name_the_file() {
     // Signed by a CA that is not in --client-ca-file.
     let stranger = pki.path("stranger.crl");
     write(&stranger, Authority::root("test-stranger-ca").crl(&[], 1, days(7)));
-
     // The users CA's CRL with one bit of its signature flipped (last DER byte: inside the
-    // signature value; lengths unchanged, so it still parses).
+    // signature value; lengths unchanged, so it still parses). It lists nobody: if it were
+    // used as the users CA's newest CRL, bob would get in.
     let tampered = pki.path("tampered.crl");
-    let pem = pki.users_ca.crl(&[&pki.bob.serial], 2, days(7));
+    let pem = pki.users_ca.crl(&[], 9, days(7));
     let mut der = CertificateRevocationListDer::from_pem_slice(pem.as_bytes()).expect("CRL PEM").as_ref().to_vec();
     *der.last_mut().expect("non-empty") ^= 0x01;
     write(&tampered, &der);
 
+    // Beside the good crl.pem: the proxy starts, says which CRLs it left out and why, counts
+    // them, and bob stays revoked.
+    let args =
+        with(pki.proxy_args(upstream.addr), &["--crl-file", &path_str(&stranger), "--crl-file", &path_str(&tampered)]);
+    let proxy = ProxyProcess::start(staged.tmp.path(), &args);
+    let line = proxy.wait_for_log("crl_rejected");
+    let logs = proxy.logs();
+    for (file, says) in [(&stranger, "test-stranger-ca"), (&tampered, "signature does not verify")] {
+        let l = logs
+            .lines()
+            .find(|l| l.contains("crl_rejected") && l.contains(&path_str(file)))
+            .unwrap_or_else(|| panic!("{line}\n{logs}"));
+        assert!(l.contains(says), "{l}");
+    }
+    let m = admin_get(proxy.admin, "/metrics").await.1;
+    assert_eq!(series(&m, "kube_crl_proxy_crls_rejected"), Some(2.0), "{m}");
+    let (ca, tls) = (pki.root_der(), TLS_VERSIONS[0].1);
+    expect_alert(
+        call(proxy.addr, &ca, Some((&pki.bob, &pki.users_ca)), Http::H2, tls, whoami_request()).await,
+        "revoked certificate",
+        "bob",
+    );
+    expect_user(
+        call(proxy.addr, &ca, Some((&pki.alice, &pki.users_ca)), Http::H2, tls, whoami_request()).await,
+        "alice",
+        "alice",
+    );
+    drop(proxy);
+
+    // The tampered CRL as the users CA's only one: the CA is uncovered, the start refused,
+    // and the message names the CA and why its CRL was left out.
+    let root_only = pki.path("root-only.crl");
+    write(&root_only, pki.root.crl(&[], 1, days(7)));
+    let args = with_crl_files(pki.proxy_args(upstream.addr), &[&root_only, &tampered]);
+    let (code, stderr) = proxy_exit(&args).await;
+    assert_eq!(code, Some(64), "{stderr}");
+    for needle in ["test-users-ca", "has no CRL", &path_str(&tampered), "signature does not verify"] {
+        assert!(stderr.contains(needle), "says {needle:?}: {stderr}");
+    }
+
+    // A file that holds no CRL at all is a start-up error naming it.
     let garbage = pki.path("garbage.crl");
     write(&garbage, "this is not a certificate revocation list\n");
+    let (code, stderr) = proxy_exit(&with(pki.proxy_args(upstream.addr), &["--crl-file", &path_str(&garbage)])).await;
+    assert_eq!(code, Some(64), "{stderr}");
+    assert!(stderr.contains(&path_str(&garbage)), "names the file: {stderr}");
+}
 
-    // Each file, and what the error must say besides its name.
-    let cases: [(&PathBuf, &[&str]); 3] = [
-        (&stranger, &["is not a CA", "test-stranger-ca"]),
-        (&tampered, &["signature", "test-users-ca"]),
-        (&garbage, &[]),
-    ];
-    for (file, says) in cases {
-        let args = with(pki.proxy_args(upstream.addr), &["--crl-file", &file.display().to_string()]);
-        let (code, stderr) = proxy_exit(&args).await;
-        assert_eq!(code, Some(64), "{}: {stderr}", file.display());
-        assert!(stderr.contains(&file.display().to_string()), "names {}: {stderr}", file.display());
-        for needle in says {
-            assert!(stderr.contains(needle), "{}: says {needle:?}: {stderr}", file.display());
-        }
-    }
+/// EJBCA-style partitioned CRLs (RFC 5280 issuingDistributionPoint with a distribution
+/// point name): partition A revokes nobody, partition B revokes xavier, whose certificate
+/// points at B. Both files given: xavier is refused, yolanda (in A) served. Only A given:
+/// xavier's status is undetermined and he is refused too (he was served before: a partition
+/// was taken for the CA's complete CRL).
+#[tokio::test]
+async fn partitioned_crls_refuse_a_certificate_revoked_in_its_partition_or_whose_partition_is_missing() {
+    use kube_crl_proxy::pki::{CrlEntrySpec, CrlSpec, DpSpec, IdpSpec};
+    let staged = Staged::new();
+    let pki = &staged.pki;
+    let upstream = Upstream::start(pki.sim_config()).await;
+    let (a, b) = ("http://pki.example/users-a.crl", "http://pki.example/users-b.crl");
+    let dp = |uri: &str| vec![DpSpec { uri: Some(uri.into()), ..DpSpec::default() }];
+    let xavier = pki.users_ca.issue(&Spec { dps: dp(b), ..Spec::client("xavier", &["dev"]) });
+    let yolanda = pki.users_ca.issue(&Spec { dps: dp(a), ..Spec::client("yolanda", &["dev"]) });
+    let partition = |uri: &str| Some(IdpSpec { uri: Some(uri.into()), ..IdpSpec::default() });
+    let (file_a, file_b, root) = (pki.path("users-a.crl"), pki.path("users-b.crl"), pki.path("root.crl"));
+    write(&file_a, pki.users_ca.custom_crl(&CrlSpec { idp: partition(a), number: 3, ..CrlSpec::default() }));
+    write(
+        &file_b,
+        pki.users_ca.custom_crl(&CrlSpec {
+            idp: partition(b),
+            entries: vec![CrlEntrySpec::serial(&xavier.serial)],
+            number: 2,
+            ..CrlSpec::default()
+        }),
+    );
+    write(&root, pki.root.crl(&[], 1, days(7)));
+    let (ca, tls) = (pki.root_der(), TLS_VERSIONS[0].1);
+
+    let both = ProxyProcess::start(
+        staged.tmp.path(),
+        &with_crl_files(pki.proxy_args(upstream.addr), &[&root, &file_a, &file_b]),
+    );
+    expect_alert(
+        call(both.addr, &ca, Some((&xavier, &pki.users_ca)), Http::H2, tls, whoami_request()).await,
+        "revoked certificate",
+        "xavier, both partitions",
+    );
+    expect_user(
+        call(both.addr, &ca, Some((&yolanda, &pki.users_ca)), Http::H2, tls, whoami_request()).await,
+        "yolanda",
+        "yolanda",
+    );
+    drop(both);
+
+    let only_a =
+        ProxyProcess::start(staged.tmp.path(), &with_crl_files(pki.proxy_args(upstream.addr), &[&root, &file_a]));
+    let refused = call(only_a.addr, &ca, Some((&xavier, &pki.users_ca)), Http::H2, tls, whoami_request()).await;
+    assert!(refused.is_err(), "xavier must not be served without his partition: {refused:?}");
+    let line = only_a.wait_for_log("handshake_refused");
+    assert!(line.contains("undetermined") && line.contains("partitions for other distribution points"), "{line}");
+    expect_user(
+        call(only_a.addr, &ca, Some((&yolanda, &pki.users_ca)), Http::H2, tls, whoami_request()).await,
+        "yolanda",
+        "yolanda, only A",
+    );
 }
 
 // ---------------------------------------------------------------------------------------

@@ -4,7 +4,7 @@
 
 use rustls::crypto::WebPkiSupportedAlgorithms;
 
-use super::der::{self, DerError, Reader, Tlv};
+use super::der::{self, DerError, Reader, Tlv, oid_string};
 
 const OID_CRL_NUMBER: &[u8] = &[0x55, 0x1d, 0x14];
 const OID_REASON_CODE: &[u8] = &[0x55, 0x1d, 0x15];
@@ -27,12 +27,14 @@ pub enum CrlError {
     AlgorithmMismatch,
     #[error("unsupported critical CRL extension {0}")]
     UnsupportedCriticalExtension(String),
-    #[error("indirect CRL entry (certificateIssuer extension) is not supported")]
-    IndirectEntry,
-    #[error("the CRL's issuingDistributionPoint limits it to {0}, which cannot prove a certificate is not revoked")]
-    PartialScope(&'static str),
-    #[error("signature algorithm is not supported for this CA key")]
-    UnsupportedAlgorithm,
+    #[error(
+        "an entry names a certificateIssuer, but the CRL is not indirect (its issuingDistributionPoint lacks indirectCRL)"
+    )]
+    EntryIssuerInDirectCrl,
+    #[error("the signature algorithm {0} is not supported with the signer's key")]
+    UnsupportedAlgorithm(String),
+    #[error("the signer's key is not supported: {0}")]
+    UnsupportedKey(String),
     #[error("signature does not verify against the CA's public key")]
     BadSignature,
 }
@@ -40,11 +42,74 @@ pub enum CrlError {
 /// One revoked certificate, borrowed from the CRL's DER.
 #[derive(Debug, Clone, Copy)]
 pub struct RawEntry<'a> {
-    /// INTEGER contents, leading zero octets stripped (see [`normalize_serial`]).
+    /// INTEGER contents in minimal form (see [`normalize_serial`]).
     pub serial: &'a [u8],
     pub revoked_at: i64,
     /// RFC 5280 CRLReason code, if the entry carries one.
     pub reason: Option<u8>,
+    /// In an indirect CRL: the GeneralNames contents of the certificateIssuer in force for
+    /// this entry (RFC 5280 §5.3.3: it carries over to the following entries); `None` means
+    /// the CRL's own issuer.
+    pub issuer: Option<&'a [u8]>,
+}
+
+/// The reasons a CRL or distribution point covers, as ReasonFlags bits (bit 1 keyCompromise
+/// ... bit 8 aACompromise, RFC 5280 §4.2.1.13); bit 0 is unused.
+pub type Reasons = u16;
+
+/// Every reason: what a CRL without onlySomeReasons (and a distribution point without
+/// reasons) covers.
+pub const ALL_REASONS: Reasons = 0x1fe;
+
+/// Reads a ReasonFlags BIT STRING's contents.
+pub fn reason_flags(bits: &[u8]) -> Result<Reasons, DerError> {
+    let Some((&unused, bytes)) = bits.split_first() else { return Err(DerError("ReasonFlags")) };
+    if unused > 7 || bytes.len() > 2 || (bytes.is_empty() && unused != 0) {
+        return Err(DerError("ReasonFlags"));
+    }
+    let mut mask: Reasons = 0;
+    for bit in 0..(bytes.len() * 8) {
+        if bytes[bit / 8] & (0x80 >> (bit % 8)) != 0 {
+            mask |= 1 << bit;
+        }
+    }
+    Ok(mask & ALL_REASONS)
+}
+
+/// The names of the reasons in a mask, for messages.
+pub fn reason_names(mask: Reasons) -> String {
+    if mask == ALL_REASONS {
+        return "all reasons".into();
+    }
+    let names: Vec<&str> =
+        (1..=8u8).filter(|b| mask & (1 << b) != 0).map(|b| reason_name(Some(flag_code(b)))).collect();
+    if names.is_empty() { "none".into() } else { names.join(", ") }
+}
+
+/// The CRLReason code of a ReasonFlags bit (they differ after certificateHold: there is
+/// no bit for removeFromCRL, code 8).
+fn flag_code(bit: u8) -> u8 {
+    match bit {
+        7 => 9,
+        8 => 10,
+        b => b,
+    }
+}
+
+/// A CRL's issuingDistributionPoint (RFC 5280 §5.2.5): which certificates it covers.
+#[derive(Debug, Clone, Default)]
+pub struct Idp<'a> {
+    /// The whole extension value, to tell scopes apart (a delta must have its base's).
+    pub raw: &'a [u8],
+    /// `distributionPoint`: the DistributionPointName's encoding (fullName `[0]` or
+    /// nameRelativeToCRLIssuer `[1]`), if present.
+    pub name: Option<der::Tlv<'a>>,
+    pub only_user: bool,
+    pub only_ca: bool,
+    /// `onlySomeReasons`, when present.
+    pub reasons: Option<Reasons>,
+    pub indirect: bool,
+    pub only_attribute: bool,
 }
 
 /// A CRL's envelope, parsed; entries are read on demand with [`ParsedCrl::entries`].
@@ -67,17 +132,27 @@ pub struct ParsedCrl<'a> {
     pub crl_number: Option<&'a [u8]>,
     /// For a delta CRL (RFC 5280 §5.2.4): the BaseCRLNumber it applies to, normalised.
     pub delta_base: Option<&'a [u8]>,
-    /// Per issuingDistributionPoint: the CRL covers end-entity and/or CA certificates.
-    pub covers_end_entities: bool,
-    pub covers_cas: bool,
+    /// The issuingDistributionPoint, if the CRL has one.
+    pub idp: Option<Idp<'a>>,
+    /// authorityKeyIdentifier's keyIdentifier, a hint to which key signed it.
+    pub authority_key_id: Option<&'a [u8]>,
     revoked: &'a [u8],
 }
 
-/// Strips the leading zero octets of an INTEGER's contents, so that serials compare
-/// equal however a CA padded them.
+/// The minimal two's-complement form of an INTEGER's contents: redundant leading `00`
+/// (before an octet below 0x80) and `ff` (before one at or above 0x80) octets removed, so
+/// that a serial compares equal however a CA padded it, and the sign is kept: `00 ff` is
+/// +255, `ff` is −1.
 pub fn normalize_serial(s: &[u8]) -> &[u8] {
-    let first = s.iter().position(|b| *b != 0).unwrap_or(s.len());
-    &s[first..]
+    let mut s = s;
+    while let [first, second, ..] = s {
+        let redundant = (*first == 0x00 && *second < 0x80) || (*first == 0xff && *second >= 0x80);
+        if !redundant {
+            break;
+        }
+        s = &s[1..];
+    }
+    s
 }
 
 impl<'a> ParsedCrl<'a> {
@@ -129,8 +204,8 @@ impl<'a> ParsedCrl<'a> {
             next_update,
             crl_number: None,
             delta_base: None,
-            covers_end_entities: true,
-            covers_cas: true,
+            idp: None,
+            authority_key_id: None,
             revoked,
         };
         if let Some(exts) = t.optional(der::CONTEXT_0, "crlExtensions")? {
@@ -150,7 +225,7 @@ impl<'a> ParsedCrl<'a> {
         let seq = wrapper.expect(der::SEQUENCE, "crlExtensions")?;
         let mut exts = Reader::new(seq.value);
         while !exts.is_empty() {
-            let (oid, critical, value) = extension(&mut exts)?;
+            let (oid, critical, value) = der::extension(&mut exts)?;
             match oid {
                 OID_CRL_NUMBER => {
                     let n = Reader::new(value).expect(der::INTEGER, "cRLNumber")?;
@@ -160,32 +235,14 @@ impl<'a> ParsedCrl<'a> {
                     let n = Reader::new(value).expect(der::INTEGER, "BaseCRLNumber")?;
                     self.delta_base = Some(normalize_serial(n.value));
                 }
-                OID_ISSUING_DISTRIBUTION_POINT => self.read_idp(value)?,
-                OID_AUTHORITY_KEY_ID | OID_FRESHEST_CRL | OID_AUTHORITY_INFO_ACCESS => {}
+                OID_ISSUING_DISTRIBUTION_POINT => self.idp = Some(read_idp(value)?),
+                OID_AUTHORITY_KEY_ID => {
+                    let seq = Reader::new(value).expect(der::SEQUENCE, "authorityKeyIdentifier")?;
+                    self.authority_key_id = Reader::new(seq.value).optional(0x80, "keyIdentifier")?.map(|k| k.value);
+                }
+                OID_FRESHEST_CRL | OID_AUTHORITY_INFO_ACCESS => {}
                 other if critical => return Err(CrlError::UnsupportedCriticalExtension(oid_string(other))),
                 _ => {}
-            }
-        }
-        Ok(())
-    }
-
-    /// issuingDistributionPoint: only full-scope CRLs (optionally limited to end-entity or CA
-    /// certificates) are usable; indirect, reason-partitioned and attribute CRLs are refused.
-    fn read_idp(&mut self, value: &'a [u8]) -> Result<(), CrlError> {
-        let seq = Reader::new(value).expect(der::SEQUENCE, "issuingDistributionPoint")?;
-        let mut r = Reader::new(seq.value);
-        while !r.is_empty() {
-            let field = r.any("issuingDistributionPoint field")?;
-            let set = field.value == [0xff];
-            match field.tag {
-                0xa0 => {} // distributionPoint name
-                0x81 if set => self.covers_cas = false,
-                0x82 if set => self.covers_end_entities = false,
-                0x83 | 0xa3 => return Err(CrlError::PartialScope("some revocation reasons")),
-                0x84 if set => return Err(CrlError::PartialScope("an indirect CRL")),
-                0x85 if set => return Err(CrlError::PartialScope("attribute certificates")),
-                0x81 | 0x82 | 0x84 | 0x85 => {}
-                _ => return Err(DerError("issuingDistributionPoint field").into()),
             }
         }
         Ok(())
@@ -195,8 +252,14 @@ impl<'a> ParsedCrl<'a> {
     pub fn verify_signature(&self, ca_spki_der: &[u8], algs: &WebPkiSupportedAlgorithms) -> Result<(), CrlError> {
         der::verify_signed(ca_spki_der, self.sig_alg, self.tbs, self.signature, algs).map_err(|e| match e {
             der::SignatureError::Der(e) => e.into(),
-            der::SignatureError::Unsupported => CrlError::UnsupportedAlgorithm,
-            der::SignatureError::Bad => CrlError::BadSignature,
+            der::SignatureError::Unsupported => match der::unsupported_key(ca_spki_der) {
+                Some(why) => CrlError::UnsupportedKey(why),
+                None => CrlError::UnsupportedAlgorithm(der::algorithm_name(self.sig_alg)),
+            },
+            der::SignatureError::Bad => match der::unsupported_key(ca_spki_der) {
+                Some(why) => CrlError::UnsupportedKey(why),
+                None => CrlError::BadSignature,
+            },
         })
     }
 
@@ -210,12 +273,14 @@ impl<'a> ParsedCrl<'a> {
     pub fn entries(&self) -> impl Iterator<Item = Result<RawEntry<'a>, CrlError>> + 'a {
         let mut r = Reader::new(self.revoked);
         let v2 = self.version == 2;
+        let indirect = self.idp.as_ref().is_some_and(|i| i.indirect);
+        let mut issuer = None;
         let mut failed = false;
         std::iter::from_fn(move || {
             if r.is_empty() || failed {
                 return None;
             }
-            let e = entry(&mut r, v2);
+            let e = entry(&mut r, v2, indirect, &mut issuer);
             failed = e.is_err();
             Some(e)
         })
@@ -230,22 +295,40 @@ fn read_time<'a>(r: &mut Reader<'a>, what: &'static str) -> Result<Tlv<'a>, DerE
     }
 }
 
-fn extension<'a>(r: &mut Reader<'a>) -> Result<(&'a [u8], bool, &'a [u8]), CrlError> {
-    let ext = r.expect(der::SEQUENCE, "Extension")?;
-    let mut e = Reader::new(ext.value);
-    let oid = e.expect(der::OID, "extnID")?.value;
-    let critical = match e.optional(der::BOOLEAN, "critical")? {
-        Some(b) => b.value == [0xff],
-        None => false,
-    };
-    let value = e.expect(der::OCTET_STRING, "extnValue")?.value;
-    if !e.is_empty() {
-        return Err(DerError("trailing data in Extension").into());
+/// issuingDistributionPoint ::= SEQUENCE { distributionPoint [0], onlyContainsUserCerts [1],
+/// onlyContainsCACerts [2], onlySomeReasons [3], indirectCRL [4], onlyContainsAttributeCerts [5] }
+fn read_idp(value: &[u8]) -> Result<Idp<'_>, CrlError> {
+    let seq = Reader::new(value).expect(der::SEQUENCE, "issuingDistributionPoint")?;
+    let mut idp = Idp { raw: value, ..Idp::default() };
+    let mut r = Reader::new(seq.value);
+    while !r.is_empty() {
+        let field = r.any("issuingDistributionPoint field")?;
+        let set = field.value == [0xff];
+        match field.tag {
+            0xa0 => {
+                let name = Reader::new(field.value).any("distributionPoint name")?;
+                if !matches!(name.tag, 0xa0 | 0xa1) {
+                    return Err(DerError("distributionPoint name").into());
+                }
+                idp.name = Some(name);
+            }
+            0x81 => idp.only_user = set,
+            0x82 => idp.only_ca = set,
+            0x83 => idp.reasons = Some(reason_flags(field.value)?),
+            0x84 => idp.indirect = set,
+            0x85 => idp.only_attribute = set,
+            _ => return Err(DerError("issuingDistributionPoint field").into()),
+        }
     }
-    Ok((oid, critical, value))
+    Ok(idp)
 }
 
-fn entry<'a>(r: &mut Reader<'a>, v2: bool) -> Result<RawEntry<'a>, CrlError> {
+fn entry<'a>(
+    r: &mut Reader<'a>,
+    v2: bool,
+    indirect: bool,
+    issuer: &mut Option<&'a [u8]>,
+) -> Result<RawEntry<'a>, CrlError> {
     let seq = r.expect(der::SEQUENCE, "revokedCertificate")?;
     let mut e = Reader::new(seq.value);
     let serial = e.expect(der::INTEGER, "userCertificate")?.value;
@@ -260,13 +343,16 @@ fn entry<'a>(r: &mut Reader<'a>, v2: bool) -> Result<RawEntry<'a>, CrlError> {
         }
         let mut x = Reader::new(exts.value);
         while !x.is_empty() {
-            let (oid, critical, value) = extension(&mut x)?;
+            let (oid, critical, value) = der::extension(&mut x)?;
             match oid {
                 OID_REASON_CODE => {
                     let code = Reader::new(value).expect(der::ENUMERATED, "reasonCode")?;
                     reason = code.value.last().copied();
                 }
-                OID_CERTIFICATE_ISSUER => return Err(CrlError::IndirectEntry),
+                OID_CERTIFICATE_ISSUER if indirect => {
+                    *issuer = Some(Reader::new(value).expect(der::SEQUENCE, "certificateIssuer")?.value);
+                }
+                OID_CERTIFICATE_ISSUER => return Err(CrlError::EntryIssuerInDirectCrl),
                 OID_INVALIDITY_DATE => {}
                 other if critical => return Err(CrlError::UnsupportedCriticalExtension(oid_string(other))),
                 _ => {}
@@ -276,25 +362,7 @@ fn entry<'a>(r: &mut Reader<'a>, v2: bool) -> Result<RawEntry<'a>, CrlError> {
     if !e.is_empty() {
         return Err(DerError("trailing data in revokedCertificate").into());
     }
-    Ok(RawEntry { serial: normalize_serial(serial), revoked_at, reason })
-}
-
-/// Dotted form of an OID's contents, for error messages.
-fn oid_string(oid: &[u8]) -> String {
-    let mut parts = Vec::new();
-    if let Some((&first, rest)) = oid.split_first() {
-        parts.push(u64::from(first / 40).min(2));
-        parts.push(u64::from(first) - 40 * parts[0]);
-        let mut acc = 0u64;
-        for b in rest {
-            acc = (acc << 7) | u64::from(b & 0x7f);
-            if b & 0x80 == 0 {
-                parts.push(acc);
-                acc = 0;
-            }
-        }
-    }
-    parts.iter().map(u64::to_string).collect::<Vec<_>>().join(".")
+    Ok(RawEntry { serial: normalize_serial(serial), revoked_at, reason, issuer: *issuer })
 }
 
 /// RFC 5280 CRLReason names, for logs.
@@ -320,10 +388,30 @@ mod tests {
     use super::*;
 
     #[test]
-    fn serials_normalise() {
-        assert_eq!(normalize_serial(&[0, 0x80, 1]), &[0x80, 1]);
+    fn serials_normalise_as_signed_integers() {
+        // +0x8001 needs its leading zero; a redundant one goes.
+        assert_eq!(normalize_serial(&[0, 0x80, 1]), &[0, 0x80, 1]);
+        assert_eq!(normalize_serial(&[0, 0, 0x80, 1]), &[0, 0x80, 1]);
+        assert_eq!(normalize_serial(&[0, 0x7f]), &[0x7f]);
         assert_eq!(normalize_serial(&[0x01]), &[0x01]);
-        assert_eq!(normalize_serial(&[0]), &[] as &[u8]);
+        assert_eq!(normalize_serial(&[0]), &[0]);
+        // +255 (00 ff) and -1 (ff) stay distinct; a redundant ff of a negative goes.
+        assert_eq!(normalize_serial(&[0, 0xff]), &[0, 0xff]);
+        assert_eq!(normalize_serial(&[0xff]), &[0xff]);
+        assert_eq!(normalize_serial(&[0xff, 0xff]), &[0xff]);
+        assert_eq!(normalize_serial(&[0xff, 0x7f]), &[0xff, 0x7f]);
+    }
+
+    #[test]
+    fn reason_flags_read_msb_first() {
+        // keyCompromise (bit 1) and cACompromise (bit 2): 0b0110_0000, 5 unused bits.
+        assert_eq!(reason_flags(&[5, 0x60]).unwrap(), 0b110);
+        // aACompromise (bit 8) is the second octet's first bit.
+        assert_eq!(reason_flags(&[7, 0x00, 0x80]).unwrap(), 1 << 8);
+        assert_eq!(reason_flags(&[1, 0xff, 0x80]).unwrap(), ALL_REASONS);
+        assert!(reason_flags(&[]).is_err());
+        assert_eq!(reason_names(0b110), "keyCompromise, cACompromise");
+        assert_eq!(reason_names(ALL_REASONS & !0b110).split(", ").count(), 6);
     }
 
     #[test]

@@ -209,6 +209,90 @@ pub fn verify_signed(
     }
 }
 
+/// One Extension: (extnID contents, critical, extnValue contents).
+pub fn extension<'a>(r: &mut Reader<'a>) -> Result<(&'a [u8], bool, &'a [u8]), DerError> {
+    let ext = r.expect(SEQUENCE, "Extension")?;
+    let mut e = Reader::new(ext.value);
+    let oid = e.expect(OID, "extnID")?.value;
+    let critical = match e.optional(BOOLEAN, "critical")? {
+        Some(b) => b.value == [0xff],
+        None => false,
+    };
+    let value = e.expect(OCTET_STRING, "extnValue")?.value;
+    if !e.is_empty() {
+        return Err(DerError("trailing data in Extension"));
+    }
+    Ok((oid, critical, value))
+}
+
+const OID_RSA_ENCRYPTION: &[u8] = &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x01];
+const OID_DSA: &[u8] = &[0x2a, 0x86, 0x48, 0xce, 0x38, 0x04, 0x01];
+
+/// Why the crypto library (ring, through rustls) cannot use this public key at all, if that
+/// is the case: RSA keys outside 2048–8192 bits, DSA keys. Lets errors say "unsupported"
+/// instead of sending an operator hunting for a corrupt CRL.
+pub fn unsupported_key(spki_der: &[u8]) -> Option<String> {
+    let (alg, key) = spki(spki_der).ok()?;
+    let oid = Reader::new(alg).expect(OID, "algorithm").ok()?.value;
+    if oid == OID_DSA {
+        return Some("DSA keys are not supported by the crypto library (ring); re-key the CA with RSA or ECDSA".into());
+    }
+    if oid != OID_RSA_ENCRYPTION {
+        return None;
+    }
+    let seq = Reader::new(key).expect(SEQUENCE, "RSAPublicKey").ok()?;
+    let modulus = Reader::new(seq.value).expect(INTEGER, "modulus").ok()?.value;
+    let modulus = &modulus[modulus.iter().position(|b| *b != 0).unwrap_or(modulus.len())..];
+    let bits = modulus.first().map_or(0, |b| modulus.len() * 8 - b.leading_zeros() as usize);
+    (!(2048..=8192).contains(&bits)).then(|| {
+        format!(
+            "an RSA key of {bits} bits; the crypto library (ring) verifies RSA signatures only with keys of 2048 to              8192 bits"
+        )
+    })
+}
+
+/// A signature AlgorithmIdentifier's contents by name (dotted OID when unknown), for messages.
+pub fn algorithm_name(alg: &[u8]) -> String {
+    let Ok(oid) = Reader::new(alg).expect(OID, "algorithm") else { return "<malformed>".into() };
+    let rsa = |n: u8| [0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, n];
+    let ecdsa = |n: u8| [0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04, 0x03, n];
+    let known: [(&[u8], &str); 11] = [
+        (&rsa(4), "md5WithRSAEncryption"),
+        (&rsa(5), "sha1WithRSAEncryption (SHA-1, refused by the crypto library)"),
+        (&rsa(10), "RSASSA-PSS"),
+        (&rsa(11), "sha256WithRSAEncryption"),
+        (&rsa(12), "sha384WithRSAEncryption"),
+        (&rsa(13), "sha512WithRSAEncryption"),
+        (&[0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04, 0x01], "ecdsa-with-SHA1 (SHA-1, refused by the crypto library)"),
+        (&ecdsa(2), "ecdsa-with-SHA256"),
+        (&ecdsa(3), "ecdsa-with-SHA384"),
+        (&ecdsa(4), "ecdsa-with-SHA512"),
+        (&[0x2b, 0x65, 0x70], "Ed25519"),
+    ];
+    match known.iter().find(|(o, _)| *o == oid.value) {
+        Some((_, name)) => (*name).into(),
+        None => oid_string(oid.value),
+    }
+}
+
+/// Dotted form of an OID's contents, for messages.
+pub fn oid_string(oid: &[u8]) -> String {
+    let mut parts = Vec::new();
+    if let Some((&first, rest)) = oid.split_first() {
+        parts.push(u64::from(first / 40).min(2));
+        parts.push(u64::from(first) - 40 * parts[0]);
+        let mut acc = 0u64;
+        for b in rest {
+            acc = (acc << 7) | u64::from(b & 0x7f);
+            if b & 0x80 == 0 {
+                parts.push(acc);
+                acc = 0;
+            }
+        }
+    }
+    parts.iter().map(u64::to_string).collect::<Vec<_>>().join(".")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -16,11 +16,13 @@ use sha2::{Digest, Sha256};
 use webpki::{EndEntityCert, KeyUsage};
 
 use crate::ca::{CaBundle, issuer_key};
-use crate::config::{ClientCertMode, OcspMode, RevocationCheck};
+use crate::config::{ClientCertMode, OcspMode};
 use crate::error::RefusalReason;
 use crate::ocsp::{CertRef, CertStatus, Ocsp, Query, QueryError, Verdict};
 use crate::revocation::der::{INTEGER, Reader, SEQUENCE, tlv};
-use crate::revocation::{RevocationError, RevocationIndex, crl::reason_name, fmt_time};
+use crate::revocation::{
+    CertFacts, PathCert, RevocationError, RevocationIndex, VerifiedPath, crl::reason_name, fmt_time,
+};
 
 tokio::task_local! {
     /// The remote address of the connection whose handshake is being driven, so that
@@ -87,6 +89,23 @@ impl CrlVerifier {
         self.check_with(end_entity, intermediates, now, Lookup::Handshake)
     }
 
+    /// Validates the chain at `now` (no revocation) and returns what revocation needs of it.
+    pub fn verified_path(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<VerifiedPath, Refusal> {
+        let ee = EndEntityCert::try_from(end_entity).map_err(|e| Refusal::from(RefusalReason::from_webpki(&e)))?;
+        let mut pool: Vec<CertificateDer<'_>> = Vec::with_capacity(intermediates.len() + self.ca_intermediates.len());
+        pool.extend(intermediates.iter().cloned());
+        pool.extend(self.ca_intermediates.iter().cloned());
+        let path = ee
+            .verify_for_usage(self.algs.all, &self.anchors, &pool, now, KeyUsage::client_auth(), None, None)
+            .map_err(|e| Refusal::from(RefusalReason::from_webpki(&e)))?;
+        verified_path(end_entity, &path)
+    }
+
     /// Validates the chain and its revocation status at `now`.
     pub fn check_with(
         &self,
@@ -103,54 +122,15 @@ impl CrlVerifier {
             .verify_for_usage(self.algs.all, &self.anchors, &pool, now, KeyUsage::client_auth(), None, None)
             .map_err(|e| Refusal::from(RefusalReason::from_webpki(&e)))?;
 
-        // The certificates to check, each with its issuer: leaf → first intermediate → ... → anchor.
+        let now_secs = i64::try_from(now.as_secs()).unwrap_or(i64::MAX);
+        let verified = verified_path(end_entity, &path)?;
+        if let Err((i, e)) = self.index.check_path(&verified, now_secs) {
+            let what = if i == 0 { "client certificate" } else { "intermediate CA" };
+            return Err(revocation_refusal(e, what, &verified.certs[i].facts.serial));
+        }
         let chain: Vec<&webpki::Cert<'_>> = path.intermediate_certificates().collect();
         let anchor = path.anchor();
-        let anchor_key = issuer_key(anchor.subject.as_ref(), &webpki::spki_for_anchor(anchor));
-        let issuer_of = |i: usize| -> Vec<u8> {
-            match chain.get(i) {
-                Some(c) => issuer_key(c.subject(), &c.subject_public_key_info()),
-                None => anchor_key.clone(),
-            }
-        };
-        let now_secs = i64::try_from(now.as_secs()).unwrap_or(i64::MAX);
-        let refusal = |e: RevocationError, what: &str, serial: &[u8]| match e {
-            RevocationError::Revoked { revocation, crl_source } => Refusal {
-                reason: RefusalReason::Revoked,
-                detail: format!(
-                    "{what} serial {} is listed in {}: revoked at {} ({})",
-                    hex::encode(serial),
-                    crl_source.display(),
-                    fmt_time(revocation.revoked_at),
-                    reason_name(revocation.reason)
-                ),
-            },
-            RevocationError::NoCrl => Refusal {
-                reason: RefusalReason::NoCrl,
-                detail: format!(
-                    "no CRL covers the issuer of the {what}; intermediates must be in --client-ca-file and have a CRL"
-                ),
-            },
-            RevocationError::Stale { next_update } => Refusal {
-                reason: RefusalReason::StaleCrl,
-                detail: format!(
-                    "the CRL covering the {what} is stale: its nextUpdate {} has passed (plus --crl-expired-grace); \
-                     publish a fresh CRL. The client's certificate itself was not found invalid",
-                    fmt_time(next_update)
-                ),
-            },
-        };
         let serial = ee_serial(end_entity);
-        self.index
-            .check(serial, &issuer_of(0), false, now_secs)
-            .map_err(|e| refusal(e, "client certificate", serial))?;
-        if self.index.policy().check == RevocationCheck::Chain {
-            for (i, c) in chain.iter().enumerate() {
-                self.index
-                    .check(c.serial(), &issuer_of(i + 1), true, now_secs)
-                    .map_err(|e| refusal(e, "intermediate CA", c.serial()))?;
-            }
-        }
         if let Some(ocsp) = &self.ocsp {
             let issuer_anchor = match chain.first() {
                 Some(c) => webpki::anchor_from_trusted_cert(&c.der()).map(|a| a.to_owned()).ok(),
@@ -181,6 +161,63 @@ impl CrlVerifier {
             ocsp_policy(ocsp.mode(), verdict, serial)?;
         }
         Ok(())
+    }
+}
+
+/// What revocation needs of the path webpki verified: each certificate's facts and the key
+/// that signed it, and the anchor.
+pub fn verified_path(
+    end_entity: &CertificateDer<'_>,
+    path: &webpki::VerifiedPath<'_>,
+) -> Result<VerifiedPath, Refusal> {
+    let anchor = path.anchor();
+    let anchor_spki = webpki::spki_for_anchor(anchor);
+    let anchor_key = issuer_key(anchor.subject.as_ref(), &anchor_spki);
+    let intermediates: Vec<&webpki::Cert<'_>> = path.intermediate_certificates().collect();
+    let mut certs = Vec::with_capacity(intermediates.len() + 1);
+    let ders: Vec<CertificateDer<'_>> =
+        std::iter::once(end_entity.clone()).chain(intermediates.iter().map(|c| c.der())).collect();
+    for (i, der) in ders.iter().enumerate() {
+        let facts = CertFacts::parse(der.as_ref()).map_err(|e| Refusal {
+            reason: RefusalReason::BadEncoding,
+            detail: format!("certificate #{} of the path cannot be read for revocation: {e}", i + 1),
+        })?;
+        let issuer_spki = match intermediates.get(i) {
+            Some(c) => c.subject_public_key_info().as_ref().to_vec(),
+            None => anchor_spki.as_ref().to_vec(),
+        };
+        certs.push(PathCert { facts, issuer_spki });
+    }
+    Ok(VerifiedPath { certs, anchor: anchor_key })
+}
+
+/// The refusal for a failed revocation check of the `what` with this serial.
+fn revocation_refusal(e: RevocationError, what: &str, serial: &[u8]) -> Refusal {
+    match e {
+        RevocationError::Revoked { revocation, crl } => Refusal {
+            reason: RefusalReason::Revoked,
+            detail: format!(
+                "{what} serial {} is listed in {crl}: revoked at {} ({})",
+                hex::encode(serial),
+                fmt_time(revocation.revoked_at),
+                reason_name(revocation.reason)
+            ),
+        },
+        RevocationError::Undetermined { why } => Refusal {
+            reason: RefusalReason::NoCrl,
+            detail: format!(
+                "revocation status of the {what} is undetermined: {why}; intermediates must be in --client-ca-file and \
+                 every CA needs CRLs that cover its certificates for every reason"
+            ),
+        },
+        RevocationError::Stale { next_update, crl } => Refusal {
+            reason: RefusalReason::StaleCrl,
+            detail: format!(
+                "the CRL covering the {what} ({crl}) is stale: its nextUpdate {} has passed (plus \
+                 --crl-expired-grace); publish a fresh CRL. The client's certificate itself was not found invalid",
+                fmt_time(next_update)
+            ),
+        },
     }
 }
 

@@ -530,6 +530,13 @@ pub fn series(scrape: &str, series: &str) -> Option<f64> {
     scrape.lines().find_map(|l| l.strip_prefix(series).and_then(|rest| rest.trim().parse().ok()))
 }
 
+/// The value of a per-CRL series (labels `issuer`, `scope`, `key`) of the first CRL of
+/// `issuer` in a scrape, e.g. `crl_series(m, "kube_crl_proxy_crl_entries", "CN=test-users-ca")`.
+pub fn crl_series(scrape: &str, family: &str, issuer: &str) -> Option<f64> {
+    let prefix = format!("{family}{{issuer=\"{issuer}\",");
+    scrape.lines().find(|l| l.starts_with(&prefix)).and_then(|l| l.rsplit(' ').next()?.parse().ok())
+}
+
 /// The sum of every series of a metric family (`name{...} value` lines) in a scrape.
 pub fn family_sum(scrape: &str, name: &str) -> f64 {
     let prefix = format!("{name}{{");

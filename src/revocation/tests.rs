@@ -1,0 +1,526 @@
+//! The revocation model against generated PKIs, through the verifier a handshake uses:
+//! partitions, reasons, users-only and CA-only CRLs, several keys per CA name, dedicated and
+//! indirect CRL signers, deltas, signed serials, time policy, and a randomized property.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use rcgen::KeyUsagePurpose;
+use rustls::crypto::WebPkiSupportedAlgorithms;
+use rustls_pki_types::UnixTime;
+use time::Duration;
+
+use super::*;
+use crate::ca::CaBundle;
+use crate::config::{ClientCertMode, Policy, RevocationCheck, RevocationPolicy};
+use crate::error::{ConfigError, RefusalReason};
+use crate::pki::{Authority, CrlEntrySpec, CrlSpec, DpSpec, IdpSpec, Issued, Spec};
+use crate::tls::verifier::{CrlVerifier, Refusal};
+
+fn policy(missing: Policy, expired: Policy, grace: u64) -> RevocationPolicy {
+    RevocationPolicy {
+        check: RevocationCheck::Chain,
+        crl_missing: missing,
+        crl_expired: expired,
+        crl_expired_grace: std::time::Duration::from_secs(grace),
+    }
+}
+
+fn deny() -> RevocationPolicy {
+    policy(Policy::Deny, Policy::Deny, 0)
+}
+
+fn algs() -> WebPkiSupportedAlgorithms {
+    crate::tls::provider().signature_verification_algorithms
+}
+
+fn pem_crl(pem: String) -> Vec<u8> {
+    pem.into_bytes()
+}
+
+/// CAs in `--client-ca-file`, CRL files (PEM or DER, CRL signer certificates allowed).
+struct World {
+    dir: tempfile::TempDir,
+    cas: Vec<String>,
+    crls: Vec<Vec<u8>>,
+}
+
+impl World {
+    fn new(cas: &[&Authority]) -> Self {
+        Self {
+            dir: tempfile::tempdir().unwrap(),
+            cas: cas.iter().map(|c| c.cert_pem.clone()).collect(),
+            crls: Vec::new(),
+        }
+    }
+
+    fn crl(mut self, bytes: impl Into<Vec<u8>>) -> Self {
+        self.crls.push(bytes.into());
+        self
+    }
+
+    fn bundle(&self) -> CaBundle {
+        let path = self.dir.path().join("ca.pem");
+        std::fs::write(&path, self.cas.concat()).unwrap();
+        CaBundle::load(&path, None).unwrap()
+    }
+
+    fn sources(&self) -> Vec<CrlSource> {
+        let paths: Vec<PathBuf> = self
+            .crls
+            .iter()
+            .enumerate()
+            .map(|(i, b)| {
+                let p = self.dir.path().join(format!("crl{i}"));
+                std::fs::write(&p, b).unwrap();
+                p
+            })
+            .collect();
+        CrlSource::files(&paths).unwrap()
+    }
+
+    fn load(&self, policy: RevocationPolicy) -> Result<(CrlVerifier, Vec<Warning>), ConfigError> {
+        let bundle = self.bundle();
+        let (index, warnings) = RevocationIndex::load(&bundle, &self.sources(), policy, &algs())?;
+        Ok((CrlVerifier::new(&bundle, Arc::new(index), ClientCertMode::Required, algs(), None), warnings))
+    }
+
+    fn verifier(&self) -> CrlVerifier {
+        self.load(deny()).unwrap().0
+    }
+}
+
+fn check(v: &CrlVerifier, leaf: &Issued) -> Result<(), Refusal> {
+    v.check(&leaf.der, &[], UnixTime::now())
+}
+
+fn refused(v: &CrlVerifier, leaf: &Issued) -> RefusalReason {
+    check(v, leaf).expect_err("must be refused").reason
+}
+
+fn entry(i: &Issued) -> CrlEntrySpec {
+    CrlEntrySpec::serial(&i.serial)
+}
+
+fn with_dp(cn: &str, uri: &str) -> Spec {
+    Spec { dps: vec![DpSpec { uri: Some(uri.into()), ..DpSpec::default() }], ..Spec::client(cn, &[]) }
+}
+
+fn partition(uri: &str) -> Option<IdpSpec> {
+    Some(IdpSpec { uri: Some(uri.into()), ..IdpSpec::default() })
+}
+
+/// Root → users intermediate, the root's CRL empty.
+fn two_level() -> (Authority, Authority, Vec<u8>) {
+    let root = Authority::root("t-root");
+    let users = root.intermediate("t-users");
+    let root_crl = pem_crl(root.crl(&[], 1, Duration::days(1)));
+    (root, users, root_crl)
+}
+
+#[test]
+fn a_partition_covers_only_the_certificates_that_point_at_it() {
+    // EJBCA-style partitioned CRLs: A revokes nothing, B revokes xavier.
+    let (root, users, root_crl) = two_level();
+    let (a, b) = ("http://pki.example/users-a.crl", "http://pki.example/users-b.crl");
+    let xavier = users.issue(&with_dp("xavier", b));
+    let yolanda = users.issue(&with_dp("yolanda", a));
+    let crl_a = users.custom_crl(&CrlSpec { idp: partition(a), ..CrlSpec::default() });
+    let crl_b = users.custom_crl(&CrlSpec {
+        idp: partition(b),
+        entries: vec![entry(&xavier)],
+        number: 2,
+        ..CrlSpec::default()
+    });
+
+    let both = World::new(&[&root, &users]).crl(root_crl.clone()).crl(crl_a.clone()).crl(crl_b.clone()).verifier();
+    assert_eq!(refused(&both, &xavier), RefusalReason::Revoked);
+    assert_eq!(check(&both, &yolanda), Ok(()));
+    assert_eq!(both.index().crls().count(), 3, "both partitions are kept");
+
+    // Only partition A: xavier's status is undetermined, never "not revoked".
+    let only_a = World::new(&[&root, &users]).crl(root_crl.clone()).crl(crl_a).verifier();
+    let r = check(&only_a, &xavier).unwrap_err();
+    assert_eq!(r.reason, RefusalReason::NoCrl, "{r:?}");
+    assert!(r.detail.contains("partitions for other distribution points"), "{}", r.detail);
+    assert_eq!(check(&only_a, &yolanda), Ok(()));
+
+    // A certificate without distribution points is covered by no partition.
+    let plain = users.issue(&Spec::client("plain", &[]));
+    assert_eq!(refused(&only_a, &plain), RefusalReason::NoCrl);
+    // ... but by a full CRL without an issuingDistributionPoint.
+    let full = users.custom_crl(&CrlSpec { number: 3, ..CrlSpec::default() });
+    let with_full = World::new(&[&root, &users]).crl(root_crl).crl(full).crl(crl_b).verifier();
+    assert_eq!(check(&with_full, &plain), Ok(()));
+    assert_eq!(refused(&with_full, &xavier), RefusalReason::Revoked, "listed in an applicable partition");
+}
+
+#[test]
+fn serials_compare_as_signed_integers() {
+    let (root, users, root_crl) = two_level();
+    // +255 is encoded 00 ff; a CRL listing ff lists -1.
+    let plus_255 = users.issue(&Spec { serial: Some(vec![0x00, 0xff]), ..Spec::client("p255", &[]) });
+    let minus_one =
+        CrlSpec { entries: vec![CrlEntrySpec { serial: vec![0xff], ..Default::default() }], ..Default::default() };
+    let v = World::new(&[&root, &users]).crl(root_crl.clone()).crl(users.custom_crl(&minus_one)).verifier();
+    assert_eq!(check(&v, &plus_255), Ok(()), "-1 listed, +255 presented");
+    let listed = CrlSpec {
+        entries: vec![CrlEntrySpec { serial: vec![0x00, 0xff], ..Default::default() }],
+        ..Default::default()
+    };
+    let v = World::new(&[&root, &users]).crl(root_crl.clone()).crl(users.custom_crl(&listed)).verifier();
+    assert_eq!(refused(&v, &plus_255), RefusalReason::Revoked);
+    // A redundant leading zero in the CRL still matches.
+    let padded = CrlSpec {
+        entries: vec![CrlEntrySpec { serial: vec![0x00, 0x00, 0xff], ..Default::default() }],
+        ..Default::default()
+    };
+    let v = World::new(&[&root, &users]).crl(root_crl).crl(users.custom_crl(&padded)).verifier();
+    assert_eq!(refused(&v, &plus_255), RefusalReason::Revoked);
+}
+
+#[test]
+fn users_only_and_ca_only_crls_are_both_kept() {
+    let (root, users, _) = two_level();
+    let alice = users.issue(&Spec::client("alice", &[]));
+    let users_crl = pem_crl(users.crl(&[], 1, Duration::days(1)));
+    let only_users = IdpSpec { only_user: true, ..IdpSpec::default() };
+    let only_cas = IdpSpec { only_ca: true, ..IdpSpec::default() };
+    // The users-only CRL has the higher number: it must not replace the ARL.
+    let root_users = root.custom_crl(&CrlSpec { idp: Some(only_users.clone()), number: 9, ..CrlSpec::default() });
+    let root_arl = root.custom_crl(&CrlSpec { idp: Some(only_cas.clone()), number: 2, ..CrlSpec::default() });
+    let v = World::new(&[&root, &users]).crl(root_users.clone()).crl(root_arl).crl(users_crl.clone()).verifier();
+    assert_eq!(check(&v, &alice), Ok(()));
+    // The users-only CRL alone does not cover the intermediate.
+    let v = World::new(&[&root, &users]).crl(root_users).crl(users_crl.clone()).verifier();
+    let r = check(&v, &alice).unwrap_err();
+    assert!(r.detail.contains("intermediate"), "{r:?}");
+    // An ARL revoking the intermediate.
+    let users_facts = CertFacts::parse(users.der.as_ref()).unwrap();
+    let revoking = CrlSpec {
+        idp: Some(only_cas),
+        entries: vec![CrlEntrySpec { serial: users_facts.serial.clone(), ..Default::default() }],
+        ..CrlSpec::default()
+    };
+    let v = World::new(&[&root, &users]).crl(root.custom_crl(&revoking)).crl(users_crl).verifier();
+    assert_eq!(refused(&v, &alice), RefusalReason::Revoked);
+}
+
+#[test]
+fn reason_partitions_decide_only_together() {
+    let (root, users, root_crl) = two_level();
+    let alice = users.issue(&Spec::client("alice", &[]));
+    const KEY_AND_CA_COMPROMISE: u16 = 0b110;
+    let some = users.custom_crl(&CrlSpec {
+        idp: Some(IdpSpec { reasons: Some(KEY_AND_CA_COMPROMISE), ..IdpSpec::default() }),
+        ..CrlSpec::default()
+    });
+    let v = World::new(&[&root, &users]).crl(root_crl.clone()).crl(some.clone()).verifier();
+    let r = check(&v, &alice).unwrap_err();
+    assert_eq!(r.reason, RefusalReason::NoCrl);
+    assert!(r.detail.contains("affiliationChanged") && !r.detail.contains("keyCompromise"), "{}", r.detail);
+    let rest = users.custom_crl(&CrlSpec {
+        idp: Some(IdpSpec { reasons: Some(crl::ALL_REASONS & !KEY_AND_CA_COMPROMISE), ..IdpSpec::default() }),
+        number: 2,
+        ..CrlSpec::default()
+    });
+    let v = World::new(&[&root, &users]).crl(root_crl.clone()).crl(some).crl(rest.clone()).verifier();
+    assert_eq!(check(&v, &alice), Ok(()));
+    // Listed in one reason partition: revoked.
+    let listing = users.custom_crl(&CrlSpec {
+        idp: Some(IdpSpec { reasons: Some(KEY_AND_CA_COMPROMISE), ..IdpSpec::default() }),
+        entries: vec![entry(&alice)],
+        number: 3,
+        ..CrlSpec::default()
+    });
+    let v = World::new(&[&root, &users]).crl(root_crl).crl(listing).crl(rest).verifier();
+    assert_eq!(refused(&v, &alice), RefusalReason::Revoked);
+}
+
+#[test]
+fn a_renewed_ca_key_keeps_its_own_crl() {
+    // AD CS after a renewal with a new key: one name, two keys, one CRL per key.
+    let root = Authority::root("t-root");
+    let old = root.intermediate("t-users");
+    let new = root.intermediate("t-users");
+    let root_crl = pem_crl(root.crl(&[], 1, Duration::days(1)));
+    let under_old = old.issue(&Spec::client("old-key-user", &[]));
+    let under_new = new.issue(&Spec::client("new-key-user", &[]));
+    // The new key's CRL has the higher number and does not list the old key's user.
+    let old_crl = pem_crl(old.crl(&[&under_old.serial], 5, Duration::days(1)));
+    let new_crl = pem_crl(new.crl(&[], 7, Duration::days(1)));
+    let v = World::new(&[&root, &old, &new]).crl(root_crl.clone()).crl(old_crl).crl(new_crl.clone()).verifier();
+    assert_eq!(refused(&v, &under_old), RefusalReason::Revoked);
+    assert_eq!(check(&v, &under_new), Ok(()));
+    // Without the old key's CRL, its certificates are undetermined, not covered by the new one's.
+    let err = World::new(&[&root, &old, &new]).crl(root_crl).crl(new_crl).load(deny()).expect_err("old key uncovered");
+    assert!(matches!(err, ConfigError::MissingCrl { .. }), "{err}");
+}
+
+#[test]
+fn a_dedicated_crl_signer_speaks_for_its_ca() {
+    let root = Authority::root("t-root");
+    let users = root.ca_with_usages("t-users", &[KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::DigitalSignature]);
+    let signer = root.ca_with_usages("t-users", &[KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature]);
+    let bob = users.issue(&Spec::client("bob", &[]));
+    let alice = users.issue(&Spec::client("alice", &[]));
+    let crl = signer.custom_crl(&CrlSpec { entries: vec![entry(&bob)], ..CrlSpec::default() });
+    let root_crl = pem_crl(root.crl(&[], 1, Duration::days(1)));
+    // The signer's certificate shipped beside the CRLs.
+    let v = World::new(&[&root, &users]).crl(root_crl).crl(crl.clone()).crl(signer.cert_pem.clone()).verifier();
+    assert_eq!(refused(&v, &bob), RefusalReason::Revoked);
+    assert_eq!(check(&v, &alice), Ok(()));
+    let described = v.index().crls().find(|c| c.signer.dedicated).expect("signed by the dedicated signer").describe();
+    assert!(described.contains("dedicated CRL signer"), "{described}");
+
+    // The signer's own certificate revoked by the root: its CRL decides nothing.
+    let signer_serial = CertFacts::parse(signer.der.as_ref()).unwrap().serial;
+    let root_revokes = root.custom_crl(&CrlSpec {
+        entries: vec![CrlEntrySpec { serial: signer_serial, ..Default::default() }],
+        ..CrlSpec::default()
+    });
+    let v = World::new(&[&root, &users]).crl(root_revokes).crl(crl).crl(signer.cert_pem.clone()).verifier();
+    let r = check(&v, &alice).unwrap_err();
+    assert_eq!(r.reason, RefusalReason::NoCrl, "{r:?}");
+    // Without the signer's certificate, the CRL is left out with a reason.
+    let err = World::new(&[&root, &users])
+        .crl(pem_crl(root.crl(&[], 1, Duration::days(1))))
+        .crl(signer.custom_crl(&CrlSpec::default()))
+        .load(deny())
+        .expect_err("users uncovered");
+    assert!(err.to_string().contains("left out") && err.to_string().contains("signature does not verify"), "{err}");
+}
+
+#[test]
+fn an_indirect_crl_covers_the_certificates_that_name_its_issuer() {
+    let (root, users, root_crl) = two_level();
+    let authority = root.ca_with_usages("t-crl-authority", &[KeyUsagePurpose::CrlSign]);
+    let dp = DpSpec { crl_issuer: Some(authority.subject_der()), ..DpSpec::default() };
+    let spec = |cn: &str| Spec { dps: vec![dp.clone()], ..Spec::client(cn, &[]) };
+    let (xavier, yolanda) = (users.issue(&spec("xavier")), users.issue(&spec("yolanda")));
+    let indirect = authority.custom_crl(&CrlSpec {
+        idp: Some(IdpSpec { indirect: true, ..IdpSpec::default() }),
+        entries: vec![CrlEntrySpec { cert_issuer: Some(users.subject_der()), ..entry(&xavier) }],
+        ..CrlSpec::default()
+    });
+    let v = World::new(&[&root, &users, &authority]).crl(root_crl.clone()).crl(indirect.clone()).verifier();
+    assert_eq!(refused(&v, &xavier), RefusalReason::Revoked);
+    assert_eq!(check(&v, &yolanda), Ok(()));
+    // The same serial under another issuer in the indirect CRL does not revoke xavier.
+    let other_issuer = authority.custom_crl(&CrlSpec {
+        idp: Some(IdpSpec { indirect: true, ..IdpSpec::default() }),
+        entries: vec![CrlEntrySpec { cert_issuer: Some(root.subject_der()), ..entry(&xavier) }],
+        ..CrlSpec::default()
+    });
+    let v = World::new(&[&root, &users, &authority]).crl(root_crl.clone()).crl(other_issuer).verifier();
+    assert_eq!(check(&v, &xavier), Ok(()));
+    // A certificate without that distribution point is not covered by the indirect CRL.
+    let plain = users.issue(&Spec::client("plain", &[]));
+    let v = World::new(&[&root, &users, &authority]).crl(root_crl).crl(indirect).verifier();
+    assert_eq!(refused(&v, &plain), RefusalReason::NoCrl);
+}
+
+#[test]
+fn delta_crls_add_and_remove_within_their_scope() {
+    let (root, users, root_crl) = two_level();
+    let (a, b, c) = (
+        users.issue(&Spec::client("a", &[])),
+        users.issue(&Spec::client("b", &[])),
+        users.issue(&Spec::client("c", &[])),
+    );
+    let base = pem_crl(users.crl(&[&a.serial, &b.serial], 5, Duration::days(1)));
+    let delta = users.delta_crl(&[(&c.serial, 1), (&b.serial, 8)], 6, 5, Duration::hours(2));
+    let v = World::new(&[&root, &users]).crl(root_crl.clone()).crl(base.clone()).crl(delta).verifier();
+    assert_eq!(refused(&v, &a), RefusalReason::Revoked, "a stays revoked");
+    assert_eq!(check(&v, &b), Ok(()), "b removed by removeFromCRL");
+    assert_eq!(refused(&v, &c), RefusalReason::Revoked, "c added by the delta");
+    let crl = v.index().crls().find(|c| c.delta.is_some()).expect("merged");
+    assert_eq!(crl.crl_number.as_deref(), Some(&[6u8][..]));
+    assert!(crl.next_update.unwrap() - now_secs() < 3 * 3600, "freshness comes from the delta");
+
+    // A delta for a newer base than the one loaded is left out: the base decides alone.
+    let (v, warnings) = World::new(&[&root, &users])
+        .crl(root_crl.clone())
+        .crl(base)
+        .crl(users.delta_crl(&[(&c.serial, 1)], 9, 7, Duration::hours(2)))
+        .load(deny())
+        .unwrap();
+    assert!(warnings.iter().any(|w| w.contains("base CRL numbered 07")), "{warnings:?}");
+    assert_eq!(check(&v, &c), Ok(()));
+    // A delta alone is no complete CRL: the CA is uncovered.
+    let err = World::new(&[&root, &users])
+        .crl(root_crl)
+        .crl(users.delta_crl(&[], 9, 7, Duration::hours(2)))
+        .load(deny())
+        .expect_err("no base");
+    assert!(matches!(err, ConfigError::MissingCrl { .. }), "{err}");
+}
+
+#[test]
+fn stale_policy_and_grace() {
+    let (root, users, root_crl) = two_level();
+    let alice = users.issue(&Spec::client("alice", &[]));
+    let world = World::new(&[&root, &users]).crl(root_crl).crl(pem_crl(users.crl(&[], 1, Duration::hours(-2))));
+    let r = check(&world.load(deny()).unwrap().0, &alice).unwrap_err();
+    assert_eq!(r.reason, RefusalReason::StaleCrl, "{r:?}");
+    let graced = world.load(policy(Policy::Deny, Policy::Deny, 3 * 3600)).unwrap().0;
+    assert_eq!(check(&graced, &alice), Ok(()));
+    let allow = world.load(policy(Policy::Deny, Policy::Allow, 0)).unwrap().0;
+    assert_eq!(check(&allow, &alice), Ok(()));
+}
+
+#[test]
+fn freshness_is_one_rule() {
+    let p = policy(Policy::Deny, Policy::Deny, 600);
+    let hour = std::time::Duration::from_secs(3600);
+    assert_eq!(freshness(None, 1000, &p, hour), Freshness::Fresh);
+    assert_eq!(freshness(Some(10_000), 1000, &p, hour), Freshness::Fresh);
+    assert_eq!(freshness(Some(2000), 1000, &p, hour), Freshness::Expiring { seconds_left: 1000 });
+    assert_eq!(freshness(Some(1000), 1500, &p, hour), Freshness::InGrace { seconds_past: 500 });
+    assert_eq!(freshness(Some(1000), 1700, &p, hour), Freshness::Stale { seconds_past: 700 });
+    assert!(is_stale(Some(1000), 1601, &p) && !is_stale(Some(1000), 1600, &p));
+}
+
+#[test]
+fn missing_crl_is_a_start_up_error_unless_allowed() {
+    let (root, users, root_crl) = two_level();
+    let world = World::new(&[&root, &users]).crl(root_crl);
+    let err = world.load(deny()).expect_err("users uncovered");
+    assert!(err.to_string().contains("t-users") && err.to_string().contains("--crl-missing"), "{err}");
+    let (v, warnings) = world.load(policy(Policy::Allow, Policy::Deny, 0)).unwrap();
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert_eq!(check(&v, &users.issue(&Spec::client("alice", &[]))), Ok(()));
+}
+
+#[test]
+fn crls_that_do_not_verify_are_left_out_and_said_so() {
+    let (root, users, root_crl) = two_level();
+    let alice = users.issue(&Spec::client("alice", &[]));
+    let stranger = Authority::root("t-stranger");
+    let mut tampered = users.custom_crl(&CrlSpec { entries: vec![entry(&alice)], number: 9, ..CrlSpec::default() });
+    *tampered.last_mut().unwrap() ^= 1;
+    let (v, warnings) = World::new(&[&root, &users])
+        .crl(root_crl)
+        .crl(pem_crl(users.crl(&[], 1, Duration::days(1))))
+        .crl(tampered)
+        .crl(stranger.custom_crl(&CrlSpec::default()))
+        .load(deny())
+        .unwrap();
+    assert_eq!(v.index().rejected().len(), 2, "{warnings:?}");
+    assert!(warnings.iter().any(|w| w.contains("crl2") && w.contains("signature does not verify")), "{warnings:?}");
+    assert!(warnings.iter().any(|w| w.contains("crl3") && w.contains("t-stranger")), "{warnings:?}");
+    assert_eq!(check(&v, &alice), Ok(()), "the tampered CRL decides nothing");
+}
+
+#[test]
+fn expiring_crls_are_counted_within_the_window() {
+    let (root, users, _) = two_level();
+    let (v, _) = World::new(&[&root, &users])
+        .crl(pem_crl(root.crl(&[], 1, Duration::days(30))))
+        .crl(pem_crl(users.crl(&[], 1, Duration::hours(2))))
+        .load(deny())
+        .unwrap();
+    let now = now_secs();
+    assert_eq!(v.index().warn_expiring(now, std::time::Duration::from_secs(24 * 3600)), 1);
+    assert_eq!(v.index().warn_expiring(now, std::time::Duration::from_secs(3600)), 0);
+}
+
+/// Over generated CRL sets (partitions, reason partitions, deltas, two keys under one CA
+/// name), a certificate listed in any applicable CRL is never accepted, and one whose
+/// applicable CRLs do not cover every reason is never accepted under `deny`.
+#[test]
+fn property_listed_or_undetermined_is_never_accepted() {
+    let root = Authority::root("p-root");
+    let keys = [root.intermediate("p-users"), root.intermediate("p-users")];
+    let root_crl = pem_crl(root.crl(&[], 1, Duration::days(1)));
+    let uris = ["http://p.example/1.crl", "http://p.example/2.crl"];
+    let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+    let mut next = move |n: u64| {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x % n
+    };
+    // Certificates: under either key, with or without a distribution point.
+    let certs: Vec<(usize, Option<usize>, Issued)> = (0..6)
+        .map(|i| {
+            let k = i % 2;
+            let dp = (i / 2 % 3 != 2).then_some(i / 2 % 2);
+            let spec = match dp {
+                Some(d) => with_dp(&format!("u{i}"), uris[d]),
+                None => Spec::client(&format!("u{i}"), &[]),
+            };
+            (k, dp, keys[k].issue(&spec))
+        })
+        .collect();
+    let reason_sets = [crl::ALL_REASONS, 0b110, crl::ALL_REASONS & !0b110];
+    let mut seen = [0usize; 3];
+    for round in 0..24 {
+        // Per key: 1-3 CRLs with random partition and reasons, listing random certificates.
+        let mut world = World::new(&[&root, &keys[0], &keys[1]]).crl(root_crl.clone());
+        let mut model: Vec<(usize, Option<usize>, u16, Vec<usize>)> = Vec::new();
+        for (k, key) in keys.iter().enumerate() {
+            for n in 0..(1 + next(3)) {
+                let part = match next(3) {
+                    2 => None,
+                    d => Some(d as usize),
+                };
+                let reasons = reason_sets[next(3) as usize];
+                // One CRL per scope and key (a second would supersede the first).
+                if model.iter().any(|(mk, p, r, _)| *mk == k && *p == part && *r == reasons) {
+                    continue;
+                }
+                let listed: Vec<usize> = (0..certs.len()).filter(|&c| certs[c].0 == k && next(3) == 0).collect();
+                let idp = (part.is_some() || reasons != crl::ALL_REASONS).then(|| IdpSpec {
+                    uri: part.map(|d| uris[d].to_string()),
+                    reasons: (reasons != crl::ALL_REASONS).then_some(reasons),
+                    ..IdpSpec::default()
+                });
+                let base_entries: Vec<CrlEntrySpec> = listed.iter().map(|&c| entry(&certs[c].2)).collect();
+                // Sometimes split the listing into a base and a delta.
+                if next(2) == 0 && !base_entries.is_empty() {
+                    let (b, d) = base_entries.split_at(base_entries.len() / 2);
+                    let spec = CrlSpec { entries: b.to_vec(), number: 10 + n, idp: idp.clone(), ..CrlSpec::default() };
+                    world = world.crl(key.custom_crl(&spec));
+                    let delta = CrlSpec {
+                        entries: d.to_vec(),
+                        number: 20 + n,
+                        delta_base: Some(10 + n),
+                        idp,
+                        ..CrlSpec::default()
+                    };
+                    world = world.crl(key.custom_crl(&delta));
+                } else {
+                    world = world.crl(key.custom_crl(&CrlSpec {
+                        entries: base_entries,
+                        number: 10 + n,
+                        idp,
+                        ..CrlSpec::default()
+                    }));
+                }
+                model.push((k, part, reasons, listed));
+            }
+        }
+        let Ok((v, _)) = world.load(deny()) else { continue };
+        for (c, (k, dp, cert)) in certs.iter().enumerate() {
+            // The model: CRLs of this key whose partition fits the certificate's point.
+            let applicable: Vec<&(usize, Option<usize>, u16, Vec<usize>)> =
+                model.iter().filter(|(mk, part, _, _)| mk == k && part.is_none_or(|p| Some(p) == *dp)).collect();
+            let listed = applicable.iter().any(|(_, _, _, l)| l.contains(&c));
+            let covered = applicable.iter().fold(0u16, |m, (_, _, r, _)| m | r) == crl::ALL_REASONS;
+            let got = check(&v, cert);
+            if listed {
+                assert_eq!(got.as_ref().map_err(|r| &r.reason), Err(&RefusalReason::Revoked), "round {round} cert {c}");
+                seen[0] += 1;
+            } else if !covered {
+                assert_eq!(got.as_ref().map_err(|r| &r.reason), Err(&RefusalReason::NoCrl), "round {round} cert {c}");
+                seen[1] += 1;
+            } else {
+                assert_eq!(got, Ok(()), "round {round} cert {c}");
+                seen[2] += 1;
+            }
+        }
+    }
+    // The generator reached every outcome, often.
+    assert!(seen.iter().all(|&n| n >= 10), "revoked, undetermined, good: {seen:?}");
+}
