@@ -3,8 +3,9 @@
 //! kube-apiserver's static pod manifest fit the proxy?) and `inspect` (would this client
 //! certificate be accepted now, why, and as whom?).
 //!
-//! `check` and `inspect` load like `run` (see `load`): the only network use is fetching the
-//! `--crl-url` CRLs once.
+//! `check` loads like `run` (see `load`); `inspect` loads only the client side (CAs, CRLs,
+//! OCSP, header names) and does not need the serving or upstream flags. The only network use
+//! is fetching the `--crl-url` CRLs once (and, for `inspect --ocsp`, asking the responder).
 //!
 //! Each command returns a [`Report`] (the lines to print and whether it passed) or the
 //! [`ConfigError`] `run` would have exited with; `main` maps them to exit statuses 0, 1, 64.
@@ -34,9 +35,9 @@ use crate::error::{ConfigError, RefusalReason};
 use crate::fetch::Fetcher;
 use crate::identity;
 use crate::metrics::Metrics;
-use crate::ocsp::{CertStatus, Ocsp};
 use crate::revocation::crl::reason_name;
 use crate::revocation::der::{self, Reader};
+use crate::revocation::ocsp::{CertStatus, Ocsp};
 use crate::revocation::{Crl, PathCert, RevocationError, VerifiedPath, fmt_time};
 use crate::tls::TlsMaterial;
 
@@ -53,7 +54,8 @@ pub struct CheckArgs {
     pub run: RunFlags,
 }
 
-/// `kube-crl-proxy inspect CERT`: a certificate file, plus the flags of `run`.
+/// `kube-crl-proxy inspect CERT`: a certificate file, plus the flags of `run` it uses (client
+/// CAs, CRLs, OCSP, header names; the serving and upstream flags may be left out).
 #[derive(Debug, Clone, Args)]
 pub struct InspectArgs {
     /// PEM file: the client certificate, optionally followed by its intermediates.
@@ -211,6 +213,12 @@ fn load(config: &Config) -> Result<(TlsMaterial, Vec<String>), ConfigError> {
 }
 
 fn load_with(config: &Config, ocsp: Option<Arc<Ocsp>>) -> Result<(TlsMaterial, Vec<String>), ConfigError> {
+    TlsMaterial::load(config, &fetch_once(config)?, ocsp)
+}
+
+/// The CRLs of `--crl-url` (and distribution points, when enabled), fetched once, falling
+/// back to `--crl-cache-dir`.
+fn fetch_once(config: &Config) -> Result<Vec<crate::revocation::CrlSource>, ConfigError> {
     let fetched = if config.fetch.urls.is_empty() && !config.fetch.from_distribution_points {
         Vec::new()
     } else {
@@ -225,7 +233,7 @@ fn load_with(config: &Config, ocsp: Option<Arc<Ocsp>>) -> Result<(TlsMaterial, V
             Ok::<_, ConfigError>(fetcher.sources())
         })?
     };
-    TlsMaterial::load(config, &fetched, ocsp)
+    Ok(fetched)
 }
 
 /// `--ocsp` and its settings, in one line.
@@ -780,7 +788,17 @@ fn title_case(name: &str) -> String {
 pub fn inspect(args: InspectArgs) -> Result<Report, ConfigError> {
     let chain = crate::pem::certificates("inspect", &args.cert)?;
     let (_, cert) = parse("inspect", &args.cert, &chain[0])?;
-    let config = Config::resolve(args.run)?;
+    // inspect reads the client CAs, CRLs, OCSP and header settings only: the serving and
+    // upstream flags `run` requires are not needed (nor read) here.
+    let mut run = args.run;
+    let unused = || Some(PathBuf::from("unused-by-inspect"));
+    run.tls_cert_file = run.tls_cert_file.or_else(unused);
+    run.upstream_ca_file = run.upstream_ca_file.or_else(unused);
+    run.proxy_client_cert_file = run.proxy_client_cert_file.or_else(unused);
+    if run.upstream.is_empty() {
+        run.upstream = vec!["https://127.0.0.1:6443".into()];
+    }
+    let config = Config::resolve(run)?;
     // With --ocsp, the responder is asked as a handshake would ask it: from a runtime (the
     // query is a task on it), waiting at most --ocsp-timeout.
     let runtime = match config.ocsp.mode {
@@ -797,7 +815,7 @@ pub fn inspect(args: InspectArgs) -> Result<Report, ConfigError> {
         let _entered = rt.enter();
         Arc::new(Ocsp::new(&config.ocsp, Arc::new(Metrics::new())))
     });
-    let (tls, load_warnings) = load_with(&config, ocsp.clone())?;
+    let (verifier, bundle, load_warnings) = crate::tls::load_verifier(&config, &fetch_once(&config)?, ocsp.clone())?;
     let algs = crate::tls::provider().signature_verification_algorithms;
     let now = UnixTime::now();
     let now_secs = i64::try_from(now.as_secs()).unwrap_or(i64::MAX);
@@ -832,7 +850,7 @@ pub fn inspect(args: InspectArgs) -> Result<Report, ConfigError> {
     }
 
     let entered = runtime.as_ref().map(tokio::runtime::Runtime::enter);
-    let result = tls.verifier.check(&chain[0], &chain[1..], now);
+    let result = verifier.check(&chain[0], &chain[1..], now);
     drop(entered);
     let ocsp_refusal = matches!(&result, Err(r) if r.reason == RefusalReason::OcspNoAnswer
         || (r.reason == RefusalReason::Revoked && r.detail.contains("OCSP")));
@@ -850,7 +868,7 @@ pub fn inspect(args: InspectArgs) -> Result<Report, ConfigError> {
         Err(_) => "revocation:  (the chain is refused; the client certificate's own status follows)".into(),
         Ok(()) => "revocation:  ok".into(),
     });
-    lines.extend(revocation_trace(&tls, &chain, now, &algs));
+    lines.extend(revocation_trace(&verifier, &bundle, &chain, now, &algs));
     lines.push(match &result {
         Err(r) if ocsp_refusal => format!("{}; refused: {}", describe_ocsp_answer(ocsp.as_ref()), r.reason),
         _ => describe_ocsp_answer(ocsp.as_ref()),
@@ -900,23 +918,28 @@ pub fn inspect(args: InspectArgs) -> Result<Report, ConfigError> {
 /// certificate alone is looked up under the CA of the bundle that issued it, so that its
 /// own status is still shown.
 fn revocation_trace(
-    tls: &TlsMaterial,
+    verifier: &crate::tls::verifier::CrlVerifier,
+    bundle: &CaBundle,
     chain: &[CertificateDer<'static>],
     now: UnixTime,
     algs: &WebPkiSupportedAlgorithms,
 ) -> Vec<String> {
     let now_secs = i64::try_from(now.as_secs()).unwrap_or(i64::MAX);
-    let index = tls.verifier.index();
-    let path = match tls.verifier.verified_path(&chain[0], &chain[1..], now) {
+    let index = verifier.index();
+    let path = match verifier.verified_path(&chain[0], &chain[1..], now) {
         Ok(p) => p,
         Err(_) => {
-            let Some((ca, anchor)) = issuing_ca(&chain[0], &tls.bundle, algs) else {
+            let Some((ca, anchor)) = issuing_ca(&chain[0], bundle, algs) else {
                 return vec!["  not checked: the certificate's issuer is not a CA in --client-ca-file".into()];
             };
             let Ok(facts) = crate::revocation::CertFacts::parse(chain[0].as_ref()) else {
                 return vec!["  not checked: the certificate cannot be read".into()];
             };
-            VerifiedPath { certs: vec![PathCert { facts, issuer_spki: ca.spki_der.clone() }], anchor }
+            VerifiedPath {
+                certs: vec![PathCert { facts, issuer_spki: ca.spki_der.clone() }],
+                anchor,
+                leaf_issuer_anchor: None,
+            }
         }
     };
     let checked = if index.policy().check == crate::config::RevocationCheck::Chain { path.certs.len() } else { 1 };

@@ -6,8 +6,8 @@
 //! - [`config`]: flags and the YAML file → a validated [`config::Config`].
 //! - [`pem`]: reading certificates, keys and CRL files, errors naming the file.
 //! - [`ca`]: the client CA bundle: trust anchors, intermediates, hinted names.
-//! - [`revocation`]: the pre-verified, per-issuer revocation index and its policies.
-//! - [`ocsp`]: OCSP answers for client certificates: queries, verification, cache.
+//! - [`revocation`]: is a verified path revoked? RFC 5280 CRL processing over the
+//!   pre-verified CRL index, OCSP ([`revocation::ocsp`]), and the policies that combine them.
 //! - [`tls`]: downstream `ServerConfig` + client verifier, upstream `ClientConfig`.
 //! - [`identity`]: verified certificate → user, groups, UID, credential-id → headers.
 //! - [`proxy`]: accept loop, handshake, HTTP/1.1 and HTTP/2 serving, graceful drain.
@@ -38,7 +38,6 @@ pub mod h1;
 pub mod h2pool;
 pub mod identity;
 pub mod metrics;
-pub mod ocsp;
 pub mod pem;
 pub mod pki;
 pub mod proxy;
@@ -81,7 +80,7 @@ impl Proxy {
             fetcher.initial(&bundle).await;
         }
         let ocsp = (config.ocsp.mode != config::OcspMode::Off)
-            .then(|| Arc::new(ocsp::Ocsp::new(&config.ocsp, metrics.clone())));
+            .then(|| Arc::new(revocation::ocsp::Ocsp::new(&config.ocsp, metrics.clone())));
         let state = State::load(config.clone(), metrics.clone(), fetcher, ocsp)?;
         Ok(Self {
             shared: Arc::new(Shared {

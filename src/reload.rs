@@ -21,7 +21,7 @@ use crate::error::ConfigError;
 use crate::fetch::Fetcher;
 use crate::forward::{TargetHealth, Upstream};
 use crate::metrics::{KindLabel, Metrics, UpstreamLabel};
-use crate::ocsp::Ocsp;
+use crate::revocation::ocsp::Ocsp;
 use crate::revocation::{Crl, RevocationIndex};
 use crate::tls::TlsMaterial;
 use crate::tls::verifier::CrlVerifier;

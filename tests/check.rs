@@ -10,7 +10,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Pki, binary, tempdir};
+use common::{Pki, binary, path_str, tempdir};
 use kube_crl_proxy::pki::{Authority, Spec, write};
 
 /// What a finished command printed.
@@ -582,6 +582,34 @@ fn inspect_accepts_alice_and_shows_her_headers() {
     assert!(out.stdout.contains("X-Remote-Extra-authentication.kubernetes.io%2fcredential-id: X509SHA256="), "{out:?}");
     assert!(out.stdout.contains("verdict:     ACCEPTED"), "{out:?}");
     env.assert_upstream_untouched();
+}
+
+/// inspect needs only the flags it uses: client CAs, CRLs, header names (the serving
+/// certificate and upstream flags of `run` are neither required nor read).
+#[test]
+fn inspect_needs_only_the_client_ca_and_crl_flags() {
+    let env = Env::new();
+    let (alice, _) = env.pki.write_user("alice", &env.pki.alice);
+    let (bob, _) = env.pki.write_user("bob", &env.pki.bob);
+    let minimal = |cert: &Path, extra: &[&str]| {
+        let mut a: Vec<String> = vec!["inspect".into(), cert.display().to_string()];
+        a.extend(["--client-ca-file", &path_str(&env.pki.path("client-ca.crt"))].map(String::from));
+        a.extend(["--crl-file", &path_str(&env.pki.path("crl.pem"))].map(String::from));
+        a.extend(extra.iter().map(|s| s.to_string()));
+        kcp(env.dir(), &a)
+    };
+    let out = minimal(&alice, &["--requestheader-username-headers", "X-Proxy-User"]);
+    assert_eq!(out.code, Some(0), "{out:?}");
+    assert!(out.stdout.contains("\n  X-Proxy-User: alice\n"), "{out:?}");
+    let out = minimal(&bob, &[]);
+    assert_eq!(out.code, Some(1), "{out:?}");
+    assert!(out.stdout.contains("verdict:     REFUSED: certificate is revoked"), "{out:?}");
+    // The CRL flags are still required as run requires them: without a CRL, the CA is uncovered.
+    let mut a: Vec<String> = vec!["inspect".into(), alice.display().to_string()];
+    a.extend(["--client-ca-file", &path_str(&env.pki.path("client-ca.crt"))].map(String::from));
+    let out = kcp(env.dir(), &a);
+    assert_eq!(out.code, Some(64), "{out:?}");
+    assert!(out.stderr.contains("has no CRL"), "{out:?}");
 }
 
 #[test]

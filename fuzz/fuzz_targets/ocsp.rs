@@ -6,7 +6,7 @@
 
 use std::sync::OnceLock;
 
-use kube_crl_proxy::ocsp::message::{CertRef, parse_only, verify};
+use kube_crl_proxy::revocation::ocsp::message::{CertRef, parse_only, verify};
 use libfuzzer_sys::fuzz_target;
 
 static ISSUER: &[u8] = include_bytes!("../corpus/ocsp-issuer.der");

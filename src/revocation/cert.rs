@@ -11,6 +11,8 @@ const OID_BASIC_CONSTRAINTS: &[u8] = &[0x55, 0x1d, 0x13];
 const OID_KEY_USAGE: &[u8] = &[0x55, 0x1d, 0x0f];
 const OID_CRL_DISTRIBUTION_POINTS: &[u8] = &[0x55, 0x1d, 0x1f];
 const OID_SUBJECT_KEY_ID: &[u8] = &[0x55, 0x1d, 0x0e];
+const OID_AUTHORITY_INFO_ACCESS: &[u8] = &[0x2b, 0x06, 0x01, 0x05, 0x05, 0x07, 0x01, 0x01];
+const OID_AD_OCSP: &[u8] = &[0x2b, 0x06, 0x01, 0x05, 0x05, 0x07, 0x30, 0x01];
 
 /// keyUsage bits (RFC 5280 §4.2.1.3), as read MSB first.
 const KU_KEY_CERT_SIGN: u16 = 1 << 5;
@@ -48,6 +50,8 @@ pub struct CertFacts {
     /// The CRL distribution points; empty without the extension.
     pub dps: Vec<DistPoint>,
     pub subject_key_id: Option<Vec<u8>>,
+    /// The OCSP responders of its Authority Information Access (URIs).
+    pub ocsp_urls: Vec<String>,
     /// The full SubjectPublicKeyInfo encoding.
     pub spki: Vec<u8>,
     pub not_before: i64,
@@ -85,6 +89,7 @@ impl CertFacts {
             may_sign_crls: true,
             dps: Vec::new(),
             subject_key_id: None,
+            ocsp_urls: Vec::new(),
             spki: spki.full.to_vec(),
             not_before,
             not_after,
@@ -107,6 +112,7 @@ impl CertFacts {
                         facts.may_sign_crls = ku & KU_CRL_SIGN != 0;
                     }
                     OID_CRL_DISTRIBUTION_POINTS => facts.dps = distribution_points(value, &facts.issuer)?,
+                    OID_AUTHORITY_INFO_ACCESS => facts.ocsp_urls = ocsp_urls(value)?,
                     OID_SUBJECT_KEY_ID => {
                         facts.subject_key_id =
                             Some(Reader::new(value).expect(der::OCTET_STRING, "subjectKeyIdentifier")?.value.to_vec());
@@ -120,6 +126,27 @@ impl CertFacts {
         }
         Ok(facts)
     }
+}
+
+/// AuthorityInfoAccessSyntax ::= SEQUENCE OF { accessMethod OID, accessLocation GeneralName }:
+/// the URIs of the id-ad-ocsp entries.
+fn ocsp_urls(value: &[u8]) -> Result<Vec<String>, DerError> {
+    let seq = Reader::new(value).expect(der::SEQUENCE, "authorityInfoAccess")?;
+    let mut urls = Vec::new();
+    let mut r = Reader::new(seq.value);
+    while !r.is_empty() {
+        let desc = r.expect(der::SEQUENCE, "AccessDescription")?;
+        let mut d = Reader::new(desc.value);
+        let method = d.expect(der::OID, "accessMethod")?;
+        let location = d.any("accessLocation")?;
+        if method.value == OID_AD_OCSP
+            && location.tag == 0x86
+            && let Ok(u) = std::str::from_utf8(location.value)
+        {
+            urls.push(u.to_string());
+        }
+    }
+    Ok(urls)
 }
 
 /// A BIT STRING's bits as a mask (bit 0 = the first octet's top bit), first 16 bits only.

@@ -28,7 +28,7 @@ use rustls::crypto::WebPkiSupportedAlgorithms;
 use super::cert::{CertFacts, DistPoint, Signed, point_name};
 use super::crl::{ALL_REASONS, CrlError, ParsedCrl, Reasons, reason_names};
 use super::name::{GeneralNameKey, NameKey, display};
-use super::table::{REMOVE_FROM_CRL, Revocation, Serials};
+use super::table::{REMOVE_FROM_CRL, RevokedEntry, Serials};
 use super::{CrlSource, RevocationPolicy, Warning};
 use crate::ca::CaBundle;
 use crate::error::ConfigError;
@@ -172,7 +172,7 @@ impl Crl {
     }
 
     /// The revocation entry of a serial of a certificate issued by `cert_issuer`.
-    fn lookup(&self, cert_issuer: &NameKey, serial: &[u8]) -> Option<Revocation> {
+    fn lookup(&self, cert_issuer: &NameKey, serial: &[u8]) -> Option<RevokedEntry> {
         let group =
             if self.scope.indirect { self.groups.iter().find(|(n, _)| n == cert_issuer) } else { self.groups.first() };
         group.and_then(|(_, s)| s.lookup(serial)).filter(|r| r.reason != Some(REMOVE_FROM_CRL))
@@ -225,7 +225,7 @@ pub struct Rejected {
 pub enum Status {
     Good,
     Revoked {
-        revocation: Revocation,
+        revocation: RevokedEntry,
         crl: String,
     },
     /// No usable CRL applies, or those that apply do not cover every reason.

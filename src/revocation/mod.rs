@@ -1,20 +1,24 @@
-//! Revocation: whether the certificates of a verified client path are revoked, per the CRLs
-//! (and, in the verifier, OCSP). CRLs are parsed and their signatures verified once, at load,
-//! into a pre-verified index of sorted serial tables, so a handshake costs a hash lookup and a
-//! binary search per applicable CRL whatever the CRLs' sizes.
+//! Revocation: is a verified client path revoked? One entry point, [`Revocation::decide`],
+//! takes the path (as the chain builder verified it) and a time and returns the decision with
+//! its source (CRL or OCSP) and reason. CRLs are parsed and their signatures verified once, at
+//! load, into a pre-verified index of sorted serial tables, so a handshake costs a hash lookup
+//! and a binary search per applicable CRL whatever the CRLs' sizes.
 //!
 //! Layout: [`der`] (strict DER reader), [`name`] (RFC 5280 §7.1 name comparison), [`cert`]
 //! (what revocation reads of a certificate), [`crl`] (one CRL parsed), [`table`] (one CRL's
-//! serials), [`index`] (the index and RFC 5280 §6.3 processing). This file holds the policy:
-//! [`RevocationIndex::check_path`] applies `--revocation-check`, `--crl-missing`,
-//! `--crl-expired` and its grace, and [`freshness`] is the one rule for "is this CRL stale".
-//! Nothing here falls back to a library default.
+//! serials), [`index`] (the CRL index and RFC 5280 §6.3 processing), [`ocsp`] (answers,
+//! cache, queries). This file holds the policy: `--revocation-check`, `--crl-missing`,
+//! `--crl-expired` and its grace ([`RevocationIndex::check_path`]), `--ocsp`
+//! ([`Revocation::decide`]), and [`freshness`], the one rule for "is this CRL stale". A third
+//! source would be one more module here and one more step in `decide`. Nothing here falls back
+//! to a library default.
 
 pub mod cert;
 pub mod crl;
 pub mod der;
 pub mod index;
 pub mod name;
+pub mod ocsp;
 pub mod table;
 
 use std::path::PathBuf;
@@ -23,10 +27,11 @@ use std::sync::atomic::Ordering;
 
 pub use cert::CertFacts;
 pub use index::{Crl, Rejected, RevocationIndex, Scope, Status};
-pub use table::Revocation;
+pub use table::RevokedEntry;
 
-use crate::config::{Policy, RevocationCheck, RevocationPolicy};
+use crate::config::{OcspMode, Policy, RevocationCheck, RevocationPolicy};
 use crate::error::ConfigError;
+use ocsp::{CertRef, CertStatus, Ocsp, Query, QueryError, Verdict};
 
 /// A non-fatal remark made while loading (logged by the caller).
 pub type Warning = String;
@@ -108,13 +113,167 @@ pub struct PathCert {
 pub struct VerifiedPath {
     pub certs: Vec<PathCert>,
     pub anchor: Vec<u8>,
+    /// The client certificate's issuer as a trust anchor (to verify delegated OCSP
+    /// responders); filled in only when OCSP is on.
+    pub leaf_issuer_anchor: Option<rustls_pki_types::TrustAnchor<'static>>,
+}
+
+/// Whether a lookup may wait for an OCSP responder (a handshake) or not (a re-check of an
+/// open connection).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lookup {
+    Handshake,
+    Recheck,
+}
+
+/// Which revocation source decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    Crl,
+    Ocsp,
+}
+
+/// What is wrong with the path's revocation status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DenialKind {
+    Revoked,
+    /// No CRL decides (`--crl-missing=deny`).
+    Undetermined,
+    /// Only a stale CRL could decide (`--crl-expired=deny`).
+    StaleCrl,
+    /// No usable OCSP answer (`--ocsp=required`).
+    NoOcspAnswer,
+}
+
+/// A refused path: which source, which certificate (0 = the client's), what, and a detail
+/// for the log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Denial {
+    pub source: Source,
+    pub position: usize,
+    pub kind: DenialKind,
+    pub detail: String,
+}
+
+/// The revocation subsystem as a handshake sees it: the CRL index of the current snapshot
+/// and, with `--ocsp`, the OCSP checker (whose cache outlives snapshots).
+#[derive(Debug, Clone)]
+pub struct Revocation {
+    index: Arc<RevocationIndex>,
+    ocsp: Option<Arc<Ocsp>>,
+}
+
+impl Revocation {
+    pub fn new(index: Arc<RevocationIndex>, ocsp: Option<Arc<Ocsp>>) -> Self {
+        Self { index, ocsp: ocsp.filter(|o| o.mode() != OcspMode::Off) }
+    }
+
+    pub fn index(&self) -> &Arc<RevocationIndex> {
+        &self.index
+    }
+
+    /// The OCSP checker, when `--ocsp` is not `off`.
+    pub fn ocsp(&self) -> Option<&Arc<Ocsp>> {
+        self.ocsp.as_ref()
+    }
+
+    /// The decision for a verified path at `now`: the CRLs (every certificate the policy
+    /// checks), then OCSP for the client certificate. `lookup` says whether OCSP may wait.
+    pub fn decide(&self, path: &VerifiedPath, now: i64, lookup: Lookup) -> Result<(), Denial> {
+        if let Err((position, e)) = self.index.check_path(path, now) {
+            return Err(crl_denial(e, position, &path.certs[position].facts.serial));
+        }
+        let Some(ocsp) = &self.ocsp else { return Ok(()) };
+        let leaf = &path.certs[0];
+        let query = path.leaf_issuer_anchor.clone().and_then(|issuer_anchor| {
+            let cert = CertRef {
+                serial: leaf.facts.serial.clone(),
+                issuer_name: leaf.facts.issuer_der.clone(),
+                issuer_spki: leaf.issuer_spki.clone(),
+                issuer_anchor,
+            };
+            let aia: &[String] = if ocsp.config().responder_url.is_some() { &[] } else { &leaf.facts.ocsp_urls };
+            Query::new(cert, aia, ocsp.config().responder_url.as_deref()).ok()
+        });
+        let verdict = match (&query, lookup) {
+            (None, _) => Verdict::NoAnswer(QueryError::NotAsked("cannot build an OCSP request for the certificate")),
+            (Some(q), Lookup::Handshake) => ocsp.for_handshake(q),
+            (Some(q), Lookup::Recheck) => ocsp.for_recheck(q),
+        };
+        ocsp_policy(ocsp.mode(), verdict, &leaf.facts.serial)
+    }
+}
+
+/// The denial for a failed CRL check of the certificate at `position` of the path.
+fn crl_denial(e: RevocationError, position: usize, serial: &[u8]) -> Denial {
+    let what = if position == 0 { "client certificate" } else { "intermediate CA" };
+    let (kind, detail) = match e {
+        RevocationError::Revoked { revocation, crl } => (
+            DenialKind::Revoked,
+            format!(
+                "{what} serial {} is listed in {crl}: revoked at {} ({})",
+                hex::encode(serial),
+                fmt_time(revocation.revoked_at),
+                crl::reason_name(revocation.reason)
+            ),
+        ),
+        RevocationError::Undetermined { why } => (
+            DenialKind::Undetermined,
+            format!(
+                "revocation status of the {what} is undetermined: {why}; intermediates must be in --client-ca-file and \
+                 every CA needs CRLs that cover its certificates for every reason"
+            ),
+        ),
+        RevocationError::Stale { next_update, crl } => (
+            DenialKind::StaleCrl,
+            format!(
+                "the CRL covering the {what} ({crl}) is stale: its nextUpdate {} has passed (plus \
+                 --crl-expired-grace); publish a fresh CRL. The client's certificate itself was not found invalid",
+                fmt_time(next_update)
+            ),
+        ),
+    };
+    Denial { source: Source::Crl, position, kind, detail }
+}
+
+/// What `--ocsp` makes of a lookup's verdict for the client certificate.
+fn ocsp_policy(mode: OcspMode, verdict: Verdict, serial: &[u8]) -> Result<(), Denial> {
+    let required = mode == OcspMode::Required;
+    let deny = |kind, detail| Err(Denial { source: Source::Ocsp, position: 0, kind, detail });
+    match verdict {
+        Verdict::Answered(a) => match a.status {
+            CertStatus::Good => Ok(()),
+            CertStatus::Revoked { at, reason } => deny(
+                DenialKind::Revoked,
+                format!(
+                    "client certificate serial {} is revoked per OCSP responder {}: revoked at {} ({}), answer of {}",
+                    hex::encode(serial),
+                    a.responder,
+                    fmt_time(at),
+                    crl::reason_name(reason),
+                    fmt_time(a.this_update)
+                ),
+            ),
+            CertStatus::Unknown if required => deny(
+                DenialKind::NoOcspAnswer,
+                format!(
+                    "OCSP responder {} answers \"unknown\" for client certificate serial {}",
+                    a.responder,
+                    hex::encode(serial)
+                ),
+            ),
+            CertStatus::Unknown => Ok(()),
+        },
+        Verdict::NoAnswer(e) if required => deny(DenialKind::NoOcspAnswer, e.to_string()),
+        Verdict::NoAnswer(_) | Verdict::Pending => Ok(()),
+    }
 }
 
 /// Why a certificate of the path did not pass the revocation check.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RevocationError {
     Revoked {
-        revocation: Revocation,
+        revocation: RevokedEntry,
         crl: String,
     },
     /// No CRL determines the status (none applies, or the reasons are not all covered), and

@@ -50,7 +50,7 @@ fn inline_key(serial: &[u8]) -> Option<SerialKey> {
 
 /// Details of a revocation, for logs and `inspect`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Revocation {
+pub struct RevokedEntry {
     pub revoked_at: i64,
     pub reason: Option<u8>,
 }
@@ -59,7 +59,7 @@ pub struct Revocation {
 #[derive(Debug, Clone, Default)]
 pub struct Serials {
     entries: Vec<Entry>,
-    long_entries: Vec<(Vec<u8>, Revocation)>,
+    long_entries: Vec<(Vec<u8>, RevokedEntry)>,
 }
 
 impl Serials {
@@ -69,7 +69,7 @@ impl Serials {
             Some((len, a, b, c, d)) => {
                 self.entries.push(Entry { a, b, c, d, len, reason: reason.unwrap_or(0xff), revoked_at })
             }
-            None => self.long_entries.push((serial.to_vec(), Revocation { revoked_at, reason })),
+            None => self.long_entries.push((serial.to_vec(), RevokedEntry { revoked_at, reason })),
         }
     }
 
@@ -96,11 +96,11 @@ impl Serials {
     }
 
     /// The entry of a serial (minimal two's complement), if listed.
-    pub fn lookup(&self, serial: &[u8]) -> Option<Revocation> {
+    pub fn lookup(&self, serial: &[u8]) -> Option<RevokedEntry> {
         match inline_key(serial) {
             Some(key) => self.entries.binary_search_by(|e| e.key().cmp(&key)).ok().map(|i| {
                 let e = &self.entries[i];
-                Revocation { revoked_at: e.revoked_at, reason: (e.reason != 0xff).then_some(e.reason) }
+                RevokedEntry { revoked_at: e.revoked_at, reason: (e.reason != 0xff).then_some(e.reason) }
             }),
             None => self.long_entries.iter().find(|(s, _)| s == serial).map(|(_, r)| r.clone()),
         }

@@ -378,11 +378,11 @@ mod tests {
     // Responses made by `openssl ocsp` (fuzz/make-seeds.sh): serial 0A1B revoked, 0A1C good,
     // 0A1D unknown; `delegated-*` signed by a responder certificate (EKU OCSPSigning, valid
     // ten years, no nextUpdate), `ca-*` by the CA itself (nextUpdate a week after creation).
-    const ISSUER: &[u8] = include_bytes!("../../fuzz/corpus/ocsp-issuer.der");
-    const DELEGATED_REVOKED: &[u8] = include_bytes!("../../fuzz/corpus/ocsp/delegated-0x0A1B.der");
-    const DELEGATED_GOOD: &[u8] = include_bytes!("../../fuzz/corpus/ocsp/delegated-0x0A1C.der");
-    const DELEGATED_UNKNOWN: &[u8] = include_bytes!("../../fuzz/corpus/ocsp/delegated-0x0A1D.der");
-    const CA_GOOD: &[u8] = include_bytes!("../../fuzz/corpus/ocsp/ca-0x0A1C.der");
+    const ISSUER: &[u8] = include_bytes!("../../../fuzz/corpus/ocsp-issuer.der");
+    const DELEGATED_REVOKED: &[u8] = include_bytes!("../../../fuzz/corpus/ocsp/delegated-0x0A1B.der");
+    const DELEGATED_GOOD: &[u8] = include_bytes!("../../../fuzz/corpus/ocsp/delegated-0x0A1C.der");
+    const DELEGATED_UNKNOWN: &[u8] = include_bytes!("../../../fuzz/corpus/ocsp/delegated-0x0A1D.der");
+    const CA_GOOD: &[u8] = include_bytes!("../../../fuzz/corpus/ocsp/ca-0x0A1C.der");
 
     fn check(resp: &[u8], serial: &[u8], now: i64) -> Result<Verified, ResponseError> {
         let cert = CertRef::issued_by(serial, ISSUER).unwrap();
