@@ -213,7 +213,7 @@ fn load(config: &Config) -> Result<(TlsMaterial, Vec<String>), ConfigError> {
 }
 
 fn load_with(config: &Config, ocsp: Option<Arc<Ocsp>>) -> Result<(TlsMaterial, Vec<String>), ConfigError> {
-    TlsMaterial::load(config, &fetch_once(config)?, ocsp)
+    TlsMaterial::load(config, &fetch_once(config)?, ocsp, None)
 }
 
 /// The CRLs of `--crl-url` (and distribution points, when enabled), fetched once, falling
@@ -815,7 +815,8 @@ pub fn inspect(args: InspectArgs) -> Result<Report, ConfigError> {
         let _entered = rt.enter();
         Arc::new(Ocsp::new(&config.ocsp, Arc::new(Metrics::new())))
     });
-    let (verifier, bundle, load_warnings) = crate::tls::load_verifier(&config, &fetch_once(&config)?, ocsp.clone())?;
+    let (verifier, bundle, load_warnings) =
+        crate::tls::load_verifier(&config, &fetch_once(&config)?, ocsp.clone(), None)?;
     let algs = crate::tls::provider().signature_verification_algorithms;
     let now = UnixTime::now();
     let now_secs = i64::try_from(now.as_secs()).unwrap_or(i64::MAX);

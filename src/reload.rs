@@ -120,7 +120,7 @@ impl State {
                 Arc::new(TargetHealth::new(metrics.upstream_connections.get_or_create(&label).clone()))
             })
             .collect();
-        let snapshot = build(&config, &fetcher, &upstream_health, ocsp.clone())?;
+        let snapshot = build(&config, &fetcher, &upstream_health, ocsp.clone(), None)?;
         log_crls(&snapshot.verifier, "CRL loaded (signature verified)");
         snapshot.verifier.index().warn_expiring(crate::revocation::now_secs(), config.crl_expiry_warning);
         Ok(Self { config, current: ArcSwap::from_pointee(snapshot), metrics, fetcher, upstream_health, ocsp })
@@ -168,10 +168,12 @@ impl State {
         let mut changed: Vec<&'static str> =
             now.iter().zip(&current.stamp).filter(|(a, b)| a != b).map(|(a, _)| a.kind).collect();
         changed.dedup();
-        let result = build(&self.config, &self.fetcher, &self.upstream_health, self.ocsp.clone()).and_then(|next| {
-            refuse_rollback(current.verifier.index(), next.verifier.index())?;
-            Ok(next)
-        });
+        let previous = Some(current.verifier.index().as_ref());
+        let result =
+            build(&self.config, &self.fetcher, &self.upstream_health, self.ocsp.clone(), previous).and_then(|next| {
+                refuse_rollback(current.verifier.index(), next.verifier.index())?;
+                Ok(next)
+            });
         match result {
             Ok(next) => {
                 log_crls(&next.verifier, "CRL in use after reload");
@@ -197,9 +199,10 @@ fn build(
     fetcher: &Fetcher,
     upstream_health: &[Arc<TargetHealth>],
     ocsp: Option<Arc<Ocsp>>,
+    previous: Option<&RevocationIndex>,
 ) -> Result<Snapshot, ConfigError> {
     let stamp = stamp(&input_files(config), fetcher);
-    let (tls, warnings) = TlsMaterial::load(config, &fetcher.sources(), ocsp)?;
+    let (tls, warnings) = TlsMaterial::load(config, &fetcher.sources(), ocsp, previous)?;
     for w in warnings {
         tracing::warn!("{w}");
     }

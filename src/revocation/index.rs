@@ -135,8 +135,14 @@ pub struct Crl {
     pub delta: Option<(Option<Vec<u8>>, String)>,
     pub scope: Scope,
     pub signer: Signer,
-    /// Revoked serials per certificate issuer (one group, the CRL's issuer, unless indirect).
-    groups: Vec<(NameKey, Serials)>,
+    /// For a delta CRL not merged yet: the BaseCRLNumber it applies to.
+    delta_base: Option<Vec<u8>>,
+    /// For a base with a delta merged: the delta's own entries (to name it when it lists a
+    /// serial).
+    delta_groups: Option<Arc<Vec<(NameKey, Serials)>>>,
+    /// Revoked serials per certificate issuer (one group, the CRL's issuer, unless indirect);
+    /// shared with the previous index when its file did not change.
+    groups: Arc<Vec<(NameKey, Serials)>>,
     /// Last time a stale-CRL warning was logged for it (rate limit).
     pub(super) last_stale_warning: AtomicI64,
     /// Last time an expiring-soon warning was logged for it (rate limit).
@@ -144,6 +150,35 @@ pub struct Crl {
 }
 
 impl Crl {
+    /// A copy sharing the serial tables (for a reload whose file did not change, and for a
+    /// base a delta is merged into).
+    fn reuse(&self) -> Crl {
+        Crl {
+            issuer: self.issuer.clone(),
+            issuer_name: self.issuer_name.clone(),
+            source: self.source.clone(),
+            file: self.file.clone(),
+            flag: self.flag,
+            version: self.version,
+            this_update: self.this_update,
+            next_update: self.next_update,
+            crl_number: self.crl_number.clone(),
+            delta: self.delta.clone(),
+            scope: self.scope.clone(),
+            signer: self.signer.clone(),
+            delta_base: self.delta_base.clone(),
+            delta_groups: self.delta_groups.clone(),
+            groups: self.groups.clone(),
+            last_stale_warning: AtomicI64::new(i64::MIN),
+            last_expiry_warning: AtomicI64::new(i64::MIN),
+        }
+    }
+
+    /// Whether this CRL's serial tables are the very ones of `other` (reused, not re-parsed).
+    pub fn shares_serials_with(&self, other: &Crl) -> bool {
+        Arc::ptr_eq(&self.groups, &other.groups)
+    }
+
     /// Number of revoked serials.
     pub fn len(&self) -> usize {
         self.groups.iter().map(|(_, s)| s.len()).sum()
@@ -171,11 +206,20 @@ impl Crl {
         self.scope_key() == other.scope_key()
     }
 
-    /// The revocation entry of a serial of a certificate issued by `cert_issuer`.
-    fn lookup(&self, cert_issuer: &NameKey, serial: &[u8]) -> Option<RevokedEntry> {
-        let group =
-            if self.scope.indirect { self.groups.iter().find(|(n, _)| n == cert_issuer) } else { self.groups.first() };
-        group.and_then(|(_, s)| s.lookup(serial)).filter(|r| r.reason != Some(REMOVE_FROM_CRL))
+    /// The revocation entry of a serial of a certificate issued by `cert_issuer`, and the
+    /// CRL that lists it (the merged delta's source when the entry came from the delta).
+    fn lookup(&self, cert_issuer: &NameKey, serial: &[u8]) -> Option<(RevokedEntry, &str)> {
+        let find = |groups: &[(NameKey, Serials)]| {
+            let group =
+                if self.scope.indirect { groups.iter().find(|(n, _)| n == cert_issuer) } else { groups.first() };
+            group.and_then(|(_, s)| s.lookup(serial))
+        };
+        let entry = find(&self.groups).filter(|r| r.reason != Some(REMOVE_FROM_CRL))?;
+        let from_delta = self.delta_groups.as_deref().and_then(|d| find(d)).is_some_and(|d| d == entry);
+        match (&self.delta, from_delta) {
+            (Some((_, delta_source)), true) => Some((entry, delta_source)),
+            _ => Some((entry, &self.source)),
+        }
     }
 
     /// A short description for logs, `check` and `inspect`: source, scope, signer, number.
@@ -246,6 +290,23 @@ pub struct RevocationIndex {
     pub(super) policy: RevocationPolicy,
     by_issuer: HashMap<NameKey, Vec<Arc<Crl>>>,
     rejected: Vec<Rejected>,
+    /// What each source (file or URL) gave, by the hash of its bytes: the next load reuses
+    /// it when the bytes are the same (a changed fetched CRL does not re-parse a 1M-entry
+    /// file CRL).
+    sources: Vec<ParsedSource>,
+}
+
+/// One CRL source, parsed and verified.
+#[derive(Debug)]
+struct ParsedSource {
+    flag: &'static str,
+    name: PathBuf,
+    digest: [u8; 32],
+    /// Its CRLs, verified, deltas not merged.
+    crls: Vec<Arc<Crl>>,
+    rejected: Vec<Rejected>,
+    /// The CRL signer certificates it carries: (DER, where from).
+    certs: Vec<(Vec<u8>, String)>,
 }
 
 /// A certificate that may sign CRLs: a CA of the bundle or a certificate shipped beside CRLs.
@@ -327,6 +388,18 @@ impl Pool {
         None
     }
 
+    /// Whether a signer found by an earlier load is still in this pool with the same key,
+    /// name, right to sign CRLs and trust anchor.
+    fn still_signs(&self, signer: &Signer, issuer: &NameKey) -> bool {
+        (0..self.certs.len()).any(|i| {
+            let c = &self.certs[i];
+            c.facts.spki == signer.spki
+                && c.facts.subject == *issuer
+                && c.facts.may_sign_crls
+                && self.path(i).is_some_and(|(anchor, path)| anchor == signer.anchor && path == signer.path)
+        })
+    }
+
     /// The certificate that signed this CRL: its issuer's name, may sign CRLs, signature
     /// verifies, path to an anchor. Candidates whose subjectKeyIdentifier matches the CRL's
     /// authorityKeyIdentifier are tried first; the signature is the proof.
@@ -380,13 +453,6 @@ impl Pool {
     }
 }
 
-/// One parsed, verified CRL before scopes are settled.
-struct Candidate {
-    crl: Crl,
-    /// For a delta: the BaseCRLNumber it applies to.
-    delta_base: Option<Vec<u8>>,
-}
-
 impl RevocationIndex {
     /// Loads every CRL (and CRL signer certificate) of `sources`, verifies them against the
     /// CA bundle, and checks that each CA has a CRL unless `--crl-missing=allow`. A CRL that
@@ -399,45 +465,99 @@ impl RevocationIndex {
         policy: RevocationPolicy,
         algs: &WebPkiSupportedAlgorithms,
     ) -> Result<(Self, Vec<Warning>), ConfigError> {
-        let mut items = Vec::new();
+        Self::load_after(bundle, sources, policy, algs, None)
+    }
+
+    /// [`Self::load`], reusing what `previous` parsed and verified from sources whose bytes
+    /// did not change, as long as their signers are still trusted.
+    pub fn load_after(
+        bundle: &CaBundle,
+        sources: &[CrlSource],
+        policy: RevocationPolicy,
+        algs: &WebPkiSupportedAlgorithms,
+        previous: Option<&RevocationIndex>,
+    ) -> Result<(Self, Vec<Warning>), ConfigError> {
+        use sha2::Digest;
+        // Each source: unchanged (reused) or its CRLs and certificates read anew.
+        let mut fresh = Vec::new();
+        let mut reused: Vec<&ParsedSource> = Vec::new();
         let mut extras = Vec::new();
         for source in sources {
+            let digest: [u8; 32] = sha2::Sha256::digest(source.bytes.as_slice()).into();
+            let old = previous.and_then(|p| {
+                p.sources.iter().find(|ps| ps.flag == source.flag && ps.name == source.name && ps.digest == digest)
+            });
+            if let Some(old) = old {
+                extras.extend(old.certs.iter().cloned());
+                reused.push(old);
+                continue;
+            }
             let (crls, certs) = crate::pem::crl_file_items(source.flag, &source.name, &source.bytes)?;
-            extras.extend(
-                certs.into_iter().map(|c| (c.as_ref().to_vec(), format!("{} {}", source.flag, source.name.display()))),
-            );
-            items.extend(crls.into_iter().enumerate().map(|(i, der)| (source, i, der)));
+            let certs: Vec<(Vec<u8>, String)> = certs
+                .into_iter()
+                .map(|c| (c.as_ref().to_vec(), format!("{} {}", source.flag, source.name.display())))
+                .collect();
+            extras.extend(certs.iter().cloned());
+            fresh.push((source, digest, crls, certs));
         }
         let (pool, mut warnings) = Pool::new(bundle, extras, algs);
 
-        let mut rejected = Vec::new();
-        let mut candidates = Vec::new();
-        for (source, i, der) in &items {
-            let name = format!("{} {} CRL #{}", source.flag, source.name.display(), i + 1);
-            match candidate(der.as_ref(), &name, source, &pool, algs) {
-                Ok(c) => candidates.push(c),
-                Err(reason) => {
-                    use sha2::Digest;
-                    rejected.push(Rejected {
+        let mut parsed = Vec::new();
+        for old in reused {
+            // Reused only while every signer is still trusted the same way; else read anew.
+            if old.crls.iter().all(|c| pool.still_signs(&c.signer, &c.issuer_name)) {
+                parsed.push(ParsedSource {
+                    flag: old.flag,
+                    name: old.name.clone(),
+                    digest: old.digest,
+                    crls: old.crls.clone(),
+                    rejected: old.rejected.clone(),
+                    certs: old.certs.clone(),
+                });
+                continue;
+            }
+            let source = sources.iter().find(|s| s.flag == old.flag && s.name == old.name).expect("a source");
+            let (crls, _) = crate::pem::crl_file_items(source.flag, &source.name, &source.bytes)?;
+            fresh.push((source, old.digest, crls, old.certs.clone()));
+        }
+        for (source, digest, crls, certs) in fresh {
+            let mut done = ParsedSource {
+                flag: source.flag,
+                name: source.name.clone(),
+                digest,
+                crls: Vec::new(),
+                rejected: Vec::new(),
+                certs,
+            };
+            for (i, der) in crls.iter().enumerate() {
+                let name = format!("{} {} CRL #{}", source.flag, source.name.display(), i + 1);
+                match candidate(der.as_ref(), &name, source, &pool, algs) {
+                    Ok(c) => done.crls.push(Arc::new(c)),
+                    Err(reason) => done.rejected.push(Rejected {
                         source: name,
                         file: source.name.clone(),
                         flag: source.flag,
                         number: i + 1,
                         reason,
                         digest: sha2::Sha256::digest(der.as_ref()).into(),
-                    });
+                    }),
                 }
             }
+            parsed.push(done);
         }
+        // In the order the sources were given (messages and ties stay stable).
+        parsed.sort_by_key(|p| sources.iter().position(|s| s.flag == p.flag && s.name == p.name));
+        let rejected: Vec<Rejected> = parsed.iter().flat_map(|p| p.rejected.iter().cloned()).collect();
         for r in &rejected {
             warnings.push(format!("{}: left out: {}", r.source, r.reason));
         }
+        let candidates: Vec<Arc<Crl>> = parsed.iter().flat_map(|p| p.crls.iter().cloned()).collect();
 
         // Newest complete CRL per scope; then the newest delta that fits it.
-        let (deltas, completes): (Vec<Candidate>, Vec<Candidate>) =
+        let (mut deltas, completes): (Vec<Arc<Crl>>, Vec<Arc<Crl>>) =
             candidates.into_iter().partition(|c| c.delta_base.is_some());
-        let mut by_scope: HashMap<(NameKey, Vec<u8>, Vec<u8>), Crl> = HashMap::new();
-        for Candidate { crl, .. } in completes {
+        let mut by_scope: HashMap<(NameKey, Vec<u8>, Vec<u8>), Arc<Crl>> = HashMap::new();
+        for crl in completes {
             match by_scope.get(&crl.scope_key()) {
                 Some(existing) if !existing.older_than(&crl) => {
                     warnings
@@ -448,19 +568,17 @@ impl RevocationIndex {
                 }
             }
         }
-        let mut deltas = deltas;
         deltas.sort_by(|a, b| {
-            let n = |c: &Candidate| c.crl.crl_number.clone().map(|n| (n.len(), n));
+            let n = |c: &Crl| c.crl_number.clone().map(|n| (n.len(), n));
             n(b).cmp(&n(a))
         });
         let mut merged: HashSet<(NameKey, Vec<u8>, Vec<u8>)> = HashSet::new();
-        for Candidate { crl: delta, delta_base } in deltas {
+        for delta in deltas {
             let key = delta.scope_key();
             if merged.contains(&key) {
                 warnings.push(format!("{}: superseded by a newer delta CRL of the same scope; ignored", delta.source));
                 continue;
             }
-            let base_number = delta_base.unwrap_or_default();
             let Some(base) = by_scope.get_mut(&key) else {
                 warnings.push(format!(
                     "{}: delta CRL of {} left out: no complete CRL of the same scope and key is loaded",
@@ -468,8 +586,9 @@ impl RevocationIndex {
                 ));
                 continue;
             };
-            match merge_delta(base, delta, &base_number) {
-                Ok(()) => {
+            match merge_delta(base, &delta) {
+                Ok(m) => {
+                    *base = Arc::new(m);
                     merged.insert(key);
                 }
                 Err(e) => warnings.push(e),
@@ -485,12 +604,12 @@ impl RevocationIndex {
                     crl.scope.describe()
                 ));
             }
-            by_issuer.entry(crl.issuer_name.clone()).or_default().push(Arc::new(crl));
+            by_issuer.entry(crl.issuer_name.clone()).or_default().push(crl);
         }
         for list in by_issuer.values_mut() {
             list.sort_by(|a, b| a.source.cmp(&b.source));
         }
-        let index = Self { policy, by_issuer, rejected };
+        let index = Self { policy, by_issuer, rejected, sources: parsed };
         index.check_coverage(bundle, &pool, &mut warnings)?;
         Ok((index, warnings))
     }
@@ -590,6 +709,8 @@ impl RevocationIndex {
         let mut covered: Reasons = 0;
         let mut stale: Option<(i64, String)> = None;
         let mut applicable = 0usize;
+        // Why applicable CRLs could not be used (only built on that rare path).
+        let mut unusable: Vec<String> = Vec::new();
         for dp in points {
             let issuers: Vec<&NameKey> = if dp.crl_issuer.is_empty() {
                 vec![&cert.issuer]
@@ -601,6 +722,7 @@ impl RevocationIndex {
                     let Some(interim) = applies(crl, cert, dp, issuer_spki, anchor) else { continue };
                     applicable += 1;
                     if crl.signer.not_before > now || crl.signer.not_after < now {
+                        unusable.push(format!("{}: its signer's certificate is not valid now", crl.source));
                         note(format!("{}: not used: its signer's certificate is not valid now", crl.describe()));
                         continue;
                     }
@@ -615,7 +737,7 @@ impl RevocationIndex {
                     let this: *const Crl = Arc::as_ptr(crl);
                     if crl.signer.spki != issuer_spki && !crl.signer.path.is_empty() && !within.contains(&this) {
                         // A separate signer: its own certificates must not be revoked.
-                        let unusable = if within.len() >= MAX_SIGNER_DEPTH {
+                        let unusable_signer = if within.len() >= MAX_SIGNER_DEPTH {
                             Some("its signer's CRL signers nest too deep".to_string())
                         } else {
                             within.push(this);
@@ -632,14 +754,15 @@ impl RevocationIndex {
                             within.pop();
                             found
                         };
-                        if let Some(why) = unusable {
+                        if let Some(why) = unusable_signer {
+                            unusable.push(format!("{}: {why}", crl.source));
                             note(format!("{}: not used: {why}", crl.describe()));
                             continue;
                         }
                     }
-                    if let Some(revocation) = crl.lookup(&cert.issuer, &cert.serial) {
-                        note(format!("{}: LISTED", crl.describe()));
-                        return Status::Revoked { revocation, crl: crl.source.clone() };
+                    if let Some((revocation, listed_in)) = crl.lookup(&cert.issuer, &cert.serial) {
+                        note(format!("{}: LISTED in {listed_in}", crl.describe()));
+                        return Status::Revoked { revocation, crl: listed_in.to_string() };
                     }
                     note(format!("{}: not listed (decides {})", crl.describe(), reason_names(interim)));
                     covered |= interim;
@@ -660,6 +783,8 @@ impl RevocationIndex {
             } else {
                 "no loaded CRL covers it".to_string()
             }
+        } else if covered == 0 && !unusable.is_empty() {
+            format!("no applicable CRL could be used ({})", unusable.join("; "))
         } else {
             format!("no CRL covers reasons {}", reason_names(ALL_REASONS & !covered))
         };
@@ -706,14 +831,14 @@ fn applies(crl: &Crl, cert: &CertFacts, dp: &DistPoint, issuer_spki: &[u8], anch
     (interim != 0).then_some(interim)
 }
 
-/// Parses and verifies one CRL into a [`Candidate`]; the error says why it is left out.
+/// Parses and verifies one CRL; the error says why it is left out.
 fn candidate(
     der: &[u8],
     name: &str,
     source: &CrlSource,
     pool: &Pool,
     algs: &WebPkiSupportedAlgorithms,
-) -> Result<Candidate, String> {
+) -> Result<Crl, String> {
     let parsed = ParsedCrl::parse(der).map_err(|e| e.to_string())?;
     let issuer_name = NameKey::of(parsed.issuer_der).map_err(|e| e.to_string())?;
     let signer = pool.signer_of(&parsed, &issuer_name, algs)?;
@@ -772,39 +897,39 @@ fn candidate(
     for (_, s) in &mut groups {
         s.finish();
     }
-    Ok(Candidate {
+    Ok(Crl {
         delta_base: parsed.delta_base.map(<[u8]>::to_vec),
-        crl: Crl {
-            issuer: display(parsed.issuer_der),
-            issuer_name,
-            source: name.to_string(),
-            file: source.name.clone(),
-            flag: source.flag,
-            version: parsed.version,
-            this_update: parsed.this_update,
-            next_update: parsed.next_update,
-            crl_number: parsed.crl_number.map(<[u8]>::to_vec),
-            delta: None,
-            scope,
-            signer,
-            groups,
-            last_stale_warning: AtomicI64::new(i64::MIN),
-            last_expiry_warning: AtomicI64::new(i64::MIN),
-        },
+        delta_groups: None,
+        issuer: display(parsed.issuer_der),
+        issuer_name,
+        source: name.to_string(),
+        file: source.name.clone(),
+        flag: source.flag,
+        version: parsed.version,
+        this_update: parsed.this_update,
+        next_update: parsed.next_update,
+        crl_number: parsed.crl_number.map(<[u8]>::to_vec),
+        delta: None,
+        scope,
+        signer,
+        groups: Arc::new(groups),
+        last_stale_warning: AtomicI64::new(i64::MIN),
+        last_expiry_warning: AtomicI64::new(i64::MIN),
     })
 }
 
 /// Applies a delta CRL (RFC 5280 §5.2.4) to its base of the same scope and key: the base's
 /// number must be at least the delta's BaseCRLNumber, the delta must be newer; validity and
 /// number become the delta's.
-fn merge_delta(base: &mut Crl, delta: Crl, base_number: &[u8]) -> Result<(), String> {
+fn merge_delta(base: &Crl, delta: &Crl) -> Result<Crl, String> {
+    let base_number = delta.delta_base.clone().unwrap_or_default();
     let num = |n: &[u8]| (n.len(), n.to_vec());
     let base_has = base.crl_number.as_deref().map(num);
-    if base_has.as_ref().is_none_or(|b| *b < num(base_number)) {
+    if base_has.as_ref().is_none_or(|b| *b < num(&base_number)) {
         return Err(format!(
             "{}: delta CRL left out: it needs a base CRL numbered {} or later; the base in use ({}) is {}",
             delta.source,
-            hex::encode(base_number),
+            hex::encode(&base_number),
             base.source,
             base.crl_number.as_ref().map_or("unnumbered".into(), hex::encode)
         ));
@@ -813,23 +938,25 @@ fn merge_delta(base: &mut Crl, delta: Crl, base_number: &[u8]) -> Result<(), Str
         return Err(format!("{}: delta CRL left out: it is not newer than its base {}", delta.source, base.source));
     }
     let mut groups = Vec::with_capacity(base.groups.len());
-    for (name, serials) in &base.groups {
+    for (name, serials) in base.groups.iter() {
         match delta.groups.iter().find(|(n, _)| n == name) {
             Some((_, d)) => groups.push((name.clone(), serials.merge(d))),
             None => groups.push((name.clone(), serials.clone())),
         }
     }
-    for (name, d) in &delta.groups {
+    for (name, d) in delta.groups.iter() {
         if !groups.iter().any(|(n, _)| n == name) {
             groups.push((name.clone(), Serials::default().merge(d)));
         }
     }
-    base.groups = groups;
-    base.this_update = delta.this_update;
-    base.next_update = delta.next_update;
-    base.delta = Some((delta.crl_number.clone(), delta.source.clone()));
-    base.crl_number = delta.crl_number;
-    Ok(())
+    let mut merged = base.reuse();
+    merged.groups = Arc::new(groups);
+    merged.delta_groups = Some(delta.groups.clone());
+    merged.this_update = delta.this_update;
+    merged.next_update = delta.next_update;
+    merged.delta = Some((delta.crl_number.clone(), delta.source.clone()));
+    merged.crl_number = delta.crl_number.clone();
+    Ok(merged)
 }
 
 /// Parses and verifies every CRL of one fetched body against the bundle (and the signer
@@ -851,7 +978,7 @@ pub fn verify_fetched(
     for (i, der) in crls.iter().enumerate() {
         let c = candidate(der.as_ref(), &format!("{url} CRL #{}", i + 1), &source, &pool, algs)
             .map_err(|e| format!("CRL #{}: {e}", i + 1))?;
-        if let Some(n) = c.crl.next_update {
+        if let Some(n) = c.next_update {
             earliest = Some(earliest.map_or(n, |e| e.min(n)));
         }
     }

@@ -282,6 +282,7 @@ fn a_dedicated_crl_signer_speaks_for_its_ca() {
     let v = World::new(&[&root, &users]).crl(root_revokes).crl(crl).crl(signer.cert_pem.clone()).verifier();
     let r = check(&v, &alice).unwrap_err();
     assert_eq!(r.reason, RefusalReason::NoCrl, "{r:?}");
+    assert!(r.detail.contains("no applicable CRL could be used") && r.detail.contains("is revoked"), "{}", r.detail);
     // Without the signer's certificate, the CRL is left out with a reason.
     let err = World::new(&[&root, &users])
         .crl(pem_crl(root.crl(&[], 1, Duration::days(1))))
@@ -334,6 +335,10 @@ fn delta_crls_add_and_remove_within_their_scope() {
     assert_eq!(refused(&v, &a), RefusalReason::Revoked, "a stays revoked");
     assert_eq!(check(&v, &b), Ok(()), "b removed by removeFromCRL");
     assert_eq!(refused(&v, &c), RefusalReason::Revoked, "c added by the delta");
+    let r = check(&v, &c).unwrap_err();
+    assert!(r.detail.contains("crl2 CRL #1"), "names the delta that lists it: {}", r.detail);
+    let r = check(&v, &a).unwrap_err();
+    assert!(r.detail.contains("crl1 CRL #1"), "names the base that lists it: {}", r.detail);
     let crl = v.index().crls().find(|c| c.delta.is_some()).expect("merged");
     assert_eq!(crl.crl_number.as_deref(), Some(&[6u8][..]));
     assert!(crl.next_update.unwrap() - now_secs() < 3 * 3600, "freshness comes from the delta");
@@ -410,6 +415,35 @@ fn crls_that_do_not_verify_are_left_out_and_said_so() {
     assert!(warnings.iter().any(|w| w.contains("crl2") && w.contains("signature does not verify")), "{warnings:?}");
     assert!(warnings.iter().any(|w| w.contains("crl3") && w.contains("t-stranger")), "{warnings:?}");
     assert_eq!(check(&v, &alice), Ok(()), "the tampered CRL decides nothing");
+}
+
+#[test]
+fn a_reload_reuses_unchanged_crl_sources_while_their_signers_stay() {
+    let (root, users, root_crl) = two_level();
+    let bob = users.issue(&Spec::client("bob", &[]));
+    let world =
+        World::new(&[&root, &users]).crl(root_crl).crl(pem_crl(users.crl(&[&bob.serial], 1, Duration::days(1))));
+    let bundle = world.bundle();
+    let sources = world.sources();
+    let (first, _) = RevocationIndex::load(&bundle, &sources, deny(), &algs()).unwrap();
+    let users_crl = |i: &RevocationIndex| i.crls().find(|c| c.issuer == "CN=t-users").unwrap().clone();
+    // Same bytes: the serial tables are shared, not parsed again.
+    let (second, _) = RevocationIndex::load_after(&bundle, &sources, deny(), &algs(), Some(&first)).unwrap();
+    assert!(users_crl(&second).shares_serials_with(&users_crl(&first)));
+    // The users CRL changes (the root's does not): the users CRL is read anew.
+    let mut changed = sources.clone();
+    changed[1].bytes = Arc::new(pem_crl(users.crl(&[], 2, Duration::days(1))));
+    let (third, _) = RevocationIndex::load_after(&bundle, &changed, deny(), &algs(), Some(&second)).unwrap();
+    assert!(!users_crl(&third).shares_serials_with(&users_crl(&second)));
+    assert!(users_crl(&third).is_empty());
+    let root_crl = |i: &RevocationIndex| i.crls().find(|c| c.issuer == "CN=t-root").unwrap().clone();
+    assert!(root_crl(&third).shares_serials_with(&root_crl(&second)));
+    // Another CA of the same name and key no longer in the bundle: nothing is reused blindly.
+    let other_root = Authority::root("t-root");
+    let other_world = World::new(&[&other_root, &users]);
+    let err = RevocationIndex::load_after(&other_world.bundle(), &sources, deny(), &algs(), Some(&first))
+        .expect_err("the old root's CRL no longer verifies");
+    assert!(err.to_string().contains("left out"), "{err}");
 }
 
 #[test]

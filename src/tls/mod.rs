@@ -46,9 +46,10 @@ impl TlsMaterial {
         config: &Config,
         fetched: &[CrlSource],
         ocsp: Option<Arc<crate::revocation::ocsp::Ocsp>>,
+        previous: Option<&RevocationIndex>,
     ) -> Result<(Self, Vec<Warning>), ConfigError> {
         let provider = provider();
-        let (verifier, bundle, warnings) = load_verifier(config, fetched, ocsp)?;
+        let (verifier, bundle, warnings) = load_verifier(config, fetched, ocsp, previous)?;
         let server = server_config(config, provider.clone(), verifier.clone())?;
         let upstream = upstream_config(config, provider)?;
         Ok((Self { server: Arc::new(server), upstream, verifier, bundle }, warnings))
@@ -57,17 +58,19 @@ impl TlsMaterial {
 
 /// The client side alone: the CA bundle, the CRLs (files plus `fetched`) and the verifier
 /// built on them. What `inspect` needs; [`TlsMaterial::load`] adds the serving and upstream
-/// configurations.
+/// configurations. `previous` (the index in use, on a reload) lets unchanged CRL files and
+/// URLs be reused instead of parsed and verified again.
 pub fn load_verifier(
     config: &Config,
     fetched: &[CrlSource],
     ocsp: Option<Arc<crate::revocation::ocsp::Ocsp>>,
+    previous: Option<&RevocationIndex>,
 ) -> Result<(Arc<CrlVerifier>, CaBundle, Vec<Warning>), ConfigError> {
     let algs = provider().signature_verification_algorithms;
     let bundle = CaBundle::load(&config.client_ca_file, config.client_ca_names_file.as_deref())?;
     let mut sources = CrlSource::files(&config.crl_files)?;
     sources.extend(fetched.iter().cloned());
-    let (index, warnings) = RevocationIndex::load(&bundle, &sources, config.revocation, &algs)?;
+    let (index, warnings) = RevocationIndex::load_after(&bundle, &sources, config.revocation, &algs, previous)?;
     let verifier = Arc::new(CrlVerifier::new(&bundle, Arc::new(index), config.client_cert_mode, algs, ocsp));
     Ok((verifier, bundle, warnings))
 }
