@@ -1,7 +1,8 @@
 //! The registry of live connections that presented a client certificate, so revocation
 //! reaches open connections too: after every change of the revocation state each registered
-//! chain is checked again with the new verifier, and the connections that no longer pass are
-//! told to close (HTTP/1.1, HTTP/2 with GOAWAY, upgraded tunnels, long watches).
+//! path (as verified at its handshake) is checked again with the new verifier, revocation
+//! only, no signatures, and the connections that no longer pass are told to close (HTTP/1.1,
+//! HTTP/2 with GOAWAY, upgraded tunnels, long watches).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -12,7 +13,8 @@ use rustls_pki_types::{CertificateDer, UnixTime};
 use tokio::sync::watch;
 
 use crate::metrics::{Metrics, ReasonLabel};
-use crate::tls::verifier::{CrlVerifier, Lookup, Refusal};
+use crate::revocation::VerifiedPath;
+use crate::tls::verifier::{CrlVerifier, Refusal};
 
 /// Why a live connection is being closed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -38,7 +40,9 @@ pub type CloseSignal = watch::Receiver<Option<CloseReason>>;
 
 #[derive(Clone)]
 struct Entry {
-    chain: Arc<[CertificateDer<'static>]>,
+    path: Arc<VerifiedPath>,
+    /// The client certificate, for the security event when it is closed.
+    leaf: CertificateDer<'static>,
     remote: SocketAddr,
     close: watch::Sender<Option<CloseReason>>,
 }
@@ -106,15 +110,16 @@ impl Registry {
         self.entries.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Registers a verified connection's peer chain (leaf first).
+    /// Registers a verified connection: its path and client certificate.
     pub fn register(
         self: &Arc<Self>,
-        chain: Arc<[CertificateDer<'static>]>,
+        path: Arc<VerifiedPath>,
+        leaf: CertificateDer<'static>,
         remote: SocketAddr,
     ) -> (Registration, CloseSignal) {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = watch::channel(None);
-        self.lock().insert(id, Entry { chain, remote, close: tx });
+        self.lock().insert(id, Entry { path, leaf, remote, close: tx });
         (Registration { id, registry: self.clone() }, rx)
     }
 
@@ -132,8 +137,9 @@ impl Registry {
         self.len() == 0
     }
 
-    /// Checks every registered chain with `verifier` at `now`; signals the ones that fail to
-    /// close and returns how many were signalled. The checks run outside the lock.
+    /// Checks every registered path with `verifier` at `now` (revocation and trust anchor;
+    /// see [`CrlVerifier::recheck`]); signals the ones that fail to close and returns how many
+    /// were signalled. The checks run outside the lock.
     pub fn recheck(&self, verifier: &CrlVerifier, now: UnixTime) -> usize {
         // Counted before the entries are read: a connection registered after this reads a
         // changed count and checks itself (`Registration::recheck`).
@@ -142,14 +148,13 @@ impl Registry {
         snapshot.iter().filter(|entry| self.check(entry, verifier, now)).count()
     }
 
-    /// Checks one connection's chain; signals it to close (and says so) when it fails.
+    /// Checks one connection's path; signals it to close (and says so) when it fails.
     fn check(&self, entry: &Entry, verifier: &CrlVerifier, now: UnixTime) -> bool {
-        let Some((leaf, intermediates)) = entry.chain.split_first() else { return false };
         if entry.close.borrow().is_some() {
             return false;
         }
-        let Err(refusal) = verifier.check_with(leaf, intermediates, now, Lookup::Recheck) else { return false };
-        crate::tls::verifier::log_connection_closed(&refusal, leaf, entry.remote);
+        let Err(refusal) = verifier.recheck(&entry.path, now) else { return false };
+        crate::tls::verifier::log_connection_closed(&refusal, &entry.leaf, entry.remote);
         let reason = CloseReason::Refused(refusal);
         self.count_closed(&reason);
         let _ = entry.close.send(Some(reason));

@@ -59,9 +59,15 @@ use crate::error::ConfigError;
 use crate::proxy::Shared;
 use crate::reload::{Outcome, State};
 
-/// How often open connections are re-checked even without a reload (time-based policy:
-/// a CRL passing its nextUpdate under `--crl-expired=deny`).
-const RECHECK_INTERVAL: Duration = Duration::from_secs(10);
+/// How often open connections are re-checked without any event, as a safety net. Changes
+/// trigger a re-check themselves: a reload (files, fetched CRLs), an OCSP answer that
+/// changed, and the next time-based deadline of the CRLs in use (a CRL reaching nextUpdate
+/// under `--crl-expired=deny`; [`revocation::RevocationIndex::next_deadline`]). A re-check
+/// looks up revocation only (no signatures), a few microseconds per connection.
+const SAFETY_RECHECK: Duration = Duration::from_secs(60);
+
+/// With OCSP, answers due for a refresh are refreshed by re-checks; at most this far apart.
+const OCSP_RECHECK: Duration = Duration::from_secs(10);
 
 /// A proxy whose configuration and files have been loaded and validated.
 pub struct Proxy {
@@ -152,11 +158,19 @@ async fn reload_loop(shared: Arc<Shared>, tx: mpsc::UnboundedSender<()>, mut rx:
     }
     // With OCSP, re-check often enough that answers due for a refresh are refreshed in time.
     let interval = match shared.state.ocsp() {
-        Some(o) => RECHECK_INTERVAL.min(o.config().max_age / 2).max(Duration::from_secs(1)),
-        None => RECHECK_INTERVAL,
+        Some(o) => OCSP_RECHECK.min(o.config().max_age / 2).max(Duration::from_secs(1)),
+        None => SAFETY_RECHECK,
     };
-    let mut tick = tokio::time::interval(interval);
-    tick.tick().await;
+    // The next re-check without an event: the CRLs' next deadline, or the interval. Kept
+    // across loop turns, so that a stream of unrelated file events cannot postpone it.
+    let next_at = |shared: &Shared| {
+        let now = revocation::now_secs();
+        let deadline = shared.state.snapshot().verifier.index().next_deadline(now);
+        let wait =
+            deadline.map_or(interval, |t| Duration::from_secs(u64::try_from(t - now).unwrap_or(0)).min(interval));
+        tokio::time::Instant::now() + wait
+    };
+    let mut at = next_at(&shared);
     loop {
         tokio::select! {
             event = rx.recv() => {
@@ -170,9 +184,13 @@ async fn reload_loop(shared: Arc<Shared>, tx: mpsc::UnboundedSender<()>, mut rx:
                 let outcome = tokio::task::spawn_blocking(move || state.reload()).await;
                 if let Ok(Ok(Outcome::Swapped)) = outcome {
                     recheck(&shared).await;
+                    at = next_at(&shared);
                 }
             }
-            _ = tick.tick() => recheck(&shared).await,
+            _ = tokio::time::sleep_until(at) => {
+                recheck(&shared).await;
+                at = next_at(&shared);
+            }
         }
     }
 }
@@ -185,6 +203,7 @@ async fn recheck(shared: &Arc<Shared>) {
         let verifier = shared.state.snapshot().verifier.clone();
         verifier.index().warn_expiring(revocation::now_secs(), shared.state.config().crl_expiry_warning);
         let closed = shared.conns.recheck(&verifier, rustls_pki_types::UnixTime::now());
+        tracing::debug!(connections = shared.conns.len(), closed, "re-checked open connections");
         if closed > 0 {
             tracing::warn!(closed, "closed live connections whose certificate no longer passes");
         }

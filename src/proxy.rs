@@ -22,8 +22,9 @@ use crate::conns::{CloseReason, CloseSignal, Registration, Registry};
 use crate::forward::{ConnInfo, ProxyBody};
 use crate::metrics::Metrics;
 use crate::reload::State;
+use crate::revocation::VerifiedPath;
 use crate::tls::stream::TlsStream;
-use crate::tls::verifier::PEER;
+use crate::tls::verifier::{HANDSHAKE, Handshake};
 
 /// What every connection shares.
 pub struct Shared {
@@ -111,25 +112,27 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>, shutdown: impl Fu
 async fn connection(tcp: TcpStream, remote: SocketAddr, shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
     let _ = tcp.set_nodelay(true);
     let _open = OpenGuard::new(&shared.metrics);
-    let Some((tls, rechecks)) = Box::pin(handshake(tcp, remote, &shared, &mut stop)).await else { return };
-    serve_http(tls, rechecks, remote, &shared, shared.state.config(), stop).await;
+    let Some((tls, rechecks, verified)) = Box::pin(handshake(tcp, remote, &shared, &mut stop)).await else { return };
+    serve_http(tls, rechecks, verified, remote, &shared, shared.state.config(), stop).await;
 }
 
 /// The TLS handshake on the current snapshot, returned with the number of open-connection
-/// re-checks started before it began; `None` when it failed (after the refused client has
-/// been given its alert), timed out, or shutdown began.
+/// re-checks started before it began and the client's verified path (if it presented a
+/// certificate); `None` when it failed (after the refused client has been given its alert),
+/// timed out, or shutdown began.
 async fn handshake(
     tcp: TcpStream,
     remote: SocketAddr,
     shared: &Shared,
     stop: &mut watch::Receiver<bool>,
-) -> Option<(TlsStream, u64)> {
+) -> Option<(TlsStream, u64, Option<Arc<VerifiedPath>>)> {
     let rechecks = shared.conns.rechecks();
     let snapshot = shared.state.snapshot();
     let timeout = shared.state.config().tls_handshake_timeout;
     let accept = TlsStream::accept(tcp, snapshot.server_tls.clone());
+    let slot = Handshake::new(remote);
     let tls = tokio::select! {
-        r = tokio::time::timeout(timeout, PEER.scope(remote, accept)) => r,
+        r = tokio::time::timeout(timeout, HANDSHAKE.scope(slot.clone(), accept)) => r,
         _ = stop.changed() => return None,
     };
     match tls {
@@ -144,7 +147,7 @@ async fn handshake(
             close_after_alert(tcp).await;
             None
         }
-        Ok(Ok(tls)) => Some((tls, rechecks)),
+        Ok(Ok(tls)) => Some((tls, rechecks, slot.take_verified())),
     }
 }
 
@@ -154,6 +157,7 @@ async fn handshake(
 fn serve_http(
     tls: TlsStream,
     rechecks: u64,
+    verified: Option<Arc<VerifiedPath>>,
     remote: SocketAddr,
     shared: &Shared,
     config: &crate::config::Config,
@@ -180,9 +184,17 @@ fn serve_http(
             Err(e) => (Some(Err(crate::identity::IdentityError::Parse(e.to_string()))), None),
         },
     };
-    let (registration, close) = match chain {
-        Some(chain) => {
-            let (r, c) = shared.conns.register(chain, remote);
+    // The path the verifier accepted (kept for re-checks instead of the chain: they need no
+    // signature checks). Always there when a certificate was accepted; verified again if not.
+    let path = chain.as_ref().and_then(|c| {
+        verified.or_else(|| {
+            let now = rustls_pki_types::UnixTime::now();
+            shared.state.snapshot().verifier.verified_path(&c[0], &c[1..], now).ok().map(Arc::new)
+        })
+    });
+    let (registration, close) = match (chain, path) {
+        (Some(chain), Some(path)) => {
+            let (r, c) = shared.conns.register(path, chain[0].clone(), remote);
             // A re-check that started during the handshake (a reload, an OCSP answer that
             // changed, the periodic one) ran before this connection was among them: check it
             // against what is current now.
@@ -191,7 +203,7 @@ fn serve_http(
             }
             (Some(Arc::new(r)), Some(c))
         }
-        None => (None, None),
+        _ => (None, None),
     };
 
     // As header values: every request of the connection clones them. The strings passed the

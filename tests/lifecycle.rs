@@ -257,6 +257,34 @@ async fn a_connection_closes_when_its_certificate_expires() {
     );
 }
 
+/// `--close-expired-connections=false` keeps that promise: an expired certificate's open
+/// connection stays up through the re-checks that follow (a CRL reload after the expiry
+/// re-checks it: revocation only, no validity dates), while a revoked one is still cut. (The
+/// re-check used to re-run the whole chain verification at the current time and closed it
+/// as expired.)
+#[tokio::test]
+async fn close_expired_connections_false_keeps_an_expired_connection_open_through_rechecks() {
+    let env = Env::start(&["--close-expired-connections", "false"]).await;
+    let mut spec = Spec::client("ephemeral", &["dev"]);
+    spec.not_after = time::Duration::seconds(2);
+    let short = env.pki.users_ca.issue(&spec);
+    let mut w = Watch::open(&env, &short, Http::H2).await;
+    let mut alice = Watch::open(&env, &env.pki.alice, Http::H2).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    // Past notAfter: a reload (a new CRL revoking alice) re-checks every open connection.
+    env.pki.replace_crls(&[&env.pki.bob.serial, &env.pki.alice.serial], 2);
+    alice.until_closed(CUT_OFF_BOUND).await;
+    env.proxy.wait_for_log("connection_closed");
+    // The expired one is still served, events keep coming.
+    assert!(w.next_event().await.is_some(), "the expired certificate's watch was closed");
+    assert!(!env.proxy.logs().contains("client certificate expired"), "{}", env.proxy.logs());
+    // A new handshake with the expired certificate is refused, as always.
+    assert_eq!(
+        env.request(Some(&short), Http::H1, whoami_request()).await.unwrap_err(),
+        "remote error: tls: expired certificate"
+    );
+}
+
 /// A client whose handshake began before a reload that revokes it is verified by the old CRL
 /// (the handshake's snapshot), and the re-check after the reload ran before its connection
 /// existed: it is checked against the new CRL when it registers, and closed at once rather

@@ -668,6 +668,23 @@ impl RevocationIndex {
         self.by_issuer.get(&ca.subject).into_iter().flatten().filter(move |c| c.speaks_for(ca))
     }
 
+    /// When the CRLs' verdicts next change by themselves after `now` (Unix seconds): a CRL in
+    /// use reaching nextUpdate plus grace under `--crl-expired=deny`, a CRL signer's
+    /// certificate becoming valid or expiring. Open connections are re-checked then, instead
+    /// of by polling.
+    pub fn next_deadline(&self, now: i64) -> Option<i64> {
+        let grace = i64::try_from(self.policy.crl_expired_grace.as_secs()).unwrap_or(i64::MAX);
+        let deny = self.policy.crl_expired == crate::config::Policy::Deny;
+        self.crls()
+            .flat_map(|c| {
+                let stale = c.next_update.filter(|_| deny).map(|n| n.saturating_add(grace).saturating_add(1));
+                [stale, Some(c.signer.not_before), Some(c.signer.not_after.saturating_add(1))]
+            })
+            .flatten()
+            .filter(|t| *t > now)
+            .min()
+    }
+
     /// The CRLs left out at load, and why.
     pub fn rejected(&self) -> &[Rejected] {
         &self.rejected

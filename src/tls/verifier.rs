@@ -22,9 +22,28 @@ use crate::revocation::ocsp::Ocsp;
 use crate::revocation::{CertFacts, Denial, DenialKind, PathCert, Revocation, RevocationIndex, VerifiedPath};
 
 tokio::task_local! {
-    /// The remote address of the connection whose handshake is being driven, so that
-    /// refusal events name it (the verifier itself is shared by all connections).
-    pub static PEER: SocketAddr;
+    /// The connection whose handshake is being driven: its remote address, so that refusal
+    /// events name it (the verifier itself is shared by all connections), and where the
+    /// verifier leaves the path it verified, for the connection's registration.
+    pub static HANDSHAKE: Handshake;
+}
+
+/// See [`HANDSHAKE`].
+#[derive(Debug, Clone)]
+pub struct Handshake {
+    pub peer: SocketAddr,
+    pub verified: Arc<std::sync::Mutex<Option<Arc<VerifiedPath>>>>,
+}
+
+impl Handshake {
+    pub fn new(peer: SocketAddr) -> Self {
+        Self { peer, verified: Arc::default() }
+    }
+
+    /// The path the verifier accepted in this handshake, if any.
+    pub fn take_verified(&self) -> Option<Arc<VerifiedPath>> {
+        self.verified.lock().unwrap_or_else(|p| p.into_inner()).take()
+    }
 }
 
 /// Verifies client certificates against the CA bundle, then their revocation status.
@@ -36,6 +55,9 @@ pub struct CrlVerifier {
     mandatory: bool,
     revocation: Revocation,
     algs: WebPkiSupportedAlgorithms,
+    /// The anchors' keys ([`issuer_key`]): an open connection whose path ends at an anchor
+    /// no longer here is closed.
+    anchor_keys: std::collections::HashSet<Vec<u8>>,
 }
 
 impl CrlVerifier {
@@ -53,6 +75,7 @@ impl CrlVerifier {
             mandatory: mode == ClientCertMode::Required,
             revocation: Revocation::new(index, ocsp),
             algs,
+            anchor_keys: bundle.cas.iter().filter(|c| c.is_anchor).map(|c| c.key()).collect(),
         }
     }
 
@@ -101,9 +124,36 @@ impl CrlVerifier {
         now: UnixTime,
         lookup: Lookup,
     ) -> Result<(), Refusal> {
+        self.verify(end_entity, intermediates, now, lookup).map(drop)
+    }
+
+    /// Validates the chain and its revocation status at `now`; returns the verified path.
+    fn verify(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+        lookup: Lookup,
+    ) -> Result<VerifiedPath, Refusal> {
         let path = self.verified_path(end_entity, intermediates, now)?;
         let now_secs = i64::try_from(now.as_secs()).unwrap_or(i64::MAX);
-        self.revocation.decide(&path, now_secs, lookup).map_err(Refusal::from)
+        self.revocation.decide(&path, now_secs, lookup).map_err(Refusal::from)?;
+        Ok(path)
+    }
+
+    /// Re-checks an open connection's path, verified at its handshake: whether its trust
+    /// anchor is still one, and its revocation status at `now`. Signatures and validity
+    /// dates are not checked again (they cannot change; expiry is
+    /// `--close-expired-connections`' business).
+    pub fn recheck(&self, path: &VerifiedPath, now: UnixTime) -> Result<(), Refusal> {
+        if !self.anchor_keys.contains(&path.anchor) {
+            return Err(Refusal {
+                reason: RefusalReason::UnknownCa,
+                detail: "the trust anchor of its path is no longer in --client-ca-file".into(),
+            });
+        }
+        let now_secs = i64::try_from(now.as_secs()).unwrap_or(i64::MAX);
+        self.revocation.decide(path, now_secs, Lookup::Recheck).map_err(Refusal::from)
     }
 }
 
@@ -185,8 +235,12 @@ impl ClientCertVerifier for CrlVerifier {
         intermediates: &[CertificateDer<'_>],
         now: UnixTime,
     ) -> Result<ClientCertVerified, rustls::Error> {
-        match self.check(end_entity, intermediates, now) {
-            Ok(()) => Ok(ClientCertVerified::assertion()),
+        match self.verify(end_entity, intermediates, now, Lookup::Handshake) {
+            Ok(path) => {
+                let _ = HANDSHAKE
+                    .try_with(|h| *h.verified.lock().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(path)));
+                Ok(ClientCertVerified::assertion())
+            }
             Err(refusal) => {
                 log_refusal(&refusal, end_entity);
                 Err(rustls::Error::InvalidCertificate(refusal.reason.certificate_error()))
@@ -219,7 +273,7 @@ impl ClientCertVerifier for CrlVerifier {
 
 /// One structured security event per refused handshake.
 fn log_refusal(refusal: &Refusal, end_entity: &CertificateDer<'_>) {
-    let peer = PEER.try_with(|p| p.to_string()).unwrap_or_else(|_| "unknown".into());
+    let peer = HANDSHAKE.try_with(|h| h.peer.to_string()).unwrap_or_else(|_| "unknown".into());
     security_event("handshake_refused", "refused client certificate", refusal, end_entity, &peer);
 }
 

@@ -374,7 +374,21 @@ impl Reply {
 
 /// Sends one request over a new connection with the given HTTP version and returns the
 /// whole response. Errors are returned as text (with the TLS alert, if one was received).
+/// Bounded: no answer within 30 s is an error too (a test must never hang).
 pub async fn request(
+    addr: SocketAddr,
+    tls: rustls::ClientConfig,
+    http: Http,
+    req: http::Request<Full<Bytes>>,
+) -> Result<Reply, String> {
+    const BOUND: Duration = Duration::from_secs(30);
+    match tokio::time::timeout(BOUND, request_unbounded(addr, tls, http, req)).await {
+        Ok(r) => r,
+        Err(_) => Err(format!("no answer within {BOUND:?}")),
+    }
+}
+
+async fn request_unbounded(
     addr: SocketAddr,
     tls: rustls::ClientConfig,
     http: Http,
