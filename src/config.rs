@@ -16,6 +16,13 @@ use serde::Deserialize;
 
 use crate::error::ConfigError;
 
+/// The admin endpoint's default port (on 127.0.0.1). Chosen to collide with nothing that
+/// runs on a control-plane node: not Prometheus (9090), Alertmanager (9093), the Pushgateway
+/// (9091) or an exporter (Prometheus allocates 9100-9999 to exporters), and not kube-apiserver
+/// (6443), etcd (2379-2381), the kubelet (10248, 10250, 10255), kube-proxy (10249, 10256),
+/// kube-controller-manager (10257), cloud-controller-manager (10258) or kube-scheduler (10259).
+pub const DEFAULT_ADMIN_PORT: u16 = 6442;
+
 /// Whether a client must present a certificate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -215,7 +222,8 @@ pub struct RunFlags {
     #[arg(long, value_name = "N")]
     pub upstream_http2_max_streams: Option<u32>,
 
-    /// Admin endpoint (plain HTTP: /livez, /readyz, /metrics); keep it on loopback [default: 127.0.0.1:9090].
+    /// Admin endpoint (plain HTTP: /livez, /readyz, /metrics); keep it on loopback; port 0 picks a
+    /// free one (see --ready-file) [default: 127.0.0.1:6442].
     #[arg(long, value_name = "IP:PORT")]
     pub admin_address: Option<std::net::SocketAddr>,
     /// How often the upstream's /readyz is checked [default: 5s].
@@ -849,7 +857,7 @@ impl Config {
                 http2_max_local_error_reset_streams: 1024,
             },
             admin_address: pick(flags.admin_address, file.admin_address, fp)
-                .map_or(std::net::SocketAddr::from(([127, 0, 0, 1], 9090)), |s| s.value),
+                .map_or(std::net::SocketAddr::from(([127, 0, 0, 1], DEFAULT_ADMIN_PORT)), |s| s.value),
             upstream_check_interval: duration(
                 pick(flags.upstream_check_interval, file.upstream_check_interval, fp),
                 "upstream-check-interval",
@@ -922,10 +930,20 @@ mod tests {
         assert_eq!(c.headers.extra_prefix, "x-remote-extra-");
         assert_eq!(c.upstream.server_name, "127.0.0.1");
         assert!(c.close_expired_connections);
-        assert_eq!(c.admin_address.to_string(), "127.0.0.1:9090");
+        assert_eq!(c.admin_address.to_string(), "127.0.0.1:6442");
         assert_eq!(c.upstream_check_interval, Duration::from_secs(5));
         assert!(c.upstream.http2);
         assert_eq!(c.upstream.http2_max_streams, 100);
+    }
+
+    #[test]
+    fn the_default_admin_port_collides_with_no_control_plane_or_prometheus_port() {
+        let taken = [6443, 2379, 2380, 2381, 10248, 10249, 10250, 10255, 10256, 10257, 10258, 10259, 9090, 9091, 9093];
+        assert!(!taken.contains(&DEFAULT_ADMIN_PORT), "{DEFAULT_ADMIN_PORT}");
+        assert!(!(9100..=9999).contains(&DEFAULT_ADMIN_PORT), "Prometheus exporters' range: {DEFAULT_ADMIN_PORT}");
+        // Port 0 stays a choice: the OS picks a free port, written to --ready-file.
+        let c = Config::resolve(RunFlags { admin_address: Some("127.0.0.1:0".parse().unwrap()), ..base() }).unwrap();
+        assert_eq!(c.admin_address.port(), 0);
     }
 
     #[test]
