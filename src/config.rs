@@ -562,7 +562,7 @@ impl Config {
     pub fn resolve(flags: RunFlags) -> Result<Self, ConfigError> {
         let (file, file_path) = match &flags.config {
             None => (FileConfig::default(), None),
-            Some(p) => (read_file(p)?, Some(p.as_path())),
+            Some(p) => (read_file(p, &flags)?, Some(p.as_path())),
         };
         let fp = file_path;
         let rel = |o: Option<Sourced<'_, PathBuf>>| {
@@ -891,11 +891,31 @@ impl Config {
     }
 }
 
-fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|e| ConfigError::file("--config", path, e.to_string()))?;
-    if text.trim().is_empty() {
+/// What a config file must set at least, for the "not configured yet" messages.
+const WHAT_TO_WRITE: &str = "write YAML with the keys of the flags (`kube-crl-proxy --help` lists them), at least \
+     tls-cert-file, client-ca-file, crl-file (or crl-url), upstream, upstream-ca-file and proxy-client-cert-file";
+
+/// Reads the config file. A missing file, or one that sets nothing (empty, or only comments
+/// as the packaged template) while the flags do not configure the proxy either, is refused
+/// with a message saying what to write: the packaged service must not run unconfigured.
+fn read_file(path: &Path, flags: &RunFlags) -> Result<FileConfig, ConfigError> {
+    let not_configured = |what: &str| ConfigError::file("--config", path, format!("{what}: {WHAT_TO_WRITE}"));
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(not_configured("does not exist, so the proxy is not configured"));
+        }
+        Err(e) => return Err(ConfigError::file("--config", path, e.to_string())),
+    };
+    let value: serde_yaml_ng::Value =
+        serde_yaml_ng::from_str(&text).map_err(|e| ConfigError::file("--config", path, e.to_string()))?;
+    if value.is_null() {
+        if flags.tls_cert_file.is_none() {
+            return Err(not_configured("sets no keys yet (only comments), so the proxy is not configured"));
+        }
         return Ok(FileConfig::default());
     }
+    // Parsed again from the text: its errors name the key and line, from_value's do not.
     serde_yaml_ng::from_str(&text).map_err(|e| ConfigError::file("--config", path, e.to_string()))
 }
 
@@ -966,6 +986,30 @@ mod tests {
         assert_eq!(c.headers.uid, vec![HeaderName::from_static("x-remote-uid")]);
         assert_eq!(c.revocation.crl_expired_grace, Duration::from_secs(3600));
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_missing_or_keyless_config_file_says_what_to_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.yaml");
+        let flags = RunFlags { config: Some(path.clone()), ..Default::default() };
+        let e = Config::resolve(flags.clone()).unwrap_err().to_string();
+        assert!(e.contains("config.yaml: does not exist, so the proxy is not configured"), "{e}");
+        assert!(e.contains("at least tls-cert-file, client-ca-file, crl-file (or crl-url), upstream"), "{e}");
+        for text in
+            ["", "\n", "# tls-cert-file: /etc/kubernetes/pki/apiserver.crt\n# upstream: https://127.0.0.1:6443\n"]
+        {
+            std::fs::write(&path, text).unwrap();
+            let e = Config::resolve(flags.clone()).unwrap_err().to_string();
+            assert!(e.contains("sets no keys yet (only comments)") && e.contains("proxy-client-cert-file"), "{e}");
+        }
+        // The flags may configure everything and the file nothing.
+        let c = Config::resolve(RunFlags { config: Some(path.clone()), ..base() }).unwrap();
+        assert_eq!(c.secure_port, 6443);
+        // A file that sets keys gets the usual per-key messages.
+        std::fs::write(&path, "secure-port: 7443\n").unwrap();
+        let e = Config::resolve(flags).unwrap_err().to_string();
+        assert!(e.contains("tls-cert-file") && e.contains("is required"), "{e}");
     }
 
     #[test]
