@@ -15,6 +15,7 @@ required=(
   "kubectl  kubernetes-client  tests/revocation.rs: kubectl's own TLS client against the proxy"
   "openssl  openssl            tests/revocation.rs, tests/ocsp.rs: openssl s_client, openssl ocsp"
   "curl     curl               tests/forwarding.rs: curl as an HTTP/1.1 client"
+  "promtool prometheus         tests/monitoring.rs: promtool check/test rules on docs/monitoring/"
   "taskset  util-linux         tests pinning the proxy to one core"
   "kill     procps             tests sending SIGHUP/SIGTERM to the proxy"
 )
