@@ -502,10 +502,16 @@ impl<'a> Signed<'a> {
 /// bypass the proxy, lets them assert identities, or loses the identities it forwards.
 pub fn check_apiserver(args: CheckApiserverArgs) -> Result<Report, ConfigError> {
     let names = proxy_header_names(&args)?;
-    let (container, flags) = read_manifest(&args.manifest)?;
-    let problems = apiserver_problems(&flags, &names);
+    let manifest = read_manifest(&args.manifest)?;
+    let problems = apiserver_problems(&manifest.flags, &names, manifest.version);
+    let version = manifest.version.map_or_else(|| "version unknown".into(), |v| format!("version {v}"));
     let mut lines = vec![
-        format!("kube-apiserver manifest {} (container {container:?})", args.manifest.display()),
+        format!(
+            "kube-apiserver manifest {} (container {:?}, image {:?}, {version})",
+            args.manifest.display(),
+            manifest.container,
+            manifest.image
+        ),
         format!(
             "compared with the proxy's headers: user {}, groups {}, extra prefix {}, uid {}",
             list_names(&names.username),
@@ -538,10 +544,54 @@ fn proxy_header_names(args: &CheckApiserverArgs) -> Result<HeaderNames, ConfigEr
     Ok(Config::resolve(flags)?.headers)
 }
 
-/// The kube-apiserver container's name and its flags (`command` then `args`; `--flag=value`
-/// or `--flag value`; the last occurrence wins, as with kube-apiserver's flag parser; a
-/// flag without value maps to "").
-fn read_manifest(path: &Path) -> Result<(String, HashMap<String, String>), ConfigError> {
+/// kube-apiserver's minor release (`1.33`), read from the container image's tag
+/// (`kube-apiserver:v1.33.2`, also with a registry path, a `-rc.1` suffix or an `@sha256:` digest).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct KubeVersion {
+    pub major: u32,
+    pub minor: u32,
+}
+
+impl KubeVersion {
+    const fn new(major: u32, minor: u32) -> Self {
+        Self { major, minor }
+    }
+
+    /// From an image reference; `None` when the tag is not a version (`latest`, none, a digest only).
+    pub fn from_image(image: &str) -> Option<Self> {
+        let name = image.rsplit('/').next()?.split('@').next()?;
+        let tag = name.split_once(':')?.1;
+        let mut parts = tag.strip_prefix('v').unwrap_or(tag).split(|c: char| !c.is_ascii_digit());
+        Some(Self::new(parts.next()?.parse().ok()?, parts.next()?.parse().ok()?))
+    }
+}
+
+impl std::fmt::Display for KubeVersion {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}.{}", self.major, self.minor)
+    }
+}
+
+/// The Kubernetes release from which kube-apiserver refuses to start when the request-header
+/// CA shares a certificate with `--client-ca-file` and `--requestheader-allowed-names` is empty.
+const SHARED_CA_FATAL_SINCE: KubeVersion = KubeVersion::new(1, 35);
+/// `--requestheader-uid-headers` appears, behind the alpha gate `RemoteRequestHeaderUID` (off).
+const UID_HEADERS_ALPHA: KubeVersion = KubeVersion::new(1, 32);
+/// `RemoteRequestHeaderUID` is beta and on by default.
+const UID_HEADERS_BETA: KubeVersion = KubeVersion::new(1, 33);
+
+/// What `check-apiserver` reads from the static pod manifest.
+struct Manifest {
+    container: String,
+    image: String,
+    version: Option<KubeVersion>,
+    flags: HashMap<String, String>,
+}
+
+/// The kube-apiserver container's name, image and flags (`command` then `args`;
+/// `--flag=value` or `--flag value`; the last occurrence wins, as with kube-apiserver's flag
+/// parser; a flag without value maps to "").
+fn read_manifest(path: &Path) -> Result<Manifest, ConfigError> {
     let err = |m: String| ConfigError::file("check-apiserver", path, m);
     let text = std::fs::read_to_string(path).map_err(|e| err(format!("cannot read: {e}")))?;
     let doc: Value = serde_yaml_ng::from_str(&text).map_err(|e| err(format!("not YAML: {e}")))?;
@@ -563,8 +613,9 @@ fn read_manifest(path: &Path) -> Result<(String, HashMap<String, String>), Confi
         None => return Err(err("no kube-apiserver container (by name or command) among several".into())),
     };
     let name = container.get("name").and_then(Value::as_str).unwrap_or("").to_string();
+    let image = container.get("image").and_then(Value::as_str).unwrap_or("").to_string();
     let words: Vec<String> = strings(container, "command").into_iter().chain(strings(container, "args")).collect();
-    Ok((name, parse_flags(&words)))
+    Ok(Manifest { container: name, version: KubeVersion::from_image(&image), image, flags: parse_flags(&words) })
 }
 
 fn scalar(v: &Value) -> Option<String> {
@@ -606,8 +657,22 @@ fn list_names(names: &[HeaderName]) -> String {
     names.iter().map(|n| title_case(n.as_str())).collect::<Vec<_>>().join(",")
 }
 
-/// The problems of a kube-apiserver flag set, one sentence each.
-fn apiserver_problems(flags: &HashMap<String, String>, names: &HeaderNames) -> Vec<String> {
+/// The value kube-apiserver's `--feature-gates` (`A=true,B=false`) gives `gate`, if any.
+fn feature_gate(flags: &HashMap<String, String>, gate: &str) -> Option<bool> {
+    let gates = flags.get("feature-gates")?;
+    gates.split(',').rev().find_map(|kv| {
+        let (k, v) = kv.split_once('=')?;
+        (k.trim() == gate).then(|| v.trim().parse().ok())?
+    })
+}
+
+/// The problems of a kube-apiserver flag set, one sentence each; `version` (from the image)
+/// makes the version-dependent ones precise.
+fn apiserver_problems(
+    flags: &HashMap<String, String>,
+    names: &HeaderNames,
+    version: Option<KubeVersion>,
+) -> Vec<String> {
     let mut problems = Vec::new();
     let get = |k: &str| flags.get(k).map(|v| v.trim());
 
@@ -625,6 +690,7 @@ fn apiserver_problems(flags: &HashMap<String, String>, names: &HeaderNames) -> V
     }
 
     let front_ca = get("requestheader-client-ca-file").filter(|v| !v.is_empty());
+    let mut shared_ca = false;
     match front_ca {
         None => problems.push(
             "--requestheader-client-ca-file is missing: kube-apiserver does not trust the proxy's front-proxy \
@@ -634,6 +700,7 @@ fn apiserver_problems(flags: &HashMap<String, String>, names: &HeaderNames) -> V
         ),
         Some(f) => {
             if let Some(c) = get("client-ca-file").filter(|c| same_ca_file(c, f)) {
+                shared_ca = true;
                 problems.push(format!(
                     "--requestheader-client-ca-file is the same CA as --client-ca-file ({c}): the front-proxy CA \
                      must be separate from the client CAs, or certificates issued to ordinary clients could assert \
@@ -644,10 +711,22 @@ fn apiserver_problems(flags: &HashMap<String, String>, names: &HeaderNames) -> V
     }
 
     if get("requestheader-allowed-names").is_none_or(|v| list(v).is_empty()) {
-        problems.push(format!(
+        let mut p = format!(
             "--requestheader-allowed-names is missing or empty: any certificate signed by the front-proxy CA could \
              assert identities; set --requestheader-allowed-names={FRONT_PROXY_CN}"
-        ));
+        );
+        if shared_ca {
+            p += &format!(
+                ". Together with a --requestheader-client-ca-file that shares a certificate with --client-ca-file \
+                 this is fatal from Kubernetes {SHARED_CA_FATAL_SINCE} on: kube-apiserver refuses to start"
+            );
+            p += &match version {
+                Some(v) if v >= SHARED_CA_FATAL_SINCE => format!(" (this manifest runs {v}: it does not start)"),
+                Some(v) => format!(" (this manifest runs {v}: fix it before upgrading to {SHARED_CA_FATAL_SINCE})"),
+                None => String::new(),
+            };
+        }
+        problems.push(p);
     }
 
     header_problems(
@@ -659,7 +738,13 @@ fn apiserver_problems(flags: &HashMap<String, String>, names: &HeaderNames) -> V
         names,
     );
     header_problems(&mut problems, get("requestheader-group-headers"), "group", "groups", &names.group, names);
-    uid_problems(&mut problems, get("requestheader-uid-headers"), names);
+    uid_problems(
+        &mut problems,
+        get("requestheader-uid-headers"),
+        names,
+        feature_gate(flags, "RemoteRequestHeaderUID"),
+        version,
+    );
     extra_problems(&mut problems, get("requestheader-extra-headers-prefix"), names);
     problems
 }
@@ -694,18 +779,55 @@ fn header_problems(
     }
 }
 
-fn uid_problems(problems: &mut Vec<String>, value: Option<&str>, names: &HeaderNames) {
+/// kube-apiserver reads a UID header only if its own `--requestheader-uid-headers` lists it
+/// and the `RemoteRequestHeaderUID` gate is on (alpha, off by default in 1.32; beta, on by
+/// default from 1.33); otherwise the UID the proxy sends is dropped without any error.
+fn uid_problems(
+    problems: &mut Vec<String>,
+    value: Option<&str>,
+    names: &HeaderNames,
+    gate: Option<bool>,
+    version: Option<KubeVersion>,
+) {
     let flag = "--requestheader-uid-headers";
     let theirs = value.map(list).unwrap_or_default();
     not_stripped(problems, flag, &theirs, names);
-    if let Some(h) = names.uid.first()
-        && !theirs.iter().any(|t| t == h.as_str())
-    {
-        problems.push(format!(
-            "the proxy sends UIDs in {}, which kube-apiserver does not read ({flag} {}): the UIDs are lost",
-            title_case(h.as_str()),
+    let Some(h) = names.uid.first() else { return };
+    let header = title_case(h.as_str());
+    let honoured = format!(
+        "kube-apiserver honours {flag} from {UID_HEADERS_ALPHA} with --feature-gates=RemoteRequestHeaderUID=true \
+         (alpha) and by default from {UID_HEADERS_BETA} (beta)"
+    );
+    if !theirs.iter().any(|t| t == h.as_str()) {
+        let mut p = format!(
+            "the proxy sends UIDs in {header}, which kube-apiserver does not read ({flag} {}): the UIDs are silently \
+             dropped; set {flag}={header} ({honoured})",
             value.map_or("is missing".into(), |v| format!("={v}"))
-        ));
+        );
+        if let Some(v) = version.filter(|v| *v < UID_HEADERS_ALPHA) {
+            p += &format!(
+                "; this manifest runs {v}, which has no {flag}: upgrade to {UID_HEADERS_BETA} or turn the proxy's \
+                 --requestheader-uid-headers off"
+            );
+        }
+        problems.push(p);
+        return;
+    }
+    let lost = format!("the UIDs the proxy sends in {header} are silently dropped");
+    match (gate, version) {
+        (Some(false), _) => problems.push(format!(
+            "--feature-gates sets RemoteRequestHeaderUID=false, so kube-apiserver does not honour {flag} and {lost}; \
+             remove it ({honoured})"
+        )),
+        (_, Some(v)) if v < UID_HEADERS_ALPHA => problems.push(format!(
+            "this manifest runs {v}, which has no {flag} ({honoured}): {lost}; upgrade to {UID_HEADERS_BETA} or turn \
+             the proxy's --requestheader-uid-headers off"
+        )),
+        (None, Some(v)) if v < UID_HEADERS_BETA => problems.push(format!(
+            "this manifest runs {v}, where RemoteRequestHeaderUID is alpha and off by default: without \
+             --feature-gates=RemoteRequestHeaderUID=true {lost} ({honoured})"
+        )),
+        _ => {}
     }
 }
 
@@ -1033,37 +1155,127 @@ mod tests {
 
     #[test]
     fn a_kubeadm_like_flag_set_has_no_problems() {
-        assert_eq!(apiserver_problems(&flags(GOOD), &names()), Vec::<String>::new());
+        assert_eq!(apiserver_problems(&flags(GOOD), &names(), None), Vec::<String>::new());
         let mut lower: Vec<&str> = GOOD.to_vec();
         lower[5] = "--requestheader-username-headers=x-remote-user";
         lower[1] = "--bind-address=::1";
-        assert_eq!(apiserver_problems(&flags(&lower), &names()), Vec::<String>::new());
+        assert_eq!(apiserver_problems(&flags(&lower), &names(), None), Vec::<String>::new());
     }
 
     #[test]
     fn header_sets_must_be_stripped_and_read() {
         let mut f = flags(GOOD);
         f.insert("requestheader-username-headers".into(), "X-Remote-User, X-Other-User".into());
-        let p = apiserver_problems(&f, &names());
+        let p = apiserver_problems(&f, &names(), None);
         assert_eq!(p.len(), 1, "{p:?}");
         assert!(p[0].contains("X-Other-User") && p[0].contains("does not strip"), "{p:?}");
 
         let mut f = flags(GOOD);
         f.insert("requestheader-extra-headers-prefix".into(), "X-Remote-".into());
-        let p = apiserver_problems(&f, &names());
+        let p = apiserver_problems(&f, &names(), None);
         assert_eq!(p.len(), 2, "{p:?}");
         assert!(p[0].contains("could add extras") && p[1].contains("credential-id is lost"), "{p:?}");
 
         let mut f = flags(GOOD);
         f.insert("requestheader-uid-headers".into(), "X-Remote-Uid".into());
-        let p = apiserver_problems(&f, &names());
+        let p = apiserver_problems(&f, &names(), None);
         assert_eq!(p.len(), 1, "{p:?}");
         assert!(p[0].contains("X-Remote-Uid") && p[0].contains("could set it"), "{p:?}");
         let mut with_uid = names();
         with_uid.uid = vec![HeaderName::from_static("x-remote-uid")];
-        assert_eq!(apiserver_problems(&f, &with_uid), Vec::<String>::new());
-        let p = apiserver_problems(&flags(GOOD), &with_uid);
-        assert!(p.len() == 1 && p[0].contains("UIDs are lost"), "{p:?}");
+        assert_eq!(apiserver_problems(&f, &with_uid, None), Vec::<String>::new());
+        let p = apiserver_problems(&flags(GOOD), &with_uid, None);
+        assert!(p.len() == 1 && p[0].contains("UIDs are silently dropped"), "{p:?}");
+    }
+
+    #[test]
+    fn kube_versions_from_image_tags() {
+        let v = |image: &str| KubeVersion::from_image(image).map(|v| v.to_string());
+        assert_eq!(v("kube-apiserver:v1.33.2").as_deref(), Some("1.33"));
+        assert_eq!(v("mirror.example:5000/k8s/kube-apiserver:v1.35.0-rc.1").as_deref(), Some("1.35"));
+        assert_eq!(v("kube-apiserver:v1.32.1@sha256:0123").as_deref(), Some("1.32"));
+        assert_eq!(v("kube-apiserver:1.31.4").as_deref(), Some("1.31"));
+        assert_eq!(v("mirror.example:5000/kube-apiserver"), None, "a registry port is not a tag");
+        assert_eq!(v("kube-apiserver:latest"), None);
+        assert_eq!(v(""), None);
+        assert!(KubeVersion::new(1, 9) < KubeVersion::new(1, 10));
+    }
+
+    #[test]
+    fn feature_gates_last_value_wins() {
+        let f = flags(&["--feature-gates=A=true, RemoteRequestHeaderUID=false,B=false"]);
+        assert_eq!(feature_gate(&f, "RemoteRequestHeaderUID"), Some(false));
+        assert_eq!(feature_gate(&f, "A"), Some(true));
+        assert_eq!(feature_gate(&f, "C"), None);
+        let f = flags(&["--feature-gates=RemoteRequestHeaderUID=false,RemoteRequestHeaderUID=true"]);
+        assert_eq!(feature_gate(&f, "RemoteRequestHeaderUID"), Some(true));
+        assert_eq!(feature_gate(&flags(GOOD), "RemoteRequestHeaderUID"), None);
+    }
+
+    #[test]
+    fn a_shared_ca_without_allowed_names_is_fatal_from_1_35() {
+        let mut f = flags(GOOD);
+        f.insert("requestheader-client-ca-file".into(), "/etc/kubernetes/pki/ca.crt".into());
+        f.insert("requestheader-allowed-names".into(), String::new());
+        let fatal = |v: Option<KubeVersion>| {
+            let p = apiserver_problems(&f, &names(), v);
+            assert_eq!(p.len(), 2, "{p:?}");
+            assert!(p[1].contains("fatal from Kubernetes 1.35 on: kube-apiserver refuses to start"), "{p:?}");
+            p[1].clone()
+        };
+        assert!(fatal(Some(KubeVersion::new(1, 35))).ends_with("(this manifest runs 1.35: it does not start)"));
+        assert!(fatal(Some(KubeVersion::new(1, 34))).ends_with("fix it before upgrading to 1.35)"));
+        assert!(fatal(None).ends_with("refuses to start"));
+        // Either alone is a problem, but not the fatal combination.
+        f.insert("requestheader-allowed-names".into(), FRONT_PROXY_CN.into());
+        let p = apiserver_problems(&f, &names(), Some(KubeVersion::new(1, 35)));
+        assert!(p.len() == 1 && !p[0].contains("refuses to start"), "{p:?}");
+        let mut f = flags(GOOD);
+        f.insert("requestheader-allowed-names".into(), String::new());
+        let p = apiserver_problems(&f, &names(), Some(KubeVersion::new(1, 35)));
+        assert!(p.len() == 1 && !p[0].contains("refuses to start"), "{p:?}");
+    }
+
+    #[test]
+    fn uid_headers_need_a_kube_apiserver_that_honours_them() {
+        let mut with_uid = names();
+        with_uid.uid = vec![HeaderName::from_static("x-remote-uid")];
+        let mut f = flags(GOOD);
+        f.insert("requestheader-uid-headers".into(), "X-Remote-Uid".into());
+        let problems = |f: &HashMap<String, String>, v: Option<(u32, u32)>| {
+            apiserver_problems(f, &with_uid, v.map(|(a, b)| KubeVersion::new(a, b)))
+        };
+        for v in [None, Some((1, 33)), Some((1, 35))] {
+            assert_eq!(problems(&f, v), Vec::<String>::new(), "{v:?}");
+        }
+        let p = problems(&f, Some((1, 32)));
+        assert!(
+            p.len() == 1 && p[0].contains("alpha and off by default") && p[0].contains("silently dropped"),
+            "{p:?}"
+        );
+        let p = problems(&f, Some((1, 31)));
+        assert!(p.len() == 1 && p[0].contains("runs 1.31, which has no --requestheader-uid-headers"), "{p:?}");
+
+        let mut on = f.clone();
+        on.insert("feature-gates".into(), "RemoteRequestHeaderUID=true".into());
+        assert_eq!(problems(&on, Some((1, 32))), Vec::<String>::new());
+        let mut off = f.clone();
+        off.insert("feature-gates".into(), "RemoteRequestHeaderUID=false".into());
+        for v in [None, Some((1, 33)), Some((1, 35))] {
+            let p = problems(&off, v);
+            assert!(p.len() == 1 && p[0].contains("sets RemoteRequestHeaderUID=false"), "{v:?}: {p:?}");
+        }
+
+        // Not listed by kube-apiserver: dropped on every version, and the message says which honour it.
+        let p = problems(&flags(GOOD), Some((1, 33)));
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert!(p[0].contains("silently dropped; set --requestheader-uid-headers=X-Remote-Uid"), "{p:?}");
+        assert!(p[0].contains("from 1.32 with --feature-gates=RemoteRequestHeaderUID=true (alpha)"), "{p:?}");
+        assert!(p[0].contains("by default from 1.33 (beta)"), "{p:?}");
+        let p = problems(&flags(GOOD), Some((1, 30)));
+        assert!(p.len() == 1 && p[0].contains("this manifest runs 1.30, which has no"), "{p:?}");
+        // The proxy sends no UID: nothing to say whatever kube-apiserver's version.
+        assert_eq!(apiserver_problems(&flags(GOOD), &names(), Some(KubeVersion::new(1, 31))), Vec::<String>::new());
     }
 
     #[test]

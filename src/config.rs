@@ -16,6 +16,13 @@ use serde::Deserialize;
 
 use crate::error::ConfigError;
 
+/// The admin endpoint's default port (on 127.0.0.1). Chosen to collide with nothing that
+/// runs on a control-plane node: not Prometheus (9090), Alertmanager (9093), the Pushgateway
+/// (9091) or an exporter (Prometheus allocates 9100-9999 to exporters), and not kube-apiserver
+/// (6443), etcd (2379-2381), the kubelet (10248, 10250, 10255), kube-proxy (10249, 10256),
+/// kube-controller-manager (10257), cloud-controller-manager (10258) or kube-scheduler (10259).
+pub const DEFAULT_ADMIN_PORT: u16 = 6442;
+
 /// Whether a client must present a certificate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -215,7 +222,8 @@ pub struct RunFlags {
     #[arg(long, value_name = "N")]
     pub upstream_http2_max_streams: Option<u32>,
 
-    /// Admin endpoint (plain HTTP: /livez, /readyz, /metrics); keep it on loopback [default: 127.0.0.1:9090].
+    /// Admin endpoint (plain HTTP: /livez, /readyz, /metrics); keep it on loopback; port 0 picks a
+    /// free one (see --ready-file) [default: 127.0.0.1:6442].
     #[arg(long, value_name = "IP:PORT")]
     pub admin_address: Option<std::net::SocketAddr>,
     /// How often the upstream's /readyz is checked [default: 5s].
@@ -554,7 +562,7 @@ impl Config {
     pub fn resolve(flags: RunFlags) -> Result<Self, ConfigError> {
         let (file, file_path) = match &flags.config {
             None => (FileConfig::default(), None),
-            Some(p) => (read_file(p)?, Some(p.as_path())),
+            Some(p) => (read_file(p, &flags)?, Some(p.as_path())),
         };
         let fp = file_path;
         let rel = |o: Option<Sourced<'_, PathBuf>>| {
@@ -849,7 +857,7 @@ impl Config {
                 http2_max_local_error_reset_streams: 1024,
             },
             admin_address: pick(flags.admin_address, file.admin_address, fp)
-                .map_or(std::net::SocketAddr::from(([127, 0, 0, 1], 9090)), |s| s.value),
+                .map_or(std::net::SocketAddr::from(([127, 0, 0, 1], DEFAULT_ADMIN_PORT)), |s| s.value),
             upstream_check_interval: duration(
                 pick(flags.upstream_check_interval, file.upstream_check_interval, fp),
                 "upstream-check-interval",
@@ -883,11 +891,31 @@ impl Config {
     }
 }
 
-fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|e| ConfigError::file("--config", path, e.to_string()))?;
-    if text.trim().is_empty() {
+/// What a config file must set at least, for the "not configured yet" messages.
+const WHAT_TO_WRITE: &str = "write YAML with the keys of the flags (`kube-crl-proxy --help` lists them), at least \
+     tls-cert-file, client-ca-file, crl-file (or crl-url), upstream, upstream-ca-file and proxy-client-cert-file";
+
+/// Reads the config file. A missing file, or one that sets nothing (empty, or only comments
+/// as the packaged template) while the flags do not configure the proxy either, is refused
+/// with a message saying what to write: the packaged service must not run unconfigured.
+fn read_file(path: &Path, flags: &RunFlags) -> Result<FileConfig, ConfigError> {
+    let not_configured = |what: &str| ConfigError::file("--config", path, format!("{what}: {WHAT_TO_WRITE}"));
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(not_configured("does not exist, so the proxy is not configured"));
+        }
+        Err(e) => return Err(ConfigError::file("--config", path, e.to_string())),
+    };
+    let value: serde_yaml_ng::Value =
+        serde_yaml_ng::from_str(&text).map_err(|e| ConfigError::file("--config", path, e.to_string()))?;
+    if value.is_null() {
+        if flags.tls_cert_file.is_none() {
+            return Err(not_configured("sets no keys yet (only comments), so the proxy is not configured"));
+        }
         return Ok(FileConfig::default());
     }
+    // Parsed again from the text: its errors name the key and line, from_value's do not.
     serde_yaml_ng::from_str(&text).map_err(|e| ConfigError::file("--config", path, e.to_string()))
 }
 
@@ -922,10 +950,20 @@ mod tests {
         assert_eq!(c.headers.extra_prefix, "x-remote-extra-");
         assert_eq!(c.upstream.server_name, "127.0.0.1");
         assert!(c.close_expired_connections);
-        assert_eq!(c.admin_address.to_string(), "127.0.0.1:9090");
+        assert_eq!(c.admin_address.to_string(), "127.0.0.1:6442");
         assert_eq!(c.upstream_check_interval, Duration::from_secs(5));
         assert!(c.upstream.http2);
         assert_eq!(c.upstream.http2_max_streams, 100);
+    }
+
+    #[test]
+    fn the_default_admin_port_collides_with_no_control_plane_or_prometheus_port() {
+        let taken = [6443, 2379, 2380, 2381, 10248, 10249, 10250, 10255, 10256, 10257, 10258, 10259, 9090, 9091, 9093];
+        assert!(!taken.contains(&DEFAULT_ADMIN_PORT), "{DEFAULT_ADMIN_PORT}");
+        assert!(!(9100..=9999).contains(&DEFAULT_ADMIN_PORT), "Prometheus exporters' range: {DEFAULT_ADMIN_PORT}");
+        // Port 0 stays a choice: the OS picks a free port, written to --ready-file.
+        let c = Config::resolve(RunFlags { admin_address: Some("127.0.0.1:0".parse().unwrap()), ..base() }).unwrap();
+        assert_eq!(c.admin_address.port(), 0);
     }
 
     #[test]
@@ -948,6 +986,30 @@ mod tests {
         assert_eq!(c.headers.uid, vec![HeaderName::from_static("x-remote-uid")]);
         assert_eq!(c.revocation.crl_expired_grace, Duration::from_secs(3600));
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_missing_or_keyless_config_file_says_what_to_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.yaml");
+        let flags = RunFlags { config: Some(path.clone()), ..Default::default() };
+        let e = Config::resolve(flags.clone()).unwrap_err().to_string();
+        assert!(e.contains("config.yaml: does not exist, so the proxy is not configured"), "{e}");
+        assert!(e.contains("at least tls-cert-file, client-ca-file, crl-file (or crl-url), upstream"), "{e}");
+        for text in
+            ["", "\n", "# tls-cert-file: /etc/kubernetes/pki/apiserver.crt\n# upstream: https://127.0.0.1:6443\n"]
+        {
+            std::fs::write(&path, text).unwrap();
+            let e = Config::resolve(flags.clone()).unwrap_err().to_string();
+            assert!(e.contains("sets no keys yet (only comments)") && e.contains("proxy-client-cert-file"), "{e}");
+        }
+        // The flags may configure everything and the file nothing.
+        let c = Config::resolve(RunFlags { config: Some(path.clone()), ..base() }).unwrap();
+        assert_eq!(c.secure_port, 6443);
+        // A file that sets keys gets the usual per-key messages.
+        std::fs::write(&path, "secure-port: 7443\n").unwrap();
+        let e = Config::resolve(flags).unwrap_err().to_string();
+        assert!(e.contains("tls-cert-file") && e.contains("is required"), "{e}");
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! kube-apiserver's request-header authentication (`X-Remote-User`, `X-Remote-Group`, ...).
 //!
 //! # Layout
+//! - [`cli`]: the subcommands, and the man pages and completions generated from them.
 //! - [`config`]: flags and the YAML file → a validated [`config::Config`].
 //! - [`pem`]: reading certificates, keys and CRL files, errors naming the file.
 //! - [`ca`]: the client CA bundle: trust anchors, intermediates, hinted names.
@@ -28,6 +29,7 @@ pub mod access;
 pub mod admin;
 pub mod ca;
 pub mod check;
+pub mod cli;
 pub mod config;
 pub mod conns;
 pub mod demo;

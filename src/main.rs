@@ -1,39 +1,14 @@
-//! The `kube-crl-proxy` binary: parse flags, set up logging, load the configuration (exit 64
-//! on a bad one), bind, and hand over to the library.
+//! The `kube-crl-proxy` binary: parse flags (defined in `cli`), set up logging, load the
+//! configuration (exit 64 on a bad one), bind, and hand over to the library.
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::Parser;
+use kube_crl_proxy::cli::{Cli, Command};
 use kube_crl_proxy::config::{Config, LogFormat, OcspMode, RunFlags};
 
 /// Exit status for a bad flag, config field or file (EX_USAGE).
 const EXIT_USAGE: u8 = 64;
-
-#[derive(Parser)]
-#[command(name = "kube-crl-proxy", version, about = "CRL-enforcing front proxy for kube-apiserver")]
-#[command(args_conflicts_with_subcommands = true)]
-struct Cli {
-    #[command(subcommand)]
-    command: Option<Command>,
-    #[command(flatten)]
-    run: RunFlags,
-}
-
-#[derive(Subcommand)]
-enum Command {
-    /// Run a throwaway PKI, a kube-apiserver stand-in and the proxy, and show a valid, a
-    /// revoked and a token user going through it.
-    Demo(kube_crl_proxy::demo::DemoArgs),
-    /// Load everything as `run` would (never listening, never contacting the upstream), print
-    /// a summary and warnings (logs, e.g. failed CRL fetches, go to stderr). Exit 0 if loadable, 1 on warnings with --strict, 64 on errors.
-    Check(kube_crl_proxy::check::CheckArgs),
-    /// Check kube-apiserver's static pod manifest against the proxy: loopback bind address,
-    /// request-header flags. Exit 0 if fine, 1 on problems, 64 if unreadable.
-    CheckApiserver(kube_crl_proxy::check::CheckApiserverArgs),
-    /// Tell whether a client certificate would be accepted now, why, and which identity
-    /// headers it maps to. Exit 0 if accepted, 1 if refused, 64 on bad input.
-    Inspect(kube_crl_proxy::check::InspectArgs),
-}
 
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
@@ -61,6 +36,16 @@ fn main() -> ExitCode {
             init_logging(LogFormat::Text, "warn");
             finish(kube_crl_proxy::check::inspect(args))
         }
+        Some(Command::GenerateAssets(args)) => match kube_crl_proxy::cli::generate_assets(&args.out_dir) {
+            Ok(files) => {
+                files.iter().for_each(|f| println!("{}", f.display()));
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("kube-crl-proxy: {}: {e}", args.out_dir.display());
+                ExitCode::FAILURE
+            }
+        },
         None => run(cli.run),
     }
 }

@@ -193,6 +193,24 @@ impl Metrics {
             "Seconds until each CA's CRL reaches nextUpdate (negative: stale)",
             m.crl_seconds_left.clone(),
         );
+        // Every known label value starts at 0. A counter series born at 1 has no increase()
+        // over its first sample, so alerting on `increase(...) > 0` would miss the first
+        // failure, revocation or refusal (docs/monitoring/alerts.yaml relies on this).
+        for kind in ["serving_cert", "client_ca", "crl", "upstream_ca", "proxy_client_cert", "other"] {
+            m.reloads.get_or_create(&KindLabel { kind }).inc_by(0);
+            m.reload_failures.get_or_create(&KindLabel { kind }).inc_by(0);
+        }
+        for result in ["ok", "not_modified", "error", "too_large", "invalid"] {
+            m.crl_fetches.get_or_create(&ResultLabel { result }).inc_by(0);
+        }
+        let refusals =
+            ["revoked", "expired", "unknown_ca", "bad_eku", "no_crl", "stale_crl", "ocsp_no_answer", "other"];
+        for reason in refusals {
+            m.connections_closed.get_or_create(&ReasonLabel { reason }).inc_by(0);
+        }
+        for outcome in refusals.into_iter().chain(["ok", "no_cert"]) {
+            m.handshakes.get_or_create(&OutcomeLabel { outcome }).inc_by(0);
+        }
         Self { registry, ..m }
     }
 
@@ -261,6 +279,56 @@ mod tests {
         let up = http::Request::get("/api/v1/namespaces/x/pods/y/exec").header("upgrade", "SPDY/3.1").body(()).unwrap();
         assert_eq!(verb_class(&up), "exec");
         assert_eq!(method_label(&http::Method::from_bytes(b"BREW").unwrap()), "other");
+    }
+
+    #[test]
+    fn known_label_values_start_at_zero_and_match_the_code() {
+        use crate::error::RefusalReason as R;
+        let dir = tempfile::tempdir().unwrap();
+        let ca = crate::pki::Authority::root("zero-ca");
+        std::fs::write(dir.path().join("ca.pem"), &ca.cert_pem).unwrap();
+        std::fs::write(dir.path().join("crl.pem"), ca.crl(&[], 1, time::Duration::hours(1))).unwrap();
+        let bundle = crate::ca::CaBundle::load(&dir.path().join("ca.pem"), None).unwrap();
+        let policy = crate::config::RevocationPolicy {
+            check: crate::config::RevocationCheck::Chain,
+            crl_missing: crate::config::Policy::Deny,
+            crl_expired: crate::config::Policy::Deny,
+            crl_expired_grace: std::time::Duration::ZERO,
+        };
+        let algs = crate::tls::provider().signature_verification_algorithms;
+        let sources = crate::revocation::CrlSource::files(&[dir.path().join("crl.pem")]).unwrap();
+        let (index, _) = RevocationIndex::load(&bundle, &sources, policy, &algs).unwrap();
+        let count = |text: &str, family: &str| text.lines().filter(|l| l.starts_with(&format!("{family}{{"))).count();
+
+        let m = Metrics::new();
+        let fresh = m.encode(&index, crate::revocation::now_secs());
+        assert_eq!(count(&fresh, "kube_crl_proxy_handshakes_total"), 10, "{fresh}");
+        assert_eq!(count(&fresh, "kube_crl_proxy_connections_closed_total"), 8, "{fresh}");
+        assert_eq!(count(&fresh, "kube_crl_proxy_reload_failures_total"), 6, "{fresh}");
+        assert_eq!(count(&fresh, "kube_crl_proxy_crl_fetches_total"), 5, "{fresh}");
+        assert!(fresh.contains(r#"kube_crl_proxy_reload_failures_total{kind="crl"} 0"#), "{fresh}");
+        assert!(fresh.contains(r#"kube_crl_proxy_connections_closed_total{reason="revoked"} 0"#), "{fresh}");
+        // Every label value the code produces was created up front: none adds a series.
+        let reasons = [
+            R::Revoked,
+            R::Expired,
+            R::NotValidYet,
+            R::UnknownCa,
+            R::BadEku,
+            R::NoCrl,
+            R::StaleCrl,
+            R::OcspNoAnswer,
+            R::BadSignature,
+            R::BadEncoding,
+            R::Other(String::new()),
+        ];
+        for r in &reasons {
+            m.connections_closed.get_or_create(&ReasonLabel { reason: r.label() }).inc_by(0);
+            m.handshakes.get_or_create(&OutcomeLabel { outcome: r.label() }).inc_by(0);
+        }
+        let after = m.encode(&index, crate::revocation::now_secs());
+        assert_eq!(count(&after, "kube_crl_proxy_handshakes_total"), 10, "{after}");
+        assert_eq!(count(&after, "kube_crl_proxy_connections_closed_total"), 8, "{after}");
     }
 
     #[test]

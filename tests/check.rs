@@ -372,12 +372,17 @@ fn good_flags() -> Vec<String> {
     .to_vec()
 }
 
-/// A static pod manifest whose container runs `command` (first element the binary).
+/// A static pod manifest whose container runs `command` (first element the binary), image
+/// kube-apiserver 1.33.
 fn manifest(dir: &Path, name: &str, command: &[String], args: &[String]) -> std::path::PathBuf {
+    manifest_with_image(dir, name, "k8s/kube-apiserver:v1.33.0", command, args)
+}
+
+fn manifest_with_image(dir: &Path, name: &str, image: &str, command: &[String], args: &[String]) -> std::path::PathBuf {
     let list = |items: &[String]| items.iter().map(|i| format!("    - '{i}'\n")).collect::<String>();
-    let mut text = String::from(
+    let mut text = format!(
         "apiVersion: v1\nkind: Pod\nmetadata:\n  name: kube-apiserver\n  namespace: kube-system\nspec:\n  \
-         hostNetwork: true\n  containers:\n  - name: kube-apiserver\n    image: registry.k8s.io/kube-apiserver:v1.33.0\n",
+         hostNetwork: true\n  containers:\n  - name: kube-apiserver\n    image: {image}\n",
     );
     text += &format!("    command:\n{}", list(command));
     if !args.is_empty() {
@@ -529,7 +534,69 @@ fn check_apiserver_compares_with_the_proxys_configured_headers() {
     // The proxy sending UIDs needs kube-apiserver to read them.
     let out = check_apiserver(tmp.path(), &good, &["--requestheader-uid-headers", "X-Remote-Uid"]);
     assert_eq!(out.code, Some(1), "{out:?}");
-    assert!(out.problems()[0].contains("the UIDs are lost"), "{out:?}");
+    assert!(out.problems()[0].contains("the UIDs are silently dropped"), "{out:?}");
+}
+
+/// The version-dependent findings, with the version read from the manifest's image tag.
+#[test]
+fn check_apiserver_knows_what_each_kubernetes_version_does() {
+    let tmp = tempdir();
+    let run = |name: &str, image: &str, extra_flags: &[&str], proxy: &[&str]| {
+        let mut flags: Vec<String> = good_flags();
+        for f in extra_flags {
+            let key = f.split('=').next().unwrap();
+            flags.retain(|g| !g.starts_with(&format!("{key}=")));
+            flags.push(f.to_string());
+        }
+        let command: Vec<String> = std::iter::once("kube-apiserver".to_string()).chain(flags).collect();
+        let path = manifest_with_image(tmp.path(), name, image, &command, &[]);
+        check_apiserver(tmp.path(), &path, proxy)
+    };
+
+    // The front-proxy CA shares a certificate with the client CA (by content, under another
+    // path) and no allowed names: kube-apiserver 1.35 does not start at all.
+    let pki = Pki::new(tmp.path());
+    let (ca, copy) = (pki.path("ca.crt"), pki.path("front-proxy-ca-copy.crt"));
+    std::fs::copy(&ca, &copy).unwrap();
+    let shared = [
+        format!("--client-ca-file={}", ca.display()),
+        format!("--requestheader-client-ca-file={}", copy.display()),
+        "--requestheader-allowed-names=".to_string(),
+    ];
+    let shared: Vec<&str> = shared.iter().map(String::as_str).collect();
+    let out = run("v135.yaml", "k8s/kube-apiserver:v1.35.0", &shared, &[]);
+    assert_eq!(out.code, Some(1), "{out:?}");
+    assert!(out.stdout.contains("image \"k8s/kube-apiserver:v1.35.0\", version 1.35"), "{out:?}");
+    let p = out.problems();
+    assert_eq!(p.len(), 2, "{out:?}");
+    assert!(p[0].contains("is the same CA as --client-ca-file"), "{out:?}");
+    assert!(p[1].contains("kube-apiserver refuses to start (this manifest runs 1.35: it does not start)"), "{out:?}");
+    let out = run("v134.yaml", "kube-apiserver:v1.34.2", &shared, &[]);
+    assert!(out.problems()[1].contains("fix it before upgrading to 1.35"), "{out:?}");
+
+    // The proxy sends UIDs: 1.33 and later read them when listed; 1.32 needs the gate.
+    let uid = ["--requestheader-uid-headers", "X-Remote-Uid"];
+    let listed = ["--requestheader-uid-headers=X-Remote-Uid"];
+    let out = run("uid133.yaml", "kube-apiserver:v1.33.1", &listed, &uid);
+    assert_eq!(out.code, Some(0), "{out:?}");
+    let out = run("uid132.yaml", "kube-apiserver:v1.32.4", &listed, &uid);
+    assert_eq!(out.code, Some(1), "{out:?}");
+    assert!(
+        out.problems()[0].contains("runs 1.32, where RemoteRequestHeaderUID is alpha and off by default"),
+        "{out:?}"
+    );
+    let gated = ["--requestheader-uid-headers=X-Remote-Uid", "--feature-gates=RemoteRequestHeaderUID=true"];
+    assert_eq!(run("uid132on.yaml", "kube-apiserver:v1.32.4", &gated, &uid).code, Some(0));
+    let off = ["--requestheader-uid-headers=X-Remote-Uid", "--feature-gates=RemoteRequestHeaderUID=false"];
+    let out = run("uid-off.yaml", "kube-apiserver:v1.34.0", &off, &uid);
+    assert!(out.problems()[0].contains("sets RemoteRequestHeaderUID=false"), "{out:?}");
+    // Not listed: silently dropped, and the message names the versions that honour the flag.
+    let out = run("uid-missing.yaml", "kube-apiserver:v1.35.0", &[], &uid);
+    assert_eq!(out.code, Some(1), "{out:?}");
+    let p = out.problems();
+    assert!(p[0].contains("silently dropped; set --requestheader-uid-headers=X-Remote-Uid"), "{out:?}");
+    assert!(p[0].contains("1.32 with --feature-gates=RemoteRequestHeaderUID=true (alpha)"), "{out:?}");
+    assert!(p[0].contains("by default from 1.33 (beta)"), "{out:?}");
 }
 
 #[test]
