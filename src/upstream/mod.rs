@@ -1,0 +1,175 @@
+//! The upstream side: every `--upstream` (kube-apiserver) with its connection pools, built
+//! once at start and kept across reloads (a reload publishes new client credentials into
+//! [`Credentials`]; the next new connection uses them), the choice of upstream for each
+//! request (round-robin over the healthy ones), the one retry policy, and the `/readyz`
+//! probes behind health and readiness.
+//!
+//! - [`connect`]: credentials store, connector (TCP + TLS within the connect deadline),
+//!   typed connect errors.
+//! - [`h2pool`]: HTTP/2 connections with a stream budget each.
+//! - [`target`]: one upstream: its pools and one attempt over them.
+//! - [`retry`]: the retry policy.
+//! - [`health`]: probe results and passive ejection.
+
+pub mod connect;
+pub mod h2pool;
+pub mod health;
+pub mod retry;
+pub mod target;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use http::{Request, Response, StatusCode};
+use http_body_util::BodyExt;
+use prometheus_client::metrics::histogram::Histogram;
+
+pub use connect::Credentials;
+use retry::{Next, Replay};
+use target::Target;
+
+use crate::body::ProxyBody;
+use crate::config::UpstreamConfig;
+use crate::error::ProxyError;
+use crate::metrics::{Metrics, UpstreamLabel};
+
+/// Every `--upstream`, in order.
+pub struct Upstream {
+    targets: Vec<Target>,
+    next: AtomicUsize,
+    credentials: Arc<Credentials>,
+    /// `kube_crl_proxy_upstream_request_duration_seconds`.
+    latency: Histogram,
+}
+
+impl Upstream {
+    /// The upstreams of `cfg`, connecting with `credentials`.
+    pub fn new(cfg: &UpstreamConfig, credentials: Credentials, metrics: &Metrics) -> Self {
+        let credentials = Arc::new(credentials);
+        let targets = cfg
+            .targets
+            .iter()
+            .map(|t| {
+                let open = metrics.upstream_connections.get_or_create(&UpstreamLabel { upstream: t.label() }).clone();
+                Target::new(cfg, t, &credentials, open)
+            })
+            .collect();
+        Self { targets, next: AtomicUsize::new(0), credentials, latency: metrics.upstream_latency.clone() }
+    }
+
+    /// Where reloads publish new client credentials.
+    pub fn credentials(&self) -> &Credentials {
+        &self.credentials
+    }
+
+    /// Some upstream's `/readyz` answered 200 at its last probe.
+    pub fn any_up(&self) -> bool {
+        self.targets.iter().any(|t| t.health.is_up())
+    }
+
+    /// Sends `req` (its URI: path and query) to an upstream, retrying as [`retry`] allows.
+    /// `served_by` names the upstream that was asked last.
+    pub async fn send(
+        &self,
+        req: Request<ProxyBody>,
+        upgrade: bool,
+        served_by: &mut Option<String>,
+    ) -> Result<Response<ProxyBody>, ProxyError> {
+        self.send_on(self.order(), req, upgrade, served_by, Some(&self.latency)).await
+    }
+
+    /// The upstreams to try, in order: the routable ones starting round-robin, then the rest
+    /// (a last resort when every one looks down).
+    fn order(&self) -> Vec<&Target> {
+        let n = self.targets.len();
+        let start = self.next.fetch_add(1, Ordering::Relaxed) % n.max(1);
+        let rotated = (0..n).map(|i| &self.targets[(start + i) % n]);
+        let (mut good, bad): (Vec<&Target>, Vec<&Target>) = rotated.partition(|t| t.health.preferred());
+        good.extend(bad);
+        good
+    }
+
+    /// The one loop that sends a request and applies the retry policy, over `targets` in
+    /// order; the time to the response head goes to `latency`.
+    async fn send_on(
+        &self,
+        targets: Vec<&Target>,
+        req: Request<ProxyBody>,
+        upgrade: bool,
+        served_by: &mut Option<String>,
+        latency: Option<&Histogram>,
+    ) -> Result<Response<ProxyBody>, ProxyError> {
+        let replay = Replay::of(&req);
+        let mut req = Some(req);
+        let mut last_err = None;
+        let several = targets.len() > 1;
+        'targets: for target in targets {
+            let mut asked_again = false;
+            loop {
+                let Some(mut attempt) = req.take().or_else(|| replay.as_ref().map(Replay::request)) else {
+                    break 'targets;
+                };
+                *attempt.uri_mut() = target.uri(attempt.uri())?;
+                *served_by = Some(target.label.clone());
+                let started = Instant::now();
+                let failure = match target.attempt(attempt, upgrade).await {
+                    Ok(resp) => {
+                        if let Some(h) = latency {
+                            h.observe(started.elapsed().as_secs_f64());
+                        }
+                        return Ok(resp);
+                    }
+                    Err(failure) => failure,
+                };
+                match retry::next(failure, &target.label, replay.as_ref(), &mut asked_again) {
+                    Next::Again(unsent) => req = unsent,
+                    Next::Elsewhere(e) => {
+                        target.health.eject();
+                        if several {
+                            tracing::warn!(upstream = %target.label, "{e}; trying another upstream");
+                        }
+                        last_err = Some(e);
+                        continue 'targets;
+                    }
+                    Next::Stop(e) => return Err(e),
+                }
+            }
+        }
+        Err(last_err.unwrap_or_else(|| ProxyError::UpstreamUnavailable {
+            upstream: "every upstream".into(),
+            detail: "no upstream could be reached".into(),
+        }))
+    }
+
+    /// Probes every upstream's `/readyz` (anonymously, with the front-proxy certificate, as
+    /// kube-apiserver allows for `system:public-info-viewer`) and records the results;
+    /// returns how many answered 200.
+    pub async fn check_all(&self, timeout: Duration) -> usize {
+        let checks = self.targets.iter().map(|t| self.probe(t, timeout));
+        futures_util::future::join_all(checks).await.into_iter().filter(|ok| *ok).count()
+    }
+
+    async fn probe(&self, target: &Target, timeout: Duration) -> bool {
+        let req = Request::get("/readyz").body(crate::body::empty());
+        let ok = match req {
+            Ok(req) => {
+                match tokio::time::timeout(timeout, self.send_on(vec![target], req, false, &mut None, None)).await {
+                    Ok(Ok(resp)) => {
+                        let ok = resp.status() == StatusCode::OK;
+                        let _ = resp.into_body().collect().await;
+                        ok
+                    }
+                    Ok(Err(e)) => {
+                        tracing::debug!(upstream = %target.label, "upstream health check failed: {e}");
+                        false
+                    }
+                    Err(_) => false,
+                }
+            }
+            Err(_) => false,
+        };
+        target.health.record_probe(&target.label, ok);
+        ok
+    }
+}
