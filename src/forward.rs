@@ -14,9 +14,7 @@ use http::{Method, Request, Response, StatusCode, Version};
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
 
-pub use crate::body::{ProxyBody, RequestBody};
-// Still imported from here by `crate::fetch` and `crate::revocation::ocsp`.
-pub use crate::error::error_chain;
+use crate::body::{ProxyBody, RequestBody};
 
 use crate::config::HeaderNames;
 use crate::error::ProxyError;

@@ -920,10 +920,20 @@ async fn a_crl_reload_keeps_the_warm_upstream_connection() {
 }
 
 /// A rotated front-proxy certificate is presented by the next new upstream connection, while
-/// streams already open on the old one (a watch) go on. A reload that did not touch it (a CRL)
+/// streams already open on the old ones (a watch) go on. A reload that did not touch it (a CRL)
 /// keeps the connection; one that changed the credentials retires it for new requests.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rotated_front_proxy_certificate_is_used_by_the_next_upstream_connection() {
+    rotate_front_proxy_certificate(&[]).await;
+}
+
+/// The same over HTTP/1.1 upstream connections (hyper's pool).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotated_front_proxy_certificate_is_used_by_the_next_http11_upstream_connection() {
+    rotate_front_proxy_certificate(&["--upstream-http2", "false"]).await;
+}
+
+async fn rotate_front_proxy_certificate(extra: &[&str]) {
     let tmp = tempdir();
     let pki = Pki::new(tmp.path());
     let mut sim = pki.sim_config();
@@ -936,12 +946,11 @@ async fn a_rotated_front_proxy_certificate_is_used_by_the_next_upstream_connecti
     let mut args = pki.proxy_args(upstream.addr);
     set_flag(&mut args, "--proxy-client-cert-file", Some(&path_str(&fp_file)));
     set_flag(&mut args, "--proxy-client-key-file", None);
+    args.extend(extra.iter().map(|a| a.to_string()));
     let proxy = ProxyProcess::start(tmp.path(), &args);
     let tls = || client_tls(&pki.root_der(), Some((&pki.alice, &pki.users_ca)), Http::H2);
 
-    let (old, cn) = upstream_hop(proxy.addr, tls()).await;
-    assert_eq!(cn, "front-proxy-client");
-    // A watch on that connection.
+    // A watch (on the pooled HTTP/2 connection, or on an HTTP/1.1 connection of its own).
     let io = hyper_util::rt::TokioIo::new(connect(proxy.addr, tls()).await.expect("TLS to the proxy"));
     let (mut send, conn) =
         hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), io).await.expect("h2 handshake");
@@ -950,6 +959,8 @@ async fn a_rotated_front_proxy_certificate_is_used_by_the_next_upstream_connecti
     assert_eq!(watch.status(), 200);
     let mut watch = watch.into_body();
     assert!(next_chunk(&mut watch, WAIT).await.expect("watch").is_some(), "the watch's first event");
+    let (old, cn) = upstream_hop(proxy.addr, tls()).await;
+    assert_eq!(cn, "front-proxy-client");
 
     // A CRL reload keeps the connection.
     pki.replace_crls(&[&pki.bob.serial], 2);
@@ -966,7 +977,7 @@ async fn a_rotated_front_proxy_certificate_is_used_by_the_next_upstream_connecti
     for _ in 0..3 {
         assert_eq!(upstream_hop(proxy.addr, tls()).await, (new.clone(), cn.clone()), "the new connection is pooled");
     }
-    // The watch opened before the rotation still streams on the old connection.
+    // The watch opened before the rotation still streams on its old connection.
     for i in 0..2 {
         assert!(next_chunk(&mut watch, WAIT).await.expect("watch").is_some(), "watch event {i} after the rotation");
     }
