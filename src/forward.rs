@@ -132,23 +132,27 @@ impl Forward {
         let upgrade = upgrade_protocol(&req);
         let downstream_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
 
-        let (mut parts, body) = req.into_parts();
-        strip_hop_by_hop(&mut parts.headers);
-        identity::apply(&mut parts.headers, identity, &self.headers);
-        append_forwarded_for(&mut parts.headers, &conn.forwarded_for);
-        parts.headers.remove(header::HOST);
-        if let Some(proto) = &upgrade {
-            parts.headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-            parts.headers.insert(header::UPGRADE, proto.clone());
-        }
-        let names = self.headers.clone();
-        let body = body.map_frame(move |frame| strip_trailer_identity(frame, &names)).boxed();
-        // Method, target and headers only: the downstream request's extensions stay behind.
-        let mut out = Request::new(body);
-        *out.method_mut() = parts.method;
-        *out.uri_mut() = parts.uri;
-        *out.version_mut() = Version::HTTP_11;
-        *out.headers_mut() = parts.headers;
+        // In a block: what is left of `parts` is dropped before the await, not kept in the future.
+        let out = {
+            let (mut parts, body) = req.into_parts();
+            strip_hop_by_hop(&mut parts.headers);
+            identity::apply(&mut parts.headers, identity, &self.headers);
+            append_forwarded_for(&mut parts.headers, &conn.forwarded_for);
+            parts.headers.remove(header::HOST);
+            if let Some(proto) = &upgrade {
+                parts.headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+                parts.headers.insert(header::UPGRADE, proto.clone());
+            }
+            let names = self.headers.clone();
+            let body = body.map_frame(move |frame| strip_trailer_identity(frame, &names)).boxed();
+            // Method, target and headers only: the downstream request's extensions stay behind.
+            let mut out = Request::new(body);
+            *out.method_mut() = parts.method;
+            *out.uri_mut() = parts.uri;
+            *out.version_mut() = Version::HTTP_11;
+            *out.headers_mut() = parts.headers;
+            out
+        };
         let mut resp = self.upstream.send(out, upgrade.is_some(), served_by).await?;
 
         if resp.status() == StatusCode::SWITCHING_PROTOCOLS {

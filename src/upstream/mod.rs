@@ -34,6 +34,16 @@ use crate::config::UpstreamConfig;
 use crate::error::ProxyError;
 use crate::metrics::{Metrics, UpstreamLabel};
 
+/// Why a request is sent.
+#[derive(Clone, Copy)]
+enum Purpose<'a> {
+    /// A client's: its time to the response head goes to this histogram, and an upstream
+    /// that cannot be reached is skipped for a while.
+    Request(&'a Histogram),
+    /// A `/readyz` probe: its result is the upstream's health.
+    Probe,
+}
+
 /// Every `--upstream`, in order.
 pub struct Upstream {
     targets: Vec<Target>,
@@ -70,13 +80,16 @@ impl Upstream {
 
     /// Sends `req` (its URI: path and query) to an upstream, retrying as [`retry`] allows.
     /// `served_by` names the upstream that was asked last.
-    pub async fn send(
-        &self,
+    /// (Not an `async fn`: a layer of its own would keep a copy of `req` in every request's
+    /// future.)
+    pub fn send<'a>(
+        &'a self,
         req: Request<ProxyBody>,
         upgrade: bool,
-        served_by: &mut Option<String>,
-    ) -> Result<Response<ProxyBody>, ProxyError> {
-        self.send_on(self.order(), req, upgrade, served_by, Some(&self.latency)).await
+        served_by: &'a mut Option<String>,
+    ) -> impl Future<Output = Result<Response<ProxyBody>, ProxyError>> + Send + 'a {
+        let replay = Replay::of(&req);
+        self.send_on(self.order(), Some(req), replay, upgrade, served_by, Purpose::Request(&self.latency))
     }
 
     /// The upstreams to try, in order: the routable ones starting round-robin, then the rest
@@ -91,17 +104,17 @@ impl Upstream {
     }
 
     /// The one loop that sends a request and applies the retry policy, over `targets` in
-    /// order; the time to the response head goes to `latency`.
+    /// order. `req` is the request, `replay` its head if it has no body ([`Replay::of`]);
+    /// taken as arguments, since an `async fn` keeps its arguments for its whole life.
     async fn send_on(
         &self,
         targets: Vec<&Target>,
-        req: Request<ProxyBody>,
+        mut req: Option<Request<ProxyBody>>,
+        replay: Option<Replay>,
         upgrade: bool,
         served_by: &mut Option<String>,
-        latency: Option<&Histogram>,
+        purpose: Purpose<'_>,
     ) -> Result<Response<ProxyBody>, ProxyError> {
-        let replay = Replay::of(&req);
-        let mut req = Some(req);
         let mut last_err = None;
         let several = targets.len() > 1;
         'targets: for target in targets {
@@ -115,8 +128,8 @@ impl Upstream {
                 let started = Instant::now();
                 let failure = match target.attempt(attempt, upgrade).await {
                     Ok(resp) => {
-                        if let Some(h) = latency {
-                            h.observe(started.elapsed().as_secs_f64());
+                        if let Purpose::Request(latency) = purpose {
+                            latency.observe(started.elapsed().as_secs_f64());
                         }
                         return Ok(resp);
                     }
@@ -125,7 +138,9 @@ impl Upstream {
                 match retry::next(failure, &target.label, replay.as_ref(), &mut asked_again) {
                     Next::Again(unsent) => req = unsent,
                     Next::Elsewhere(e) => {
-                        target.health.eject();
+                        if let Purpose::Request(_) = purpose {
+                            target.health.eject();
+                        }
                         if several {
                             tracing::warn!(upstream = %target.label, "{e}; trying another upstream");
                         }
@@ -151,25 +166,88 @@ impl Upstream {
     }
 
     async fn probe(&self, target: &Target, timeout: Duration) -> bool {
-        let req = Request::get("/readyz").body(crate::body::empty());
-        let ok = match req {
-            Ok(req) => {
-                match tokio::time::timeout(timeout, self.send_on(vec![target], req, false, &mut None, None)).await {
-                    Ok(Ok(resp)) => {
-                        let ok = resp.status() == StatusCode::OK;
-                        let _ = resp.into_body().collect().await;
-                        ok
-                    }
-                    Ok(Err(e)) => {
-                        tracing::debug!(upstream = %target.label, "upstream health check failed: {e}");
-                        false
-                    }
-                    Err(_) => false,
-                }
+        let req = Request::get("/readyz").body(crate::body::empty()).expect("a valid request");
+        let replay = Replay::of(&req);
+        let mut served_by = None;
+        let probe = self.send_on(vec![target], Some(req), replay, false, &mut served_by, Purpose::Probe);
+        let ok = match tokio::time::timeout(timeout, probe).await {
+            Ok(Ok(resp)) => {
+                let ok = resp.status() == StatusCode::OK;
+                let _ = resp.into_body().collect().await;
+                ok
+            }
+            Ok(Err(e)) => {
+                tracing::debug!(upstream = %target.label, "upstream health check failed: {e}");
+                false
             }
             Err(_) => false,
         };
         target.health.record_probe(&target.label, ok);
         ok
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::UpstreamTarget;
+
+    fn upstream(addr: std::net::SocketAddr, http2: bool) -> Upstream {
+        let url: http::Uri = format!("https://{addr}").parse().unwrap();
+        let cfg = UpstreamConfig {
+            targets: vec![UpstreamTarget { url: url.clone(), server_name: "localhost".into() }],
+            url,
+            ca_file: "unused".into(),
+            server_name: "localhost".into(),
+            client_cert_file: "unused".into(),
+            client_key_file: None,
+            connect_timeout: Duration::from_millis(300),
+            http2,
+            http2_max_streams: 100,
+        };
+        let tls = rustls::ClientConfig::builder_with_provider(crate::tls::provider())
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(rustls::RootCertStore::empty())
+            .with_no_client_auth();
+        Upstream::new(&cfg, Credentials::new(tls), &Metrics::new())
+    }
+
+    async fn get(upstream: &Upstream, upgrade: bool) -> ProxyError {
+        let req = Request::get("/api").body(crate::body::empty()).unwrap();
+        upstream.send(req, upgrade, &mut None).await.expect_err("no upstream there")
+    }
+
+    /// Both pools (HTTP/2, and hyper's HTTP/1.1 pool, which also carries upgrades) classify a
+    /// connect failure the same way, by its type.
+    #[tokio::test]
+    async fn connect_failures_become_the_same_errors_from_both_pools() {
+        // Refused: nothing listens.
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+        // Accepts, never answers the TLS handshake.
+        let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let silent_addr = silent.local_addr().unwrap();
+        // Accepts and hangs up.
+        let hangs_up = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let hangs_up_addr = hangs_up.local_addr().unwrap();
+        let held = tokio::spawn(async move {
+            let mut keep = Vec::new();
+            loop {
+                tokio::select! {
+                    Ok((s, _)) = silent.accept() => keep.push(s),
+                    Ok((s, _)) = hangs_up.accept() => drop(s),
+                }
+            }
+        });
+        for (http2, upgrade) in [(true, false), (false, false), (true, true)] {
+            let ctx = format!("http2 {http2}, upgrade {upgrade}");
+            let e = get(&upstream(closed, http2), upgrade).await;
+            assert!(matches!(e, ProxyError::UpstreamUnavailable { .. }), "refused, {ctx}: {e}");
+            let e = get(&upstream(silent_addr, http2), upgrade).await;
+            assert!(matches!(e, ProxyError::UpstreamTimeout { .. }), "silent, {ctx}: {e}");
+            let e = get(&upstream(hangs_up_addr, http2), upgrade).await;
+            assert!(matches!(e, ProxyError::UpstreamUnavailable { .. }), "hangs up, {ctx}: {e}");
+        }
+        held.abort();
     }
 }

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
+use futures_util::future::Either;
 use http::{Request, Response, Uri};
 use http_body_util::BodyExt;
 use hyper_util::client::legacy::Client;
@@ -60,17 +61,28 @@ impl Target {
     }
 
     /// Sends a request to this upstream once (its URI made absolute by [`Target::uri`]).
-    pub async fn attempt(&self, req: Request<ProxyBody>, upgrade: bool) -> Result<Response<ProxyBody>, Failure> {
-        if let Some(pool) = self.h2.as_ref().filter(|p| !upgrade && !p.http1_only()) {
-            return pool.send(req).await;
-        }
-        match self.http1().client.request(req).await {
-            Ok(resp) => Ok(resp.map(|body| body.boxed())),
-            Err(e) if e.is_connect() => Err(Failure::Connect(match ConnectError::find(&e) {
-                Some(c) => c.clone(),
-                None => ConnectError::other(ConnectFailure::Unreachable, &e),
-            })),
-            Err(e) => Err(Failure::Failed(Box::new(e))),
+    /// (Not an `async fn`: a layer of its own would keep a copy of `req` in every request's
+    /// future.)
+    pub fn attempt(
+        &self,
+        req: Request<ProxyBody>,
+        upgrade: bool,
+    ) -> impl Future<Output = Result<Response<ProxyBody>, Failure>> + Send + '_ {
+        match self.h2.as_ref().filter(|p| !upgrade && !p.http1_only()) {
+            Some(pool) => Either::Left(pool.send(req)),
+            None => {
+                let sent = self.http1().client.request(req);
+                Either::Right(async move {
+                    match sent.await {
+                        Ok(resp) => Ok(resp.map(|body| body.boxed())),
+                        Err(e) if e.is_connect() => Err(Failure::Connect(match ConnectError::find(&e) {
+                            Some(c) => c.clone(),
+                            None => ConnectError::other(ConnectFailure::Unreachable, &e),
+                        })),
+                        Err(e) => Err(Failure::Failed(Box::new(e))),
+                    }
+                })
+            }
         }
     }
 
