@@ -4,18 +4,18 @@
 //! request (round-robin over the healthy ones), the one retry policy, and the `/readyz`
 //! probes behind health and readiness.
 //!
-//! - [`connect`]: credentials store, connector (TCP + TLS within the connect deadline),
+//! - `connect`: credentials store, connector (TCP + TLS within the connect deadline),
 //!   typed connect errors.
-//! - [`h2pool`]: HTTP/2 connections with a stream budget each.
-//! - [`target`]: one upstream: its pools and one attempt over them.
-//! - [`retry`]: the retry policy.
-//! - [`health`]: probe results and passive ejection.
+//! - `h2pool`: HTTP/2 connections with a stream budget each.
+//! - `target`: one upstream: its pools and one attempt over them.
+//! - `retry`: the retry policy.
+//! - `health`: probe results and passive ejection.
 
-pub mod connect;
-pub mod h2pool;
-pub mod health;
-pub mod retry;
-pub mod target;
+mod connect;
+mod h2pool;
+mod health;
+mod retry;
+mod target;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -78,7 +78,7 @@ impl Upstream {
         self.targets.iter().any(|t| t.health.is_up())
     }
 
-    /// Sends `req` (its URI: path and query) to an upstream, retrying as [`retry`] allows.
+    /// Sends `req` (its URI: path and query) to an upstream, retrying as the policy allows.
     /// `served_by` names the upstream that was asked last.
     /// (Not an `async fn`: a layer of its own would keep a copy of `req` in every request's
     /// future.)
