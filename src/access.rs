@@ -11,7 +11,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use hyper::body::{Body, Frame, SizeHint};
 
-use crate::forward::ProxyBody;
+use crate::body::ProxyBody;
 
 /// What is known of a request when its response starts.
 #[derive(Debug)]

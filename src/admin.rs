@@ -36,7 +36,7 @@ pub fn readiness_problems(state: &State) -> Vec<String> {
             }
         }
     }
-    if !state.upstream_health().iter().any(|h| h.is_up()) {
+    if !state.upstream().any_up() {
         let urls: Vec<String> = state.config().upstream.targets.iter().map(|t| t.url.to_string()).collect();
         problems.push(format!("no upstream's /readyz answered 200 at the last check ({})", urls.join(", ")));
     }
@@ -93,17 +93,15 @@ fn route(req: &Request<Incoming>, state: &State) -> Response<Full<Bytes>> {
     }
 }
 
-/// Checks every upstream's `/readyz` every `interval` (anonymously, with the front-proxy
-/// certificate, as kube-apiserver allows for `system:public-info-viewer`); routing prefers the
-/// ones that answer 200, and readiness needs at least one.
+/// Probes every upstream's `/readyz` every `interval` ([`crate::upstream::Upstream::check_all`]);
+/// routing prefers the ones that answer 200, and readiness needs at least one.
 pub async fn check_upstreams(state: Arc<State>, interval: Duration) {
     let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut was_ready = None;
     loop {
         tick.tick().await;
-        let upstream = state.snapshot().upstream.clone();
-        let up = upstream.check_all(interval.max(Duration::from_secs(1))).await;
+        let up = state.upstream().check_all(interval.max(Duration::from_secs(1))).await;
         let ready = up > 0;
         if was_ready != Some(ready) {
             if ready {

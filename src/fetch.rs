@@ -302,7 +302,7 @@ impl Fetcher {
         }
         let req = req.body(Empty::new()).map_err(|e| FetchError::Http(e.to_string()))?;
         let attempt = async {
-            let resp = self.client.request(req).await.map_err(|e| FetchError::Http(crate::forward::error_chain(&e)))?;
+            let resp = self.client.request(req).await.map_err(|e| FetchError::Http(crate::error::error_chain(&e)))?;
             match resp.status() {
                 StatusCode::NOT_MODIFIED if previous.is_some() => return Ok(Fetched::NotModified),
                 StatusCode::OK => {}

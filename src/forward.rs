@@ -1,154 +1,26 @@
 //! Forwarding one request to kube-apiserver: header rules (identity, hop-by-hop per
-//! RFC 9110 §7.6.1, X-Forwarded-For), the pooled upstream client (HTTP/1.1, or HTTP/2
-//! connections from [`crate::h2pool`] with `--upstream-http2`), streaming bodies both ways,
-//! HTTP/1.1 upgrades tunnelled over a dedicated HTTP/1.1 upstream connection, and upstream
-//! failures as Kubernetes `Status` responses.
+//! RFC 9110 §7.6.1, X-Forwarded-For), streaming bodies both ways, HTTP/1.1 upgrades tunnelled
+//! over a dedicated HTTP/1.1 upstream connection, the access log, and upstream failures as
+//! Kubernetes `Status` responses. Which upstream, over which connection, and whether to try
+//! again is [`crate::upstream`]'s.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, AtomicU64, AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use http::{Method, Request, Response, StatusCode, Uri, Version};
-use http_body_util::combinators::BoxBody;
+use http::{Method, Request, Response, StatusCode, Version};
 use http_body_util::{BodyExt, Full};
-use hyper_rustls::HttpsConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::{Connection, HttpConnector};
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use prometheus_client::metrics::gauge::Gauge;
+use hyper_util::rt::TokioIo;
 
-use crate::config::{HeaderNames, UpstreamConfig, UpstreamTarget};
+use crate::body::{ProxyBody, RequestBody};
+
+use crate::config::HeaderNames;
 use crate::error::ProxyError;
 use crate::identity::{self, IdentityError, IdentityValues};
 use crate::metrics::{Metrics, RequestLabels};
-
-/// The body type flowing through the proxy, both ways.
-pub type ProxyBody = BoxBody<Bytes, hyper::Error>;
-
-/// A downstream request's body: hyper's, or hyper's seen through a wrapper (`crate::h1`).
-pub trait RequestBody: hyper::body::Body<Data = Bytes, Error = hyper::Error> + Send + Sync + 'static {}
-impl<B: hyper::body::Body<Data = Bytes, Error = hyper::Error> + Send + Sync + 'static> RequestBody for B {}
-
-type Connector = Deadline<HttpsConnector<HttpConnector>>;
-type HttpsClient = Client<Connector, ProxyBody>;
-
-/// A connector whose whole connect — TCP and the TLS handshake — must finish within
-/// `--upstream-connect-timeout` (hyper-util's own connect timeout covers TCP only, so an
-/// upstream that accepts and never answers the handshake would hold requests forever).
-#[derive(Clone)]
-pub struct Deadline<C> {
-    inner: C,
-    limit: Duration,
-    /// Open connections to this upstream (`kube_crl_proxy_upstream_connections`).
-    open: Gauge,
-}
-
-/// An upstream connection, counted in its upstream's gauge while it is open.
-pub struct Counted<T> {
-    inner: T,
-    open: Gauge,
-}
-
-impl<T> Counted<T> {
-    fn new(inner: T, open: Gauge) -> Self {
-        open.inc();
-        Self { inner, open }
-    }
-}
-
-impl<T> Drop for Counted<T> {
-    fn drop(&mut self) {
-        self.open.dec();
-    }
-}
-
-impl<T: hyper::rt::Read + Unpin> hyper::rt::Read for Counted<T> {
-    fn poll_read(
-        self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        buf: hyper::rt::ReadBufCursor<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        std::pin::Pin::new(&mut self.get_mut().inner).poll_read(cx, buf)
-    }
-}
-
-impl<T: hyper::rt::Write + Unpin> hyper::rt::Write for Counted<T> {
-    fn poll_write(
-        self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        buf: &[u8],
-    ) -> std::task::Poll<std::io::Result<usize>> {
-        std::pin::Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
-    }
-
-    fn poll_flush(
-        self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        std::pin::Pin::new(&mut self.get_mut().inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(
-        self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        std::pin::Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
-    }
-
-    fn poll_write_vectored(
-        self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        bufs: &[std::io::IoSlice<'_>],
-    ) -> std::task::Poll<std::io::Result<usize>> {
-        std::pin::Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
-    }
-}
-
-impl<T: Connection> Connection for Counted<T> {
-    fn connected(&self) -> hyper_util::client::legacy::connect::Connected {
-        self.inner.connected()
-    }
-}
-
-/// The connect deadline passed.
-#[derive(Debug, thiserror::Error)]
-#[error("connect and TLS handshake timed out after {0:?} (--upstream-connect-timeout)")]
-struct ConnectTimedOut(Duration);
-
-type BoxError = Box<dyn std::error::Error + Send + Sync>;
-
-impl<C> tower_service::Service<Uri> for Deadline<C>
-where
-    C: tower_service::Service<Uri>,
-    C::Future: Send + 'static,
-    C::Error: Into<BoxError>,
-{
-    type Response = Counted<C::Response>;
-    type Error = BoxError;
-    type Future = std::pin::Pin<Box<dyn std::future::Future<Output = Result<Self::Response, BoxError>> + Send>>;
-
-    fn poll_ready(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), BoxError>> {
-        self.inner.poll_ready(cx).map_err(Into::into)
-    }
-
-    fn call(&mut self, uri: Uri) -> Self::Future {
-        let (limit, open) = (self.limit, self.open.clone());
-        let connect = self.inner.call(uri);
-        Box::pin(async move {
-            match tokio::time::timeout(limit, connect).await {
-                Ok(r) => r.map(|io| Counted::new(io, open)).map_err(Into::into),
-                Err(_) => Err(Box::new(ConnectTimedOut(limit)) as BoxError),
-            }
-        })
-    }
-}
+use crate::upstream::Upstream;
 
 /// What the proxy knows about a downstream connection.
 #[derive(Debug)]
@@ -169,217 +41,17 @@ pub struct ConnInfo {
     pub expires: Option<tokio::time::Instant>,
 }
 
-/// Health of one upstream, kept across reloads (indexed like `--upstream`).
-#[derive(Debug, Default)]
-pub struct TargetHealth {
-    /// Open connections to this upstream, as exported.
-    connections: Gauge,
-    /// Result of the last active `/readyz` check: 0 unknown, 1 up, 2 down.
-    state: AtomicU8,
-    /// Passively ejected (connection failures) until this Unix time in milliseconds.
-    ejected_until_ms: AtomicU64,
-}
-
-const UNKNOWN: u8 = 0;
-const UP: u8 = 1;
-const DOWN: u8 = 2;
-/// How long a target that refused a connection is skipped.
-const EJECTION: Duration = Duration::from_secs(10);
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
-}
-
-impl TargetHealth {
-    /// Health that counts its upstream's open connections in `connections`.
-    pub fn new(connections: Gauge) -> Self {
-        Self { connections, ..Self::default() }
-    }
-
-    /// Routable: not ejected and not known to be down.
-    fn preferred(&self) -> bool {
-        self.state.load(Ordering::Relaxed) != DOWN && self.ejected_until_ms.load(Ordering::Relaxed) <= now_ms()
-    }
-
-    pub fn is_up(&self) -> bool {
-        self.state.load(Ordering::Relaxed) == UP
-    }
-
-    fn eject(&self) {
-        self.ejected_until_ms.store(now_ms() + EJECTION.as_millis() as u64, Ordering::Relaxed);
-    }
-}
-
-/// One kube-apiserver: its HTTP/2 pool (unless `--upstream-http2 false`), and the HTTP/1.1
-/// pool for upgrades, for an upstream without h2, and for every request with HTTP/2 off.
-pub struct Target {
-    base: Uri,
-    label: String,
-    h2: Option<crate::h2pool::H2Pool<Connector>>,
-    h1: HttpsClient,
-    health: Arc<TargetHealth>,
-}
-
-/// The upstream side: every `--upstream`, header rules and the access log.
-pub struct Upstream {
-    targets: Vec<Target>,
-    next: AtomicUsize,
+/// Forwards requests: the header rules and access log around [`Upstream::send`]. Built once.
+pub struct Forward {
+    upstream: Arc<Upstream>,
     /// Shared with each request's trailer filter.
     headers: Arc<HeaderNames>,
     access_log: bool,
 }
 
-impl Target {
-    fn new(
-        cfg: &UpstreamConfig,
-        target: &UpstreamTarget,
-        tls: &rustls::ClientConfig,
-        health: Arc<TargetHealth>,
-    ) -> Self {
-        let server_name =
-            rustls_pki_types::ServerName::try_from(target.server_name.clone()).expect("validated by config");
-        let connector = |tls: rustls::ClientConfig, h2: bool| {
-            let mut http = HttpConnector::new();
-            http.enforce_http(false);
-            http.set_nodelay(true);
-            http.set_connect_timeout(Some(cfg.connect_timeout));
-            http.set_keepalive(Some(Duration::from_secs(60)));
-            let b = hyper_rustls::HttpsConnectorBuilder::new()
-                .with_tls_config(tls)
-                .https_only()
-                .with_server_name_resolver(hyper_rustls::FixedServerNameResolver::new(server_name.clone()));
-            // HTTP/2 connections offer h2 and http/1.1: an upstream without h2 is then noticed
-            // (crate::h2pool falls back) instead of failing the handshake.
-            let inner =
-                if h2 { b.enable_all_versions().wrap_connector(http) } else { b.enable_http1().wrap_connector(http) };
-            Deadline { inner, limit: cfg.connect_timeout, open: health.connections.clone() }
-        };
-        let mut b = Client::builder(TokioExecutor::new());
-        b.timer(TokioTimer::new()).pool_timer(TokioTimer::new()).pool_idle_timeout(Duration::from_secs(90));
-        let mut h1_tls = tls.clone();
-        h1_tls.alpn_protocols.clear();
-        // HTTP/2 connections with a stream budget each (crate::h2pool; hyper's own pool would
-        // keep one connection, and requests beyond kube-apiserver's per-connection stream cap
-        // would wait behind watches for ever): batched frames cost less CPU per request than a
-        // connection per request in flight. HTTP/1.1 (as the HAProxy set-up) with
-        // --upstream-http2 false, for upgrades, and when the upstream does not offer h2.
-        let h2 = cfg.http2.then(|| {
-            crate::h2pool::H2Pool::new(connector(tls.clone(), true), target.url.clone(), cfg.http2_max_streams)
-        });
-        Self { base: target.url.clone(), label: target.label(), h2, h1: b.build(connector(h1_tls, false)), health }
-    }
-
-    /// Sends a request to this upstream (the URI's path and query are kept).
-    async fn send(&self, mut req: Request<ProxyBody>, upgrade: bool) -> Result<Response<ProxyBody>, ProxyError> {
-        *req.uri_mut() = self.upstream_uri(req.uri())?;
-        if let Some(pool) = self.h2.as_ref().filter(|p| !upgrade && !p.http1_only()) {
-            match pool.send(req).await {
-                Ok(resp) => return Ok(resp),
-                // No h2 in the upstream's ALPN answer: the request comes back unsent.
-                Err(crate::h2pool::PoolError::NotHttp2(unsent)) => req = *unsent,
-                Err(e) => return Err(self.classify_h2(e)),
-            }
-        }
-        match self.h1.request(req).await {
-            Ok(resp) => Ok(resp.map(|body| body.boxed())),
-            Err(e) => Err(self.classify(e)),
-        }
-    }
-
-    /// Checks `/readyz` and records the result.
-    async fn check(&self, timeout: Duration) -> bool {
-        let req = Request::get("/readyz").body(http_body_util::Empty::<Bytes>::new().map_err(|n| match n {}).boxed());
-        let ok = match req {
-            Ok(req) => match tokio::time::timeout(timeout, self.send(req, false)).await {
-                Ok(Ok(resp)) => {
-                    let ok = resp.status() == StatusCode::OK;
-                    let _ = resp.into_body().collect().await;
-                    ok
-                }
-                Ok(Err(e)) => {
-                    tracing::debug!(upstream = %self.label, "upstream health check failed: {e}");
-                    false
-                }
-                Err(_) => false,
-            },
-            Err(_) => false,
-        };
-        let was = self.health.state.swap(if ok { UP } else { DOWN }, Ordering::Relaxed);
-        if was != UNKNOWN && (was == UP) != ok {
-            if ok {
-                tracing::info!(upstream = %self.label, "upstream /readyz answers 200 again");
-            } else {
-                tracing::warn!(upstream = %self.label, "upstream /readyz does not answer 200: not routing to it");
-            }
-        }
-        ok
-    }
-
-    fn upstream_uri(&self, uri: &Uri) -> Result<Uri, ProxyError> {
-        let pq = uri.path_and_query().map_or("/", |pq| pq.as_str());
-        let mut parts = self.base.clone().into_parts();
-        parts.path_and_query = Some(pq.parse().map_err(|_| ProxyError::BadRequest("invalid request target".into()))?);
-        Uri::from_parts(parts).map_err(|_| ProxyError::BadRequest("invalid request target".into()))
-    }
-
-    fn classify(&self, err: hyper_util::client::legacy::Error) -> ProxyError {
-        let detail = error_chain(&err);
-        match err.is_connect() {
-            true => self.classify_connect(detail),
-            false => ProxyError::UpstreamFailed { upstream: self.label.clone(), detail },
-        }
-    }
-
-    fn classify_h2(&self, err: crate::h2pool::PoolError) -> ProxyError {
-        let detail = error_chain(&err);
-        match err {
-            crate::h2pool::PoolError::Connect(_) => self.classify_connect(detail),
-            _ => ProxyError::UpstreamFailed { upstream: self.label.clone(), detail },
-        }
-    }
-
-    /// A connect error: nothing reached the upstream unless TLS itself failed.
-    fn classify_connect(&self, detail: String) -> ProxyError {
-        let upstream = self.label.clone();
-        // Our deadline says "timed out"; hyper-util's TCP connect timeout "deadline has elapsed".
-        if detail.contains("timed out") || detail.contains("timeout") || detail.contains("deadline has elapsed") {
-            ProxyError::UpstreamTimeout { upstream, detail }
-        } else if detail.contains("certificate") || detail.contains("tls") || detail.contains("TLS") {
-            ProxyError::UpstreamFailed { upstream, detail }
-        } else {
-            ProxyError::UpstreamUnavailable { upstream, detail }
-        }
-    }
-}
-
-impl Upstream {
-    /// `health` has one entry per `--upstream` and outlives reloads.
-    pub fn new(
-        cfg: &UpstreamConfig,
-        tls: rustls::ClientConfig,
-        headers: HeaderNames,
-        access_log: bool,
-        health: &[Arc<TargetHealth>],
-    ) -> Self {
-        let targets = cfg.targets.iter().zip(health).map(|(t, h)| Target::new(cfg, t, &tls, h.clone())).collect();
-        Self { targets, next: AtomicUsize::new(0), headers: Arc::new(headers), access_log }
-    }
-
-    /// Checks every upstream's `/readyz`; returns how many answered 200.
-    pub async fn check_all(&self, timeout: Duration) -> usize {
-        let checks = self.targets.iter().map(|t| t.check(timeout));
-        futures_util::future::join_all(checks).await.into_iter().filter(|ok| *ok).count()
-    }
-
-    /// The upstreams to try, in order: the routable ones starting round-robin, then the rest
-    /// (a last resort when every one looks down).
-    fn order(&self) -> Vec<&Target> {
-        let n = self.targets.len();
-        let start = self.next.fetch_add(1, Ordering::Relaxed) % n.max(1);
-        let rotated = (0..n).map(|i| &self.targets[(start + i) % n]);
-        let (mut good, bad): (Vec<&Target>, Vec<&Target>) = rotated.partition(|t| t.health.preferred());
-        good.extend(bad);
-        good
+impl Forward {
+    pub fn new(upstream: Arc<Upstream>, headers: HeaderNames, access_log: bool) -> Self {
+        Self { upstream, headers: Arc::new(headers), access_log }
     }
 
     /// Proxies one request. Never fails: errors become Kubernetes `Status` responses.
@@ -460,67 +132,28 @@ impl Upstream {
         let upgrade = upgrade_protocol(&req);
         let downstream_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
 
-        let (mut parts, body) = req.into_parts();
-        strip_hop_by_hop(&mut parts.headers);
-        identity::apply(&mut parts.headers, identity, &self.headers);
-        append_forwarded_for(&mut parts.headers, &conn.forwarded_for);
-        parts.headers.remove(header::HOST);
-        if let Some(proto) = &upgrade {
-            parts.headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-            parts.headers.insert(header::UPGRADE, proto.clone());
-        }
-        // A request without a body can be sent again to another upstream when the first one
-        // refuses the connection (nothing was sent). One with a body never is.
-        let replayable = hyper::body::Body::is_end_stream(&body);
-        let names = self.headers.clone();
-        let mut body = Some(body.map_frame(move |frame| strip_trailer_identity(frame, &names)).boxed());
-
-        let mut last_err = None;
-        let mut resp = None;
-        let order = self.order();
-        let last = order.len().saturating_sub(1);
-        for (i, target) in order.into_iter().enumerate() {
-            let b = match body.take() {
-                Some(b) => b,
-                None if replayable => http_body_util::Empty::new().map_err(|n| match n {}).boxed(),
-                None => break,
-            };
-            let mut out = Request::new(b);
-            *out.method_mut() = parts.method.clone();
+        // In a block: what is left of `parts` is dropped before the await, not kept in the future.
+        let out = {
+            let (mut parts, body) = req.into_parts();
+            strip_hop_by_hop(&mut parts.headers);
+            identity::apply(&mut parts.headers, identity, &self.headers);
+            append_forwarded_for(&mut parts.headers, &conn.forwarded_for);
+            parts.headers.remove(header::HOST);
+            if let Some(proto) = &upgrade {
+                parts.headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+                parts.headers.insert(header::UPGRADE, proto.clone());
+            }
+            let names = self.headers.clone();
+            let body = body.map_frame(move |frame| strip_trailer_identity(frame, &names)).boxed();
+            // Method, target and headers only: the downstream request's extensions stay behind.
+            let mut out = Request::new(body);
+            *out.method_mut() = parts.method;
+            *out.uri_mut() = parts.uri;
             *out.version_mut() = Version::HTTP_11;
-            // Cloned only while another upstream may still need them (cloning copies each value).
-            if i == last {
-                *out.uri_mut() = std::mem::take(&mut parts.uri);
-                *out.headers_mut() = std::mem::take(&mut parts.headers);
-            } else {
-                *out.uri_mut() = parts.uri.clone();
-                *out.headers_mut() = parts.headers.clone();
-            }
-            let started = std::time::Instant::now();
-            *served_by = Some(target.label.clone());
-            match target.send(out, upgrade.is_some()).await {
-                Ok(r) => {
-                    metrics.upstream_latency.observe(started.elapsed().as_secs_f64());
-                    resp = Some(r);
-                    break;
-                }
-                Err(e @ (ProxyError::UpstreamUnavailable { .. } | ProxyError::UpstreamTimeout { .. })) => {
-                    // Nothing reached this upstream: skip it for a while, try the next.
-                    target.health.eject();
-                    if self.targets.len() > 1 {
-                        tracing::warn!(upstream = %target.label, "{e}; trying another upstream");
-                    }
-                    last_err = Some(e);
-                }
-                Err(e) => return Err(e),
-            }
-        }
-        let Some(mut resp) = resp else {
-            return Err(last_err.unwrap_or_else(|| ProxyError::UpstreamUnavailable {
-                upstream: "every upstream".into(),
-                detail: "no upstream could be reached".into(),
-            }));
+            *out.headers_mut() = parts.headers;
+            out
         };
+        let mut resp = self.upstream.send(out, upgrade.is_some(), served_by).await?;
 
         if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
             let (Some(down), Some(_)) = (downstream_upgrade, &upgrade) else {
@@ -540,25 +173,13 @@ impl Upstream {
             });
             let (mut parts, _) = resp.into_parts();
             strip_hop_by_hop_except_upgrade(&mut parts.headers);
-            return Ok(Response::from_parts(parts, http_body_util::Empty::new().map_err(|n| match n {}).boxed()));
+            return Ok(Response::from_parts(parts, crate::body::empty()));
         }
 
         let (mut parts, body) = resp.into_parts();
         strip_hop_by_hop(&mut parts.headers);
         Ok(Response::from_parts(parts, body))
     }
-}
-
-/// An error and its sources, one line.
-pub fn error_chain(err: &dyn std::error::Error) -> String {
-    let mut s = err.to_string();
-    let mut src = err.source();
-    while let Some(e) = src {
-        s.push_str(": ");
-        s.push_str(&e.to_string());
-        src = e.source();
-    }
-    s
 }
 
 /// Builds the `Status` response for an error (the only place errors become responses).

@@ -28,7 +28,7 @@ use hyper::service::HttpService;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 
-use crate::forward::ProxyBody;
+use crate::body::ProxyBody;
 use crate::proxy::{Activity, CLOSE_LINGER, Life, expired, wait_close};
 use crate::tls::stream::TlsStream;
 

@@ -12,7 +12,10 @@
 //! - [`tls`]: downstream `ServerConfig` + client verifier, upstream `ClientConfig`.
 //! - [`identity`]: verified certificate → user, groups, UID, credential-id → headers.
 //! - [`proxy`]: accept loop, handshake, HTTP/1.1 and HTTP/2 serving, graceful drain.
-//! - [`forward`]: upstream pools, header rules, streaming, upgrades, error responses.
+//! - [`forward`]: header rules, streaming, upgrades, access log, error responses.
+//! - [`upstream`]: the upstreams, built once: credentials and connector, HTTP/2 and HTTP/1.1
+//!   pools, target choice, the retry policy, `/readyz` probes.
+//! - [`body`]: the body types both sides share.
 //! - [`reload`]: the reloadable snapshot: build, validate, swap; file watching.
 //! - [`fetch`]: CRLs fetched from URLs and distribution points, cached, refreshed.
 //! - [`conns`]: live client-certificate connections, re-checked after every change.
@@ -27,6 +30,7 @@
 
 pub mod access;
 pub mod admin;
+pub mod body;
 pub mod ca;
 pub mod check;
 pub mod cli;
@@ -37,7 +41,6 @@ pub mod error;
 pub mod fetch;
 pub mod forward;
 pub mod h1;
-pub mod h2pool;
 pub mod identity;
 pub mod metrics;
 pub mod pem;
@@ -47,6 +50,7 @@ pub mod reload;
 pub mod revocation;
 pub mod sim;
 pub mod tls;
+pub mod upstream;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -90,9 +94,11 @@ impl Proxy {
         let ocsp = (config.ocsp.mode != config::OcspMode::Off)
             .then(|| Arc::new(revocation::ocsp::Ocsp::new(&config.ocsp, metrics.clone())));
         let state = State::load(config.clone(), metrics.clone(), fetcher, ocsp)?;
+        let forward = forward::Forward::new(state.upstream().clone(), config.headers.clone(), config.access_log);
         Ok(Self {
             shared: Arc::new(Shared {
                 state: Arc::new(state),
+                forward: Arc::new(forward),
                 conns: Arc::new(Registry::new(metrics.clone())),
                 metrics,
             }),

@@ -18,8 +18,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, mpsc, watch};
 
+use crate::body::{ProxyBody, RequestBody};
 use crate::conns::{CloseReason, CloseSignal, Registration, Registry};
-use crate::forward::{ConnInfo, ProxyBody};
+use crate::forward::{ConnInfo, Forward};
 use crate::metrics::Metrics;
 use crate::reload::State;
 use crate::revocation::VerifiedPath;
@@ -29,6 +30,8 @@ use crate::tls::verifier::{HANDSHAKE, Handshake};
 /// What every connection shares.
 pub struct Shared {
     pub state: Arc<State>,
+    /// Header rules and access log around the upstream (built once).
+    pub forward: Arc<Forward>,
     pub conns: Arc<Registry>,
     pub metrics: Arc<Metrics>,
 }
@@ -219,14 +222,14 @@ fn serve_http(
         registration: registration.clone(),
         expires,
     });
-    let state = shared.state.clone();
+    let forward = shared.forward.clone();
     let metrics = shared.metrics.clone();
     let activity = Arc::new(Activity::default());
     let svc_activity = activity.clone();
     let limits = config.limits;
     let life = Life { stop, close, expires, registration, remote, activity, idle_timeout: limits.idle_timeout };
     if h2 {
-        let svc = service_fn(move |req| respond(req, &state, &info, &metrics, &svc_activity));
+        let svc = service_fn(move |req| respond(req, &forward, &info, &metrics, &svc_activity));
         let io = TokioIo::new(tls);
         let conn = http2::Builder::new(TokioExecutor::new())
             .timer(TokioTimer::new())
@@ -243,7 +246,7 @@ fn serve_http(
             // each connection; boxed, the slot is one pointer and the future (4 kB) lives only
             // while a request does. (HTTP/2 runs each request's future as its own task: boxing
             // it there would only add an allocation and a copy.)
-            Box::pin(respond(req, &state, &info, &metrics, &svc_activity)) as BoxedResponse
+            Box::pin(respond(req, &forward, &info, &metrics, &svc_activity)) as BoxedResponse
         });
         let mut b = http1::Builder::new();
         b.timer(TokioTimer::new())
@@ -256,19 +259,17 @@ fn serve_http(
 
 /// The service: one request, forwarded upstream; counted in flight until its response body
 /// ends.
-fn respond<B: crate::forward::RequestBody>(
+fn respond<B: RequestBody>(
     req: hyper::Request<B>,
-    state: &Arc<State>,
+    forward: &Arc<Forward>,
     info: &Arc<ConnInfo>,
     metrics: &Arc<Metrics>,
     activity: &Arc<Activity>,
 ) -> impl Future<Output = Result<hyper::Response<ProxyBody>, std::convert::Infallible>> + Send + use<B> {
-    // Per request, so that a rotated front-proxy certificate applies to open connections.
-    let upstream = state.snapshot().upstream.clone();
-    let (info, metrics) = (info.clone(), metrics.clone());
+    let (forward, info, metrics) = (forward.clone(), info.clone(), metrics.clone());
     let busy = activity.start();
     async move {
-        let resp = upstream.handle(req, &info, &metrics).await;
+        let resp = forward.handle(req, &info, &metrics).await;
         Ok(resp.map(|body| Tracked { body, _busy: busy }.boxed()))
     }
 }

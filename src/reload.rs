@@ -1,9 +1,12 @@
 //! The reloadable state: everything built from files (serving certificate, client CAs, CRLs,
-//! upstream CA, front-proxy client certificate) lives in one [`Snapshot`], swapped atomically.
-//! A reload reads, parses and verifies everything, refuses a CRL older than the one in use,
-//! and only then swaps; on any failure the last good snapshot keeps serving and the failure
-//! is logged (with the file) and counted. New handshakes take the current snapshot; open
-//! connections are re-checked by the caller after a swap.
+//! upstream CA, front-proxy client certificate) is read, parsed and verified together; the
+//! client side lives in one [`Snapshot`], swapped atomically, and the upstream credentials
+//! are published into the long-lived [`Upstream`] (its pools and warm connections outlive
+//! every reload; its next new connection uses what was published). A reload refuses a CRL
+//! older than the one in use and swaps only when everything is valid; on any failure the
+//! last good material keeps serving and the failure is logged (with the file) and counted.
+//! New handshakes take the current snapshot; open connections are re-checked by the caller
+//! after a swap.
 //!
 //! Triggers: inotify events in the directories of every input file (atomic rename, truncate +
 //! write, Kubernetes `..data` symlink swaps), debounced, and SIGHUP.
@@ -19,18 +22,17 @@ use crate::ca::CaBundle;
 use crate::config::Config;
 use crate::error::ConfigError;
 use crate::fetch::Fetcher;
-use crate::forward::{TargetHealth, Upstream};
-use crate::metrics::{KindLabel, Metrics, UpstreamLabel};
+use crate::metrics::{KindLabel, Metrics};
 use crate::revocation::ocsp::Ocsp;
 use crate::revocation::{Crl, RevocationIndex};
 use crate::tls::TlsMaterial;
 use crate::tls::verifier::CrlVerifier;
+use crate::upstream::{Credentials, Upstream};
 
-/// Everything built from the input files, validated.
+/// The client side built from the input files, validated.
 pub struct Snapshot {
     pub server_tls: Arc<rustls::ServerConfig>,
     pub verifier: Arc<CrlVerifier>,
-    pub upstream: Arc<Upstream>,
     /// The client CA bundle (fetched CRLs are verified against it before use).
     pub bundle: Arc<CaBundle>,
     /// Metadata of the input files this was built from (to skip no-op reloads).
@@ -97,8 +99,8 @@ pub struct State {
     current: ArcSwap<Snapshot>,
     metrics: Arc<Metrics>,
     fetcher: Arc<Fetcher>,
-    /// One per `--upstream`, kept across reloads.
-    upstream_health: Vec<Arc<TargetHealth>>,
+    /// Built once; reloads publish its client credentials.
+    upstream: Arc<Upstream>,
     /// The OCSP checker and its cache, kept across reloads (`None` with `--ocsp=off`).
     ocsp: Option<Arc<Ocsp>>,
 }
@@ -111,19 +113,11 @@ impl State {
         fetcher: Arc<Fetcher>,
         ocsp: Option<Arc<Ocsp>>,
     ) -> Result<Self, ConfigError> {
-        let upstream_health: Vec<Arc<TargetHealth>> = config
-            .upstream
-            .targets
-            .iter()
-            .map(|t| {
-                let label = UpstreamLabel { upstream: t.label() };
-                Arc::new(TargetHealth::new(metrics.upstream_connections.get_or_create(&label).clone()))
-            })
-            .collect();
-        let snapshot = build(&config, &fetcher, &upstream_health, ocsp.clone(), None)?;
+        let (snapshot, upstream_tls) = build(&config, &fetcher, ocsp.clone(), None)?;
         log_crls(&snapshot.verifier, "CRL loaded (signature verified)");
         snapshot.verifier.index().warn_expiring(crate::revocation::now_secs(), config.crl_expiry_warning);
-        Ok(Self { config, current: ArcSwap::from_pointee(snapshot), metrics, fetcher, upstream_health, ocsp })
+        let upstream = Arc::new(Upstream::new(&config.upstream, Credentials::new(upstream_tls), &metrics));
+        Ok(Self { config, current: ArcSwap::from_pointee(snapshot), metrics, fetcher, upstream, ocsp })
     }
 
     pub fn config(&self) -> &Config {
@@ -148,9 +142,9 @@ impl State {
         self.ocsp.as_ref()
     }
 
-    /// Health of each `--upstream`, in order.
-    pub fn upstream_health(&self) -> &[Arc<TargetHealth>] {
-        &self.upstream_health
+    /// The upstreams, built once.
+    pub fn upstream(&self) -> &Arc<Upstream> {
+        &self.upstream
     }
 
     /// Every file the proxy reads.
@@ -169,16 +163,21 @@ impl State {
             now.iter().zip(&current.stamp).filter(|(a, b)| a != b).map(|(a, _)| a.kind).collect();
         changed.dedup();
         let previous = Some(current.verifier.index().as_ref());
-        let result =
-            build(&self.config, &self.fetcher, &self.upstream_health, self.ocsp.clone(), previous).and_then(|next| {
-                refuse_rollback(current.verifier.index(), next.verifier.index())?;
-                Ok(next)
-            });
+        let result = build(&self.config, &self.fetcher, self.ocsp.clone(), previous).and_then(|next| {
+            refuse_rollback(current.verifier.index(), next.0.verifier.index())?;
+            Ok(next)
+        });
         match result {
-            Ok(next) => {
+            Ok((next, upstream_tls)) => {
                 log_crls(&next.verifier, "CRL in use after reload");
                 next.verifier.index().warn_expiring(crate::revocation::now_secs(), self.config.crl_expiry_warning);
                 self.current.store(Arc::new(next));
+                // Only when its files changed: unchanged credentials keep their TLS session
+                // cache, and the pools keep their connections.
+                if changed.iter().any(|k| UPSTREAM_KINDS.contains(k)) {
+                    self.upstream.credentials().publish(upstream_tls);
+                    tracing::info!("new upstream credentials: used by new upstream connections");
+                }
                 for kind in changed {
                     self.metrics.reloads.get_or_create(&KindLabel { kind }).inc();
                 }
@@ -194,27 +193,23 @@ impl State {
     }
 }
 
+/// The file kinds the upstream credentials are built from.
+const UPSTREAM_KINDS: [&str; 2] = ["upstream_ca", "proxy_client_cert"];
+
+/// Loads and validates every file: the snapshot, and the upstream credentials to publish.
 fn build(
     config: &Config,
     fetcher: &Fetcher,
-    upstream_health: &[Arc<TargetHealth>],
     ocsp: Option<Arc<Ocsp>>,
     previous: Option<&RevocationIndex>,
-) -> Result<Snapshot, ConfigError> {
+) -> Result<(Snapshot, rustls::ClientConfig), ConfigError> {
     let stamp = stamp(&input_files(config), fetcher);
     let (tls, warnings) = TlsMaterial::load(config, &fetcher.sources(), ocsp, previous)?;
     for w in warnings {
         tracing::warn!("{w}");
     }
-    let upstream =
-        Upstream::new(&config.upstream, tls.upstream, config.headers.clone(), config.access_log, upstream_health);
-    Ok(Snapshot {
-        server_tls: tls.server,
-        verifier: tls.verifier,
-        upstream: Arc::new(upstream),
-        bundle: Arc::new(tls.bundle),
-        stamp,
-    })
+    let snapshot = Snapshot { server_tls: tls.server, verifier: tls.verifier, bundle: Arc::new(tls.bundle), stamp };
+    Ok((snapshot, tls.upstream))
 }
 
 /// Every input file with its kind (the `kind` label of the reload metrics).

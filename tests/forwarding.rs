@@ -866,6 +866,123 @@ async fn an_upstream_goaway_loses_no_request_and_new_streams_go_to_another_conne
     }
 }
 
+// ---------------------------------------------------------------------------
+// Upstream connections across reloads
+
+/// The upstream connection that carried `/_sim/headers`, and the front-proxy certificate
+/// (its CN) that connection presented.
+async fn upstream_hop(addr: SocketAddr, tls: rustls::ClientConfig) -> (String, String) {
+    let reply = common::request(addr, tls, Http::H2, get("/_sim/headers")).await.expect("request");
+    assert_eq!(reply.status, 200, "{}", String::from_utf8_lossy(&reply.body));
+    assert_eq!(reply.headers["x-sim-auth"], "requestheader", "the stand-in must trust the front proxy");
+    let v = reply.json();
+    assert_eq!(v["user"]["username"], "alice", "{v}");
+    let conn = v["remote_addr"].as_str().expect("remote_addr").to_string();
+    (conn, v["peer_cert_cn"].as_str().expect("peer_cert_cn").to_string())
+}
+
+/// Waits until the proxy has counted `n` successful reloads of `kind`.
+async fn wait_reloads(admin: SocketAddr, kind: &str, n: f64) {
+    let series_name = format!(r#"kube_crl_proxy_reloads_total{{kind="{kind}"}}"#);
+    wait_admin(admin, "/metrics", &format!("{n} {kind} reload(s)"), |_, b| series(b, &series_name) == Some(n)).await;
+}
+
+/// A reload that leaves the upstream credentials alone (here a new CRL: the most frequent
+/// reload, every `--crl-refresh-interval` for a fetched CRL that changed) keeps the warm
+/// upstream connections: requests before, during and after the swap all go over the one
+/// connection, and none is opened.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crl_reload_keeps_the_warm_upstream_connection() {
+    let env = Env::start(&[]).await;
+    let tls = || env.tls(Some(&env.pki.alice), Http::H2);
+    let (first, _) = upstream_hop(env.proxy.addr, tls()).await;
+    assert_eq!(upstream_connections(&env).await, 1, "kube_crl_proxy_upstream_connections");
+
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let flowing = async {
+        let mut seen = std::collections::BTreeSet::new();
+        while !done.load(std::sync::atomic::Ordering::Relaxed) {
+            seen.insert(upstream_hop(env.proxy.addr, tls()).await.0);
+        }
+        seen
+    };
+    let reload = async {
+        env.pki.replace_crls(&[&env.pki.bob.serial], 2);
+        wait_reloads(env.proxy.admin, "crl", 1.0).await;
+        done.store(true, std::sync::atomic::Ordering::Relaxed);
+    };
+    let (mut seen, ()) = tokio::join!(flowing, reload);
+    for _ in 0..3 {
+        seen.insert(upstream_hop(env.proxy.addr, tls()).await.0);
+    }
+    assert_eq!(seen, [first].into(), "a CRL reload must not open upstream connections");
+    assert_eq!(upstream_connections(&env).await, 1, "kube_crl_proxy_upstream_connections after the reload");
+}
+
+/// A rotated front-proxy certificate is presented by the next new upstream connection, while
+/// streams already open on the old ones (a watch) go on. A reload that did not touch it (a CRL)
+/// keeps the connection; one that changed the credentials retires it for new requests.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotated_front_proxy_certificate_is_used_by_the_next_upstream_connection() {
+    rotate_front_proxy_certificate(&[]).await;
+}
+
+/// The same over HTTP/1.1 upstream connections (hyper's pool).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotated_front_proxy_certificate_is_used_by_the_next_http11_upstream_connection() {
+    rotate_front_proxy_certificate(&["--upstream-http2", "false"]).await;
+}
+
+async fn rotate_front_proxy_certificate(extra: &[&str]) {
+    let tmp = tempdir();
+    let pki = Pki::new(tmp.path());
+    let mut sim = pki.sim_config();
+    sim.requestheader_allowed_names = vec!["front-proxy-client".into(), "front-proxy-client-b".into()];
+    let upstream = Upstream::start(sim).await;
+    // One file for certificate and key: the rotation is one rename.
+    let fp_file = pki.path("front-proxy.pem");
+    let fp = &pki.front_proxy_client;
+    std::fs::write(&fp_file, format!("{}{}", fp.key_pem, fp.cert_pem)).expect("write");
+    let mut args = pki.proxy_args(upstream.addr);
+    set_flag(&mut args, "--proxy-client-cert-file", Some(&path_str(&fp_file)));
+    set_flag(&mut args, "--proxy-client-key-file", None);
+    args.extend(extra.iter().map(|a| a.to_string()));
+    let proxy = ProxyProcess::start(tmp.path(), &args);
+    let tls = || client_tls(&pki.root_der(), Some((&pki.alice, &pki.users_ca)), Http::H2);
+
+    // A watch (on the pooled HTTP/2 connection, or on an HTTP/1.1 connection of its own).
+    let io = hyper_util::rt::TokioIo::new(connect(proxy.addr, tls()).await.expect("TLS to the proxy"));
+    let (mut send, conn) =
+        hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), io).await.expect("h2 handshake");
+    tokio::spawn(conn);
+    let watch = timeout(WAIT, send.send_request(get(WATCH))).await.expect("watch head").expect("watch");
+    assert_eq!(watch.status(), 200);
+    let mut watch = watch.into_body();
+    assert!(next_chunk(&mut watch, WAIT).await.expect("watch").is_some(), "the watch's first event");
+    let (old, cn) = upstream_hop(proxy.addr, tls()).await;
+    assert_eq!(cn, "front-proxy-client");
+
+    // A CRL reload keeps the connection.
+    pki.replace_crls(&[&pki.bob.serial], 2);
+    wait_reloads(proxy.admin, "crl", 1.0).await;
+    assert_eq!(upstream_hop(proxy.addr, tls()).await, (old.clone(), cn), "after a CRL reload");
+
+    // The rotation: the next request goes over a new connection with the new certificate.
+    let rotated = pki.front_proxy_ca.issue(&Spec::client("front-proxy-client-b", &[]));
+    replace_by_rename(&fp_file, format!("{}{}", rotated.key_pem, rotated.cert_pem));
+    wait_reloads(proxy.admin, "proxy_client_cert", 1.0).await;
+    let (new, cn) = upstream_hop(proxy.addr, tls()).await;
+    assert_ne!(new, old, "the rotated certificate needs a new upstream connection");
+    assert_eq!(cn, "front-proxy-client-b", "the new upstream connection presents the rotated certificate");
+    for _ in 0..3 {
+        assert_eq!(upstream_hop(proxy.addr, tls()).await, (new.clone(), cn.clone()), "the new connection is pooled");
+    }
+    // The watch opened before the rotation still streams on its old connection.
+    for i in 0..2 {
+        assert!(next_chunk(&mut watch, WAIT).await.expect("watch").is_some(), "watch event {i} after the rotation");
+    }
+}
+
 /// `kube_crl_proxy_upstream_connections` for the (one) upstream, from a scrape.
 async fn upstream_connections(env: &Env) -> u64 {
     let scrape = metrics(env).await;

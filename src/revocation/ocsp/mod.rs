@@ -399,7 +399,7 @@ impl Ocsp {
             .header(header::ACCEPT, "application/ocsp-response")
             .body(Full::new(Bytes::from(body)))
             .map_err(|e| http_err(e.to_string()))?;
-        let resp = self.client.request(req).await.map_err(|e| http_err(crate::forward::error_chain(&e)))?;
+        let resp = self.client.request(req).await.map_err(|e| http_err(crate::error::error_chain(&e)))?;
         if resp.status() != StatusCode::OK {
             return Err(http_err(format!("HTTP status {}", resp.status())));
         }

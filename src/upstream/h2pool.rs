@@ -9,18 +9,16 @@
 //! back when its response body is dropped (or the request failed).
 //!
 //! Connections that are closed (GOAWAY, error, the upstream's idle timeout) are dropped from
-//! the pool; one idle for [`IDLE_LIMIT`] while another exists is closed by us. A request that
-//! hyper hands back unsent because its connection was closing (a GOAWAY, e.g. kube-apiserver's
-//! `--goaway-chance`) is sent once more on another, and that connection takes no new streams.
-//! So is a request without body and with a safe method (GET, HEAD, OPTIONS, TRACE) that
-//! failed before its response began because the upstream went away under it: a GOAWAY
-//! refuses the streams above its last stream id unprocessed (kube-apiserver's graceful
-//! shutdown), as does `REFUSED_STREAM`. hyper cannot say whether a stream was below that id,
-//! hence the safe methods only.
+//! the pool; one idle for [`IDLE_LIMIT`] while another exists is closed by us. So is one
+//! opened with upstream credentials that a reload has since replaced: it takes no new
+//! streams, and goes once the streams in flight on it (watches) end. A connection on which
+//! hyper handed a request back unsent (it was closing: a GOAWAY) takes no new streams either.
+//! The pool sends each request once and reports how it failed
+//! ([`Failure`](super::retry::Failure)); whether it goes again is the retry policy's call.
 //! Connections are opened one at a time; requests that waited for an attempt that failed to
 //! connect get its error at once instead of each waiting out a connect timeout in turn.
 //! The TLS handshake offers `h2` and `http/1.1`; an upstream that picks HTTP/1.1 (or no ALPN)
-//! gets every request back for the HTTP/1.1 pool from then on ([`H2Pool::http1_only`]).
+//! gets every request back unsent, for the HTTP/1.1 pool, from then on ([`H2Pool::http1_only`]).
 //!
 //! Flow-control windows are fixed, [`STREAM_WINDOW`] per stream and [`CONNECTION_WINDOW`] per
 //! connection: they bound what a slow client can make us buffer, and hyper's adaptive (BDP)
@@ -35,10 +33,11 @@ use bytes::Bytes;
 use http::{Request, Response, Uri};
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper::client::conn::http2::{self, SendRequest};
-use hyper_util::client::legacy::connect::Connection;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
-use crate::forward::ProxyBody;
+use super::connect::{ConnectError, Connector};
+use super::retry::{Failure, Unsent};
+use crate::body::ProxyBody;
 
 /// An idle connection is closed after this long, unless it is the pool's last one
 /// (kube-apiserver closes idle HTTP/2 connections after 90 s itself).
@@ -49,36 +48,12 @@ pub const STREAM_WINDOW: u32 = 1 << 20;
 /// How much of all responses on one connection the upstream may send ahead.
 pub const CONNECTION_WINDOW: u32 = 8 << 20;
 
-type BoxError = Box<dyn std::error::Error + Send + Sync>;
-
-/// Why a request could not be sent over the pool.
-#[derive(Debug, thiserror::Error)]
-pub enum PoolError {
-    /// TCP connect or TLS handshake failed (nothing reached the upstream).
-    #[error("connect")]
-    Connect(#[source] BoxError),
-    /// The TLS handshake did not negotiate `h2`: the request comes back unsent, for HTTP/1.1.
-    #[error("the upstream did not negotiate HTTP/2 (ALPN h2)")]
-    NotHttp2(Box<Request<ProxyBody>>),
-    /// The HTTP/2 connection preface or SETTINGS exchange failed.
-    #[error("HTTP/2 handshake")]
-    Handshake(#[source] hyper::Error),
-    /// The request was sent (at least in part) and failed.
-    #[error("HTTP/2 request")]
-    Send(#[source] hyper::Error),
-}
-
-/// Why no stream could be taken: the upstream has no h2 (the caller hands the request back),
-/// or the connection attempt failed.
+/// Why no stream could be taken.
 enum NoStream {
+    /// The upstream has no h2: the caller hands the request back.
     NotHttp2,
-    Failed(PoolError),
+    Failed(Failure),
 }
-
-/// The failure of a connection attempt that several requests waited for.
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-struct SharedFailure(String);
 
 /// One HTTP/2 connection and the streams we have on it.
 struct Conn {
@@ -88,18 +63,20 @@ struct Conn {
     idle_since_ms: AtomicU64,
     /// hyper handed a request back unsent (GOAWAY received, closing): no new streams here.
     draining: AtomicBool,
+    /// The credentials generation it was opened with.
+    generation: u64,
 }
 
 /// HTTP/2 connections to one upstream.
-pub struct H2Pool<C> {
-    connector: C,
+pub struct H2Pool {
+    connector: Connector,
     /// The upstream's base URI, handed to the connector.
     uri: Uri,
     max_streams: usize,
     conns: Mutex<Vec<Arc<Conn>>>,
     /// Held while a connection is being opened, so that a burst of requests opens one
     /// connection per `max_streams` of them, not one each. Holds the last attempt's failure.
-    opening: tokio::sync::Mutex<Option<String>>,
+    opening: tokio::sync::Mutex<Option<ConnectError>>,
     /// Connection attempts finished (success or failure), for requests that waited on one.
     attempts: AtomicU64,
     /// Set once the upstream answered ALPN without `h2`: every request goes to HTTP/1.1.
@@ -146,14 +123,9 @@ impl Body for Leased {
     }
 }
 
-impl<C> H2Pool<C>
-where
-    C: tower_service::Service<Uri, Error = BoxError> + Clone + Send + Sync + 'static,
-    C::Response: hyper::rt::Read + hyper::rt::Write + Connection + Send + Unpin + 'static,
-    C::Future: Send,
-{
-    /// `max_streams` (at least 1) is the budget per connection.
-    pub fn new(connector: C, uri: Uri, max_streams: u32) -> Self {
+impl H2Pool {
+    /// `max_streams` (at least 1) is the budget per connection; `connector` offers h2.
+    pub fn new(connector: Connector, uri: Uri, max_streams: u32) -> Self {
         Self {
             connector,
             uri,
@@ -171,44 +143,29 @@ where
         self.http1_only.load(Ordering::Relaxed)
     }
 
-    /// Sends `req` (absolute URI) on a connection with a stream to spare, opening one if
+    /// Sends `req` (absolute URI) once, on a connection with a stream to spare, opening one if
     /// every connection is at its budget.
-    pub async fn send(&self, req: Request<ProxyBody>) -> Result<Response<ProxyBody>, PoolError> {
-        // Kept only for a request that may be sent again after the upstream refused it.
-        let mut replay = replayable(&req).then(|| copy_head(&req));
-        let mut req = req;
-        // Once more if the first connection was closing and handed the request back unsent,
-        // or went away under a replayable request.
-        for attempt in 0..2 {
-            let lease = match self.lease().await {
-                Ok(lease) => lease,
-                Err(NoStream::NotHttp2) => return Err(PoolError::NotHttp2(Box::new(req))),
-                Err(NoStream::Failed(e)) => return Err(e),
-            };
-            let mut send = lease.conn.send.clone();
-            match send.try_send_request(req).await {
-                Ok(resp) => {
-                    return Ok(resp.map(|body| http_body_util::BodyExt::boxed(Leased { body, _lease: lease })));
+    pub async fn send(&self, req: Request<ProxyBody>) -> Result<Response<ProxyBody>, Failure> {
+        let lease = match self.lease().await {
+            Ok(lease) => lease,
+            Err(NoStream::NotHttp2) => return Err(Failure::Unsent(Box::new(req), Unsent::NotHttp2)),
+            Err(NoStream::Failed(failure)) => return Err(failure),
+        };
+        let mut send = lease.conn.send.clone();
+        match send.try_send_request(req).await {
+            Ok(resp) => Ok(resp.map(|body| http_body_util::BodyExt::boxed(Leased { body, _lease: lease }))),
+            Err(mut e) => match e.take_message() {
+                Some(unsent) => {
+                    lease.conn.draining.store(true, Ordering::Relaxed);
+                    Err(Failure::Unsent(Box::new(unsent), Unsent::Closing(e.into_error())))
                 }
-                Err(mut e) => match e.take_message() {
-                    Some(unsent) if attempt == 0 => {
-                        tracing::debug!("upstream HTTP/2 connection closing ({}); sending on another", e.error());
-                        lease.conn.draining.store(true, Ordering::Relaxed);
-                        req = unsent;
-                    }
-                    None if attempt == 0 && replay.is_some() && went_away(e.error()) => {
-                        tracing::debug!(
-                            "upstream HTTP/2 connection went away ({}); sending again on another",
-                            e.error()
-                        );
-                        lease.conn.draining.store(true, Ordering::Relaxed);
-                        req = replay.take().expect("checked");
-                    }
-                    _ => return Err(PoolError::Send(e.into_error())),
-                },
-            }
+                None if went_away(e.error()) => {
+                    lease.conn.draining.store(true, Ordering::Relaxed);
+                    Err(Failure::WentAway(e.into_error()))
+                }
+                None => Err(Failure::Failed(Box::new(e.into_error()))),
+            },
         }
-        unreachable!("the second attempt returns")
     }
 
     /// Takes a stream on the first connection with budget left, opening one if none has.
@@ -227,15 +184,15 @@ where
         }
         // The attempt this request waited for failed: share its failure instead of queueing
         // for a connect timeout of its own behind every other waiting request.
-        if let (Some(detail), true) = (&*last_failure, self.attempts.load(Ordering::Acquire) != seen) {
-            return Err(NoStream::Failed(PoolError::Connect(Box::new(SharedFailure(detail.clone())))));
+        if let (Some(failure), true) = (&*last_failure, self.attempts.load(Ordering::Acquire) != seen) {
+            return Err(NoStream::Failed(Failure::Connect(failure.clone())));
         }
         // Boxed: the connect and HTTP/2 handshake future is 6.5 kB, and inline it would be
         // part of every request's future (allocated and copied per request), while it runs
         // only when a connection is opened.
         let opened = Box::pin(self.open()).await;
         *last_failure = match &opened {
-            Err(NoStream::Failed(PoolError::Connect(e))) => Some(crate::forward::error_chain(e.as_ref())),
+            Err(NoStream::Failed(Failure::Connect(e))) => Some(e.clone()),
             _ => None,
         };
         self.attempts.fetch_add(1, Ordering::AcqRel);
@@ -246,9 +203,10 @@ where
     }
 
     fn take_stream(&self) -> Option<Lease> {
+        let generation = self.connector.generation();
         let mut conns = self.conns.lock().unwrap_or_else(|p| p.into_inner());
         // In-flight streams keep their connection through their lease.
-        conns.retain(|c| !c.send.is_closed() && !c.draining.load(Ordering::Relaxed));
+        conns.retain(|c| !c.send.is_closed() && !c.draining.load(Ordering::Relaxed) && c.generation == generation);
         // Close connections idle for too long, keeping at least one (dropping our handle
         // lets hyper end the connection with a GOAWAY).
         if conns.len() > 1 {
@@ -271,16 +229,19 @@ where
     }
 
     async fn open(&self) -> Result<Arc<Conn>, NoStream> {
-        let failed = |e| NoStream::Failed(PoolError::Connect(e));
-        let mut connector = self.connector.clone();
-        std::future::poll_fn(|cx| connector.poll_ready(cx)).await.map_err(failed)?;
-        let io = connector.call(self.uri.clone()).await.map_err(failed)?;
-        if !io.connected().is_negotiated_h2() {
+        let io = self
+            .connector
+            .clone()
+            .connect(self.uri.clone())
+            .await
+            .map_err(|e| NoStream::Failed(Failure::Connect(e)))?;
+        if !io.negotiated_h2() {
             if !self.http1_only.swap(true, Ordering::Relaxed) {
                 tracing::warn!(upstream = %self.uri, "the upstream did not negotiate HTTP/2 (ALPN h2): using HTTP/1.1");
             }
             return Err(NoStream::NotHttp2);
         }
+        let generation = io.generation;
         let (send, conn) = http2::Builder::new(TokioExecutor::new())
             .timer(TokioTimer::new())
             .keep_alive_interval(Duration::from_secs(30))
@@ -290,7 +251,7 @@ where
             .initial_connection_window_size(CONNECTION_WINDOW)
             .handshake(io)
             .await
-            .map_err(|e| NoStream::Failed(PoolError::Handshake(e)))?;
+            .map_err(|e| NoStream::Failed(Failure::Failed(format!("HTTP/2 handshake: {e}").into())))?;
         tokio::spawn(async move {
             if let Err(err) = conn.await {
                 tracing::debug!(%err, "upstream HTTP/2 connection ended");
@@ -303,25 +264,9 @@ where
             streams: AtomicUsize::new(0),
             idle_since_ms: AtomicU64::new(now),
             draining: AtomicBool::new(false),
+            generation,
         }))
     }
-}
-
-/// A request that may be sent a second time: a safe method (RFC 9110 9.2.1) and no body.
-fn replayable(req: &Request<ProxyBody>) -> bool {
-    matches!(*req.method(), http::Method::GET | http::Method::HEAD | http::Method::OPTIONS | http::Method::TRACE)
-        && req.body().is_end_stream()
-}
-
-/// The request line and headers, with an empty body.
-fn copy_head(req: &Request<ProxyBody>) -> Request<ProxyBody> {
-    use http_body_util::BodyExt;
-    let mut copy = Request::new(http_body_util::Empty::<Bytes>::new().map_err(|n| match n {}).boxed());
-    *copy.method_mut() = req.method().clone();
-    *copy.uri_mut() = req.uri().clone();
-    *copy.version_mut() = req.version();
-    *copy.headers_mut() = req.headers().clone();
-    copy
 }
 
 /// The upstream ended the stream before answering because it went away: a GOAWAY from the
