@@ -194,6 +194,9 @@ pub fn check(args: CheckArgs) -> Result<Report, ConfigError> {
         config.upstream.url, config.upstream.server_name
     ));
 
+    // As `run` would find it: raised as far as the hard limit allows.
+    let fds = crate::limits::raise_for(config.limits.max_connections);
+    warnings.extend(crate::limits::warning(fds, config.limits.max_connections));
     let n = warnings.len();
     lines.extend(warnings.into_iter().map(|w| format!("warning: {w}")));
     let passed = !(args.strict && n > 0);

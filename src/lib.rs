@@ -20,6 +20,8 @@
 //! - [`fetch`]: CRLs fetched from URLs and distribution points, cached, refreshed.
 //! - [`conns`]: live client-certificate connections, re-checked after every change.
 //! - [`admin`], [`metrics`]: `/livez`, `/readyz`, `/metrics`; upstream health checks.
+//! - [`limits`]: the file-descriptor limit against `--max-connections`, warned about at start.
+//! - [`access`], [`h1`]: the access log; HTTP/1.1 client connections parked between requests.
 //! - [`error`]: typed errors and the one table each that maps them to alerts / statuses.
 //! - [`check`]: the `check`, `check-apiserver` and `inspect` commands (load, judge, never serve).
 //! - [`pki`], [`sim`], [`demo`]: the throwaway PKI, the kube-apiserver stand-in and the
@@ -42,6 +44,7 @@ pub mod fetch;
 pub mod forward;
 pub mod h1;
 pub mod identity;
+pub mod limits;
 pub mod metrics;
 pub mod pem;
 pub mod pki;
@@ -85,6 +88,11 @@ impl Proxy {
     /// Loads every file named by the configuration and fetches the CRL URLs (falling back to
     /// `--crl-cache-dir`). Errors name the flag and the file.
     pub async fn build(config: &Config) -> Result<Self, ConfigError> {
+        if let Some(w) =
+            limits::warning(limits::raise_for(config.limits.max_connections), config.limits.max_connections)
+        {
+            tracing::warn!(event = "fd_limit_low", "{w}");
+        }
         let metrics = Arc::new(metrics::Metrics::new());
         let fetcher = Arc::new(fetch::Fetcher::new(config, metrics.clone())?);
         if !config.fetch.urls.is_empty() || config.fetch.from_distribution_points {

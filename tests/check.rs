@@ -319,6 +319,17 @@ fn check_and_inspect_fetch_crl_urls_as_run_does() {
     env.assert_upstream_untouched();
 }
 
+/// A file-descriptor limit too low for --max-connections is warned about (after raising the
+/// soft limit as far as the hard limit allows), saying what to write.
+#[test]
+fn check_warns_about_a_descriptor_limit_too_low_for_max_connections() {
+    let env = Env::new();
+    let out = env.check(&["--max-connections", "100000000"]);
+    assert_eq!(out.code, Some(0), "{out:?}");
+    let w = out.warnings();
+    assert!(w.iter().any(|l| l.contains("file-descriptor limit") && l.contains("LimitNOFILE=200001024")), "{out:?}");
+}
+
 #[test]
 fn strict_fails_on_warnings_only() {
     let env = Env::new();
