@@ -86,7 +86,8 @@ fn route(req: &Request<Incoming>, state: &State) -> Response<Full<Bytes>> {
         }
         "/metrics" => {
             let snapshot = state.snapshot();
-            let body = state.metrics().encode(snapshot.verifier.index(), crate::revocation::now_secs());
+            let index = snapshot.verifier.index();
+            let body = state.metrics().encode(&index.samples(), index.rejected().len(), crate::revocation::now_secs());
             text(StatusCode::OK, body, "application/openmetrics-text; version=1.0.0; charset=utf-8")
         }
         _ => text(StatusCode::NOT_FOUND, "not found: /livez, /readyz, /metrics\n".into(), "text/plain"),

@@ -139,5 +139,5 @@ impl CaBundle {
 
 /// The contents of a DER TLV (drops tag and length). Input is already validated DER.
 fn strip_header(tlv: &[u8]) -> &[u8] {
-    crate::revocation::der::Reader::new(tlv).any("Name").map_or(tlv, |t| t.value)
+    crate::der::Reader::new(tlv).any("Name").map_or(tlv, |t| t.value)
 }

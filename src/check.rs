@@ -36,7 +36,7 @@ use crate::fetch::Fetcher;
 use crate::identity;
 use crate::metrics::Metrics;
 use crate::revocation::crl::reason_name;
-use crate::revocation::der::{self, Reader};
+use crate::der::{self, Reader};
 use crate::revocation::ocsp::{CertStatus, Ocsp};
 use crate::revocation::{Crl, PathCert, RevocationError, VerifiedPath, fmt_time};
 use crate::tls::TlsMaterial;

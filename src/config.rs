@@ -426,26 +426,7 @@ pub struct RevocationPolicy {
     pub crl_expired_grace: Duration,
 }
 
-/// Names of the identity headers (lower-case, as HTTP/2 and hyper carry them).
-#[derive(Debug, Clone)]
-pub struct HeaderNames {
-    /// All names are stripped from requests; the first is set.
-    pub username: Vec<HeaderName>,
-    pub group: Vec<HeaderName>,
-    pub uid: Vec<HeaderName>,
-    /// Lower-cased prefix.
-    pub extra_prefix: String,
-    /// The extra header that carries the credential id (prefix + escaped key), built once.
-    pub credential_id: Option<HeaderName>,
-}
-
-impl HeaderNames {
-    pub fn new(username: Vec<HeaderName>, group: Vec<HeaderName>, uid: Vec<HeaderName>, extra_prefix: String) -> Self {
-        let key = crate::identity::CREDENTIAL_ID_KEY.replace('/', "%2F");
-        let credential_id = HeaderName::from_bytes(format!("{extra_prefix}{key}").as_bytes()).ok();
-        Self { username, group, uid, extra_prefix, credential_id }
-    }
-}
+pub use crate::identity::HeaderNames;
 
 /// The validated configuration of `run`.
 #[derive(Debug, Clone)]

@@ -145,7 +145,7 @@ impl Fetcher {
     pub fn sources(&self) -> Vec<CrlSource> {
         lock(&self.store)
             .iter()
-            .map(|(url, e)| CrlSource { flag: "--crl-url", name: PathBuf::from(url), bytes: e.bytes.clone() })
+            .map(|(url, e)| CrlSource { flag: "--crl-url", name: PathBuf::from(url), bytes: e.bytes.clone(), stamp: None })
             .collect()
     }
 
@@ -171,15 +171,17 @@ impl Fetcher {
         futures_util::future::join_all(fetches).await;
     }
 
-    /// Runs the refresh loop of every URL (including ones discovered later) forever.
-    pub async fn run(self: Arc<Self>, state: Arc<crate::reload::State>, trigger: mpsc::UnboundedSender<()>) {
+    /// Runs the refresh loop of every URL (including ones discovered later) forever;
+    /// `bundle` gives the CA bundle in use (downloads are verified against it), `trigger`
+    /// is told when a download changed.
+    pub async fn run(self: Arc<Self>, bundle: CurrentBundle, trigger: mpsc::UnboundedSender<()>) {
         *lock(&self.trigger) = Some(trigger);
         let mut running: Vec<String> = Vec::new();
         loop {
             let new: Vec<String> = lock(&self.urls).iter().filter(|u| !running.contains(u)).cloned().collect();
             for url in new {
                 running.push(url.clone());
-                tokio::spawn(self.clone().refresh_loop(url, state.clone()));
+                tokio::spawn(self.clone().refresh_loop(url, bundle.clone()));
             }
             tokio::time::sleep(Duration::from_secs(1)).await;
         }
@@ -202,7 +204,7 @@ impl Fetcher {
         }
     }
 
-    async fn refresh_loop(self: Arc<Self>, url: String, state: Arc<crate::reload::State>) {
+    async fn refresh_loop(self: Arc<Self>, url: String, current: CurrentBundle) {
         // A URL discovered after start has nothing yet: fetch it at once.
         let mut first = !lock(&self.store).contains_key(&url);
         loop {
@@ -210,7 +212,7 @@ impl Fetcher {
                 tokio::time::sleep(self.next_refresh(&url)).await;
             }
             first = false;
-            let bundle = state.snapshot().bundle.clone();
+            let bundle = current();
             if self.refresh_one(&url, &bundle).await
                 && let Some(t) = lock(&self.trigger).as_ref()
             {
@@ -363,6 +365,9 @@ fn validate(url: &str, bytes: &[u8], bundle: &CaBundle) -> Result<Option<i64>, S
     let algs = crate::tls::provider().signature_verification_algorithms;
     crate::revocation::index::verify_fetched(bundle, "--crl-url", url, bytes, &algs)
 }
+
+/// The CA bundle in use, read when a download is verified.
+pub type CurrentBundle = Arc<dyn Fn() -> Arc<CaBundle> + Send + Sync>;
 
 /// The http(s) URLs of a certificate's CRL Distribution Points extension.
 pub fn cert_distribution_points(cert: &x509_parser::certificate::X509Certificate<'_>) -> Vec<String> {

@@ -12,12 +12,33 @@ use sha2::{Digest, Sha256};
 use x509_parser::der_parser::asn1_rs::Any;
 use x509_parser::prelude::*;
 
-use crate::config::HeaderNames;
 
 /// Subject attribute carrying the user's UID (Kubernetes 1.33+).
 pub const UID_OID: &str = "1.3.6.1.4.1.57683.2";
 /// The extra kube-apiserver sets for x509 users since 1.32.
 pub const CREDENTIAL_ID_KEY: &str = "authentication.kubernetes.io/credential-id";
+
+/// Names of the identity headers (lower-case, as HTTP/2 and hyper carry them).
+#[derive(Debug, Clone)]
+pub struct HeaderNames {
+    /// All names are stripped from requests; the first is set.
+    pub username: Vec<HeaderName>,
+    pub group: Vec<HeaderName>,
+    pub uid: Vec<HeaderName>,
+    /// Lower-cased prefix.
+    pub extra_prefix: String,
+    /// The extra header that carries the credential id (prefix + escaped key), built once.
+    pub credential_id: Option<HeaderName>,
+}
+
+impl HeaderNames {
+    pub fn new(username: Vec<HeaderName>, group: Vec<HeaderName>, uid: Vec<HeaderName>, extra_prefix: String) -> Self {
+        let key = CREDENTIAL_ID_KEY.replace('/', "%2F");
+        let credential_id = HeaderName::from_bytes(format!("{extra_prefix}{key}").as_bytes()).ok();
+        Self { username, group, uid, extra_prefix, credential_id }
+    }
+}
+
 
 /// Who the client is, as the upstream will be told.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -20,6 +20,8 @@
 //! - [`fetch`]: CRLs fetched from URLs and distribution points, cached, refreshed.
 //! - [`conns`]: live client-certificate connections, re-checked after every change.
 //! - [`admin`], [`metrics`]: `/livez`, `/readyz`, `/metrics`; upstream health checks.
+//! - [`der`]: the strict DER reader (and the one DER writer) under CRLs, OCSP, certificates.
+//! - [`crypto`]: the one crypto provider (ring).
 //! - [`limits`]: the file-descriptor limit against `--max-connections`, warned about at start.
 //! - [`access`], [`h1`]: the access log; HTTP/1.1 client connections parked between requests.
 //! - [`error`]: typed errors and the one table each that maps them to alerts / statuses.
@@ -37,8 +39,10 @@ pub mod ca;
 pub mod check;
 pub mod cli;
 pub mod config;
+pub mod crypto;
 pub mod conns;
 pub mod demo;
+pub mod der;
 pub mod error;
 pub mod fetch;
 pub mod forward;
@@ -127,7 +131,13 @@ impl Proxy {
         let (trigger, triggers) = mpsc::unbounded_channel::<()>();
         let mut background = vec![
             tokio::spawn(reload_loop(self.shared.clone(), trigger.clone(), triggers)),
-            tokio::spawn(state.fetcher().clone().run(state.clone(), trigger)),
+            tokio::spawn(state.fetcher().clone().run(
+                {
+                    let state = state.clone();
+                    Arc::new(move || state.snapshot().bundle.clone())
+                },
+                trigger,
+            )),
             tokio::spawn(admin::check_upstreams(state.clone(), state.config().upstream_check_interval)),
         ];
         if let Some(ocsp) = state.ocsp().cloned() {

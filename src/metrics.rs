@@ -24,7 +24,6 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
-use crate::revocation::RevocationIndex;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct OutcomeLabel {
@@ -51,6 +50,15 @@ pub struct ReasonLabel {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ResultLabel {
     pub result: &'static str,
+}
+
+/// What the gauges show of one CRL in use.
+#[derive(Clone, Debug)]
+pub struct CrlSample {
+    pub label: CrlLabel,
+    pub entries: usize,
+    pub this_update: i64,
+    pub next_update: Option<i64>,
 }
 
 /// One CRL in use: its issuer, its scope ([`crate::revocation::Scope::describe`]) and the
@@ -214,19 +222,20 @@ impl Metrics {
         Self { registry, ..m }
     }
 
-    /// Renders the text exposition, with the CRL gauges taken from the index in use.
-    pub fn encode(&self, index: &RevocationIndex, now: i64) -> String {
+    /// Renders the text exposition, with the CRL gauges taken from the CRLs in use
+    /// ([`crate::revocation::RevocationIndex::samples`]) and the number left out.
+    pub fn encode(&self, crls: &[CrlSample], rejected: usize, now: i64) -> String {
         for f in [&self.crl_entries, &self.crl_this_update, &self.crl_next_update, &self.crl_seconds_left] {
             f.clear();
         }
-        self.crls_rejected.set(i64::try_from(index.rejected().len()).unwrap_or(i64::MAX));
-        for crl in index.crls() {
-            let l = CrlLabel { issuer: crl.issuer.clone(), scope: crl.scope.describe(), key: crl.signer.key_id() };
-            self.crl_entries.get_or_create(&l).set(i64::try_from(crl.len()).unwrap_or(i64::MAX));
-            self.crl_this_update.get_or_create(&l).set(crl.this_update);
+        self.crls_rejected.set(i64::try_from(rejected).unwrap_or(i64::MAX));
+        for crl in crls {
+            let l = &crl.label;
+            self.crl_entries.get_or_create(l).set(i64::try_from(crl.entries).unwrap_or(i64::MAX));
+            self.crl_this_update.get_or_create(l).set(crl.this_update);
             if let Some(next) = crl.next_update {
-                self.crl_next_update.get_or_create(&l).set(next);
-                self.crl_seconds_left.get_or_create(&l).set(next - now);
+                self.crl_next_update.get_or_create(l).set(next);
+                self.crl_seconds_left.get_or_create(l).set(next - now);
             }
         }
         let mut out = String::new();
@@ -297,11 +306,11 @@ mod tests {
         };
         let algs = crate::tls::provider().signature_verification_algorithms;
         let sources = crate::revocation::CrlSource::files(&[dir.path().join("crl.pem")]).unwrap();
-        let (index, _) = RevocationIndex::load(&bundle, &sources, policy, &algs).unwrap();
+        let (index, _) = crate::revocation::RevocationIndex::load(&bundle, &sources, policy, &algs).unwrap();
         let count = |text: &str, family: &str| text.lines().filter(|l| l.starts_with(&format!("{family}{{"))).count();
 
         let m = Metrics::new();
-        let fresh = m.encode(&index, crate::revocation::now_secs());
+        let fresh = m.encode(&index.samples(), index.rejected().len(), crate::revocation::now_secs());
         assert_eq!(count(&fresh, "kube_crl_proxy_handshakes_total"), 10, "{fresh}");
         assert_eq!(count(&fresh, "kube_crl_proxy_connections_closed_total"), 8, "{fresh}");
         assert_eq!(count(&fresh, "kube_crl_proxy_reload_failures_total"), 6, "{fresh}");
@@ -326,7 +335,7 @@ mod tests {
             m.connections_closed.get_or_create(&ReasonLabel { reason: r.label() }).inc_by(0);
             m.handshakes.get_or_create(&OutcomeLabel { outcome: r.label() }).inc_by(0);
         }
-        let after = m.encode(&index, crate::revocation::now_secs());
+        let after = m.encode(&index.samples(), index.rejected().len(), crate::revocation::now_secs());
         assert_eq!(count(&after, "kube_crl_proxy_handshakes_total"), 10, "{after}");
         assert_eq!(count(&after, "kube_crl_proxy_connections_closed_total"), 8, "{after}");
     }
@@ -349,8 +358,8 @@ mod tests {
         };
         let algs = crate::tls::provider().signature_verification_algorithms;
         let sources = crate::revocation::CrlSource::files(&[dir.path().join("crl.pem")]).unwrap();
-        let (index, _) = RevocationIndex::load(&bundle, &sources, policy, &algs).unwrap();
-        let text = m.encode(&index, crate::revocation::now_secs());
+        let (index, _) = crate::revocation::RevocationIndex::load(&bundle, &sources, policy, &algs).unwrap();
+        let text = m.encode(&index.samples(), index.rejected().len(), crate::revocation::now_secs());
         assert!(text.contains(r#"kube_crl_proxy_handshakes_total{outcome="revoked"} 1"#), "{text}");
         assert!(text.contains(r#"kube_crl_proxy_requests_total{code="200",method="GET",verb="watch"} 1"#), "{text}");
         let key = index.crls().next().unwrap().signer.key_id();

@@ -99,13 +99,27 @@ pub fn crl_file_items(
         return Ok((crls_in(flag, path, bytes)?, Vec::new()));
     }
     let crls = crl_blocks(bytes).map_err(|e| ConfigError::file(flag, path, format!("bad PEM: {e}")))?;
-    let certs = CertificateDer::pem_slice_iter(bytes)
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| ConfigError::file(flag, path, format!("bad PEM: {e}")))?;
+    let certs = certificate_blocks(bytes).map_err(|e| ConfigError::file(flag, path, format!("bad PEM: {e}")))?;
     if crls.is_empty() && certs.is_empty() {
         return Err(ConfigError::file(flag, path, "no X509 CRL block found"));
     }
     Ok((crls, certs))
+}
+
+/// The `CERTIFICATE` blocks of a PEM text. Only those blocks are handed to the PEM parser:
+/// given the whole text, it would decode every block, a 50 MB CRL included, to skip it.
+fn certificate_blocks(text: &[u8]) -> Result<Vec<CertificateDer<'static>>, String> {
+    const BEGIN: &[u8] = b"-----BEGIN CERTIFICATE-----";
+    const END: &[u8] = b"-----END CERTIFICATE-----";
+    let mut out = Vec::new();
+    let mut rest = text;
+    while let Some(start) = memchr::memmem::find(rest, BEGIN) {
+        let block = &rest[start..];
+        let end = memchr::memmem::find(block, END).ok_or("CERTIFICATE block without END line")? + END.len();
+        out.push(CertificateDer::from_pem_slice(&block[..end]).map_err(|e| e.to_string())?);
+        rest = &block[end..];
+    }
+    Ok(out)
 }
 
 /// The `X509 CRL` blocks of a PEM text. CRLs are public, so unlike keys they do not need
@@ -155,6 +169,18 @@ fn crl_blocks(text: &[u8]) -> Result<Vec<CertificateRevocationListDer<'static>>,
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn certificate_blocks_beside_crls_are_found() {
+        let ca = crate::pki::Authority::root("pem-ca");
+        let other = crate::pki::Authority::root("pem-other");
+        let text = format!("{}{}junk{}", ca.cert_pem, ca.crl(&[&[1]], 1, time::Duration::days(1)), other.cert_pem);
+        let certs = certificate_blocks(text.as_bytes()).unwrap();
+        assert_eq!(certs, vec![ca.der.clone(), other.der.clone()]);
+        let (crls, certs) = crl_file_items("--crl-file", Path::new("t"), text.as_bytes()).unwrap();
+        assert_eq!((crls.len(), certs.len()), (1, 2));
+        assert!(certificate_blocks(b"-----BEGIN CERTIFICATE-----\nAAAA").is_err());
+    }
 
     #[test]
     fn crl_blocks_match_the_pem_parser() {

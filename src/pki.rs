@@ -12,7 +12,7 @@ use rcgen::{
 };
 use rustls_pki_types::CertificateDer;
 
-use crate::revocation::der::tlv;
+use crate::der::tlv;
 use time::{Duration, OffsetDateTime};
 
 /// A certificate authority that can issue certificates and CRLs.

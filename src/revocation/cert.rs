@@ -4,7 +4,7 @@
 //! the signed parts of a certificate, to verify a CRL signer's certificate against its CA.
 
 use super::crl::{ALL_REASONS, Reasons, normalize_serial, reason_flags};
-use super::der::{self, DerError, Reader};
+use crate::der::{self, DerError, Reader};
 use super::name::{GeneralNameKey, NameKey, general_names};
 
 const OID_BASIC_CONSTRAINTS: &[u8] = &[0x55, 0x1d, 0x13];
@@ -267,12 +267,12 @@ mod tests {
         assert!(
             Signed::parse(leaf.der.as_ref())
                 .unwrap()
-                .signed_by(&i.spki, &crate::tls::provider().signature_verification_algorithms)
+                .signed_by(&i.spki, &crate::crypto::provider().signature_verification_algorithms)
         );
         assert!(
             !Signed::parse(leaf.der.as_ref())
                 .unwrap()
-                .signed_by(&l.spki, &crate::tls::provider().signature_verification_algorithms)
+                .signed_by(&l.spki, &crate::crypto::provider().signature_verification_algorithms)
         );
     }
 

@@ -4,7 +4,7 @@
 
 use rustls::crypto::WebPkiSupportedAlgorithms;
 
-use super::der::{self, DerError, Reader, Tlv, oid_string};
+use crate::der::{self, DerError, Reader, Tlv, oid_string};
 
 const OID_CRL_NUMBER: &[u8] = &[0x55, 0x1d, 0x14];
 const OID_REASON_CODE: &[u8] = &[0x55, 0x1d, 0x15];

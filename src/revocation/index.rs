@@ -301,7 +301,7 @@ pub struct RevocationIndex {
 struct ParsedSource {
     flag: &'static str,
     name: PathBuf,
-    digest: [u8; 32],
+    identity: super::SourceIdentity,
     /// Its CRLs, verified, deltas not merged.
     crls: Vec<Arc<Crl>>,
     rejected: Vec<Rejected>,
@@ -483,9 +483,9 @@ impl RevocationIndex {
         let mut reused: Vec<&ParsedSource> = Vec::new();
         let mut extras = Vec::new();
         for source in sources {
-            let digest: [u8; 32] = sha2::Sha256::digest(source.bytes.as_slice()).into();
+            let identity = source.identity();
             let old = previous.and_then(|p| {
-                p.sources.iter().find(|ps| ps.flag == source.flag && ps.name == source.name && ps.digest == digest)
+                p.sources.iter().find(|ps| ps.flag == source.flag && ps.name == source.name && ps.identity == identity)
             });
             if let Some(old) = old {
                 extras.extend(old.certs.iter().cloned());
@@ -498,7 +498,7 @@ impl RevocationIndex {
                 .map(|c| (c.as_ref().to_vec(), format!("{} {}", source.flag, source.name.display())))
                 .collect();
             extras.extend(certs.iter().cloned());
-            fresh.push((source, digest, crls, certs));
+            fresh.push((source, identity, crls, certs));
         }
         let (pool, mut warnings) = Pool::new(bundle, extras, algs);
 
@@ -509,7 +509,7 @@ impl RevocationIndex {
                 parsed.push(ParsedSource {
                     flag: old.flag,
                     name: old.name.clone(),
-                    digest: old.digest,
+                    identity: old.identity.clone(),
                     crls: old.crls.clone(),
                     rejected: old.rejected.clone(),
                     certs: old.certs.clone(),
@@ -518,13 +518,13 @@ impl RevocationIndex {
             }
             let source = sources.iter().find(|s| s.flag == old.flag && s.name == old.name).expect("a source");
             let (crls, _) = crate::pem::crl_file_items(source.flag, &source.name, &source.bytes)?;
-            fresh.push((source, old.digest, crls, old.certs.clone()));
+            fresh.push((source, old.identity.clone(), crls, old.certs.clone()));
         }
-        for (source, digest, crls, certs) in fresh {
+        for (source, identity, crls, certs) in fresh {
             let mut done = ParsedSource {
                 flag: source.flag,
                 name: source.name.clone(),
-                digest,
+                identity,
                 crls: Vec::new(),
                 rejected: Vec::new(),
                 certs,
@@ -683,6 +683,22 @@ impl RevocationIndex {
             .flatten()
             .filter(|t| *t > now)
             .min()
+    }
+
+    /// What the metrics show of each CRL in use.
+    pub fn samples(&self) -> Vec<crate::metrics::CrlSample> {
+        self.crls()
+            .map(|c| crate::metrics::CrlSample {
+                label: crate::metrics::CrlLabel {
+                    issuer: c.issuer.clone(),
+                    scope: c.scope.describe(),
+                    key: c.signer.key_id(),
+                },
+                entries: c.len(),
+                this_update: c.this_update,
+                next_update: c.next_update,
+            })
+            .collect()
     }
 
     /// The CRLs left out at load, and why.
@@ -990,7 +1006,7 @@ pub fn verify_fetched(
     let (crls, certs) = crate::pem::crl_file_items(flag, &name, bytes).map_err(|e| e.to_string())?;
     let (pool, _) =
         Pool::new(bundle, certs.into_iter().map(|c| (c.as_ref().to_vec(), url.to_string())).collect(), algs);
-    let source = CrlSource { flag, name, bytes: Arc::new(Vec::new()) };
+    let source = CrlSource { flag, name, bytes: Arc::new(Vec::new()), stamp: None };
     let mut earliest: Option<i64> = None;
     for (i, der) in crls.iter().enumerate() {
         let c = candidate(der.as_ref(), &format!("{url} CRL #{}", i + 1), &source, &pool, algs)

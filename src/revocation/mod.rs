@@ -4,7 +4,7 @@
 //! load, into a pre-verified index of sorted serial tables, so a handshake costs a hash lookup
 //! and a binary search per applicable CRL whatever the CRLs' sizes.
 //!
-//! Layout: [`der`] (strict DER reader), [`name`] (RFC 5280 §7.1 name comparison), [`cert`]
+//! Layout (with [`crate::der`], the strict DER reader, beneath): [`name`] (RFC 5280 §7.1 name comparison), [`cert`]
 //! (what revocation reads of a certificate), [`crl`] (one CRL parsed), [`table`] (one CRL's
 //! serials), [`index`] (the CRL index and RFC 5280 §6.3 processing), [`ocsp`] (answers,
 //! cache, queries). This file holds the policy: `--revocation-check`, `--crl-missing`,
@@ -15,7 +15,6 @@
 
 pub mod cert;
 pub mod crl;
-pub mod der;
 pub mod index;
 pub mod name;
 pub mod ocsp;
@@ -43,6 +42,10 @@ pub struct CrlSource {
     pub flag: &'static str,
     pub name: PathBuf,
     pub bytes: Arc<Vec<u8>>,
+    /// For a file: its length, modification time and inode when read, which tell a reload
+    /// that it did not change without hashing 50 MB. `None` for fetched bytes (the fetcher
+    /// keeps the same `bytes` until a download changes them).
+    pub stamp: Option<(u64, Option<std::time::SystemTime>, u64)>,
 }
 
 impl CrlSource {
@@ -51,12 +54,53 @@ impl CrlSource {
         paths
             .iter()
             .map(|p| {
+                let meta = std::fs::metadata(p).ok();
                 let bytes =
                     std::fs::read(p).map_err(|e| ConfigError::file("--crl-file", p, format!("cannot read: {e}")))?;
-                Ok(Self { flag: "--crl-file", name: p.clone(), bytes: Arc::new(bytes) })
+                // The stamp is taken before the read: a write racing the read changes it.
+                let stamp = meta.map(|m| (m.len(), m.modified().ok(), inode(&m)));
+                Ok(Self { flag: "--crl-file", name: p.clone(), bytes: Arc::new(bytes), stamp })
             })
             .collect()
     }
+
+    /// What tells two reads of this source apart: the file's stamp, or the fetched bytes'
+    /// identity (the same allocation).
+    fn identity(&self) -> SourceIdentity {
+        match self.stamp {
+            Some((len, modified, inode)) => SourceIdentity::File { len, modified, inode },
+            None => SourceIdentity::Fetched(self.bytes.clone()),
+        }
+    }
+}
+
+/// See [`CrlSource::identity`].
+#[derive(Debug, Clone)]
+enum SourceIdentity {
+    File { len: u64, modified: Option<std::time::SystemTime>, inode: u64 },
+    Fetched(Arc<Vec<u8>>),
+}
+
+impl PartialEq for SourceIdentity {
+    fn eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            (Self::File { len: a, modified: b, inode: c }, Self::File { len: x, modified: y, inode: z }) => {
+                a == x && b == y && c == z && b.is_some()
+            }
+            (Self::Fetched(a), Self::Fetched(b)) => Arc::ptr_eq(a, b),
+            _ => false,
+        }
+    }
+}
+
+#[cfg(unix)]
+fn inode(m: &std::fs::Metadata) -> u64 {
+    std::os::unix::fs::MetadataExt::ino(m)
+}
+
+#[cfg(not(unix))]
+fn inode(_: &std::fs::Metadata) -> u64 {
+    0
 }
 
 /// How fresh a CRL is, by its nextUpdate: the one rule used by the verifier, readiness,

@@ -6,7 +6,7 @@
 //! in a fixed order. Two names match exactly when their keys are equal, so keys can be
 //! hashed. (Chain building stays with rustls-webpki, which matches names byte for byte.)
 
-use super::der::{self, DerError, Reader};
+use crate::der::{self, DerError, Reader};
 
 const SET: u8 = 0x31;
 const UTF8_STRING: u8 = 0x0c;

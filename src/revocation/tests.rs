@@ -31,7 +31,7 @@ fn deny() -> RevocationPolicy {
 }
 
 fn algs() -> WebPkiSupportedAlgorithms {
-    crate::tls::provider().signature_verification_algorithms
+    crate::crypto::provider().signature_verification_algorithms
 }
 
 fn pem_crl(pem: String) -> Vec<u8> {
@@ -431,8 +431,8 @@ fn a_reload_reuses_unchanged_crl_sources_while_their_signers_stay() {
     let (second, _) = RevocationIndex::load_after(&bundle, &sources, deny(), &algs(), Some(&first)).unwrap();
     assert!(users_crl(&second).shares_serials_with(&users_crl(&first)));
     // The users CRL changes (the root's does not): the users CRL is read anew.
-    let mut changed = sources.clone();
-    changed[1].bytes = Arc::new(pem_crl(users.crl(&[], 2, Duration::days(1))));
+    std::fs::write(&sources[1].name, pem_crl(users.crl(&[], 2, Duration::days(1)))).unwrap();
+    let changed = CrlSource::files(&[sources[0].name.clone(), sources[1].name.clone()]).unwrap();
     let (third, _) = RevocationIndex::load_after(&bundle, &changed, deny(), &algs(), Some(&second)).unwrap();
     assert!(!users_crl(&third).shares_serials_with(&users_crl(&second)));
     assert!(users_crl(&third).is_empty());

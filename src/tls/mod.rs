@@ -26,10 +26,7 @@ use verifier::CrlVerifier;
 /// ALPN protocols offered downstream and upstream, in preference order.
 pub const ALPN: [&[u8]; 2] = [b"h2", b"http/1.1"];
 
-/// The one crypto provider of the process (ring).
-pub fn provider() -> Arc<CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
-}
+pub use crate::crypto::provider;
 
 /// Everything loaded from the TLS-related files, validated.
 pub struct TlsMaterial {

@@ -9,7 +9,7 @@ use sha2::{Digest, Sha256};
 use webpki::{EndEntityCert, KeyUsage};
 
 use crate::revocation::crl::normalize_serial;
-use crate::revocation::der::{
+use crate::der::{
     self, BIT_STRING, CONTEXT_0, DerError, ENUMERATED, GENERALIZED_TIME, INTEGER, OCTET_STRING, OID, Reader, SEQUENCE,
     tlv,
 };
@@ -386,7 +386,7 @@ mod tests {
 
     fn check(resp: &[u8], serial: &[u8], now: i64) -> Result<Verified, ResponseError> {
         let cert = CertRef::issued_by(serial, ISSUER).unwrap();
-        verify(resp, &cert, now, i64::MAX / 4, &crate::tls::provider().signature_verification_algorithms)
+        verify(resp, &cert, now, i64::MAX / 4, &crate::crypto::provider().signature_verification_algorithms)
     }
 
     #[test]
@@ -419,7 +419,7 @@ mod tests {
         // Another CA's reference: neither the CA nor the responder verifies.
         let other = crate::pki::Authority::root("other-ca");
         let cert = CertRef::issued_by(&[0x0a, 0x1c], other.der.as_ref()).unwrap();
-        let algs = crate::tls::provider().signature_verification_algorithms;
+        let algs = crate::crypto::provider().signature_verification_algorithms;
         assert_eq!(verify(DELEGATED_GOOD, &cert, now, 3600, &algs).err(), Some(ResponseError::BadSignature));
     }
 

@@ -185,7 +185,7 @@ impl Ocsp {
         Self {
             config: config.clone(),
             client: Client::builder(TokioExecutor::new()).pool_max_idle_per_host(4).build(http),
-            algs: crate::tls::provider().signature_verification_algorithms,
+            algs: crate::crypto::provider().signature_verification_algorithms,
             runtime: Handle::try_current().ok(),
             slots: Mutex::default(),
             waiting: AtomicUsize::new(0),
