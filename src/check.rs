@@ -31,12 +31,12 @@ use x509_parser::prelude::*;
 
 use crate::ca::{Ca, CaBundle};
 use crate::config::{Config, HeaderNames, OcspMode, Policy, RunFlags};
+use crate::der::{self, Reader};
 use crate::error::{ConfigError, RefusalReason};
 use crate::fetch::Fetcher;
 use crate::identity;
 use crate::metrics::Metrics;
 use crate::revocation::crl::reason_name;
-use crate::der::{self, Reader};
 use crate::revocation::ocsp::{CertStatus, Ocsp};
 use crate::revocation::{Crl, PathCert, RevocationError, VerifiedPath, fmt_time};
 use crate::tls::TlsMaterial;

@@ -145,7 +145,12 @@ impl Fetcher {
     pub fn sources(&self) -> Vec<CrlSource> {
         lock(&self.store)
             .iter()
-            .map(|(url, e)| CrlSource { flag: "--crl-url", name: PathBuf::from(url), bytes: e.bytes.clone(), stamp: None })
+            .map(|(url, e)| CrlSource {
+                flag: "--crl-url",
+                name: PathBuf::from(url),
+                bytes: e.bytes.clone(),
+                stamp: None,
+            })
             .collect()
     }
 

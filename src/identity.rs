@@ -12,7 +12,6 @@ use sha2::{Digest, Sha256};
 use x509_parser::der_parser::asn1_rs::Any;
 use x509_parser::prelude::*;
 
-
 /// Subject attribute carrying the user's UID (Kubernetes 1.33+).
 pub const UID_OID: &str = "1.3.6.1.4.1.57683.2";
 /// The extra kube-apiserver sets for x509 users since 1.32.
@@ -38,7 +37,6 @@ impl HeaderNames {
         Self { username, group, uid, extra_prefix, credential_id }
     }
 }
-
 
 /// Who the client is, as the upstream will be told.
 #[derive(Debug, Clone, PartialEq, Eq)]

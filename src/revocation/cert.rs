@@ -4,8 +4,8 @@
 //! the signed parts of a certificate, to verify a CRL signer's certificate against its CA.
 
 use super::crl::{ALL_REASONS, Reasons, normalize_serial, reason_flags};
-use crate::der::{self, DerError, Reader};
 use super::name::{GeneralNameKey, NameKey, general_names};
+use crate::der::{self, DerError, Reader};
 
 const OID_BASIC_CONSTRAINTS: &[u8] = &[0x55, 0x1d, 0x13];
 const OID_KEY_USAGE: &[u8] = &[0x55, 0x1d, 0x0f];

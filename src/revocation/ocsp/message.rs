@@ -8,11 +8,11 @@ use rustls_pki_types::{CertificateDer, TrustAnchor, UnixTime};
 use sha2::{Digest, Sha256};
 use webpki::{EndEntityCert, KeyUsage};
 
-use crate::revocation::crl::normalize_serial;
 use crate::der::{
     self, BIT_STRING, CONTEXT_0, DerError, ENUMERATED, GENERALIZED_TIME, INTEGER, OCTET_STRING, OID, Reader, SEQUENCE,
     tlv,
 };
+use crate::revocation::crl::normalize_serial;
 
 /// sha1 (1.3.14.3.2.26): the CertID hash CAs expect (RFC 5019).
 const OID_SHA1: &[u8] = &[0x2b, 0x0e, 0x03, 0x02, 0x1a];
