@@ -684,7 +684,11 @@ def main() -> int:
         b.scale_reps_for = lambda n: scale_reps.get(n, 1)
         b.scale_window = a.scale_window
         b.scale_watch_max_n = a.scale_watch_max_n
-        log(f"mode {mode.name}: scenarios {','.join(scenarios)}, {mode.reps} repetition(s), {mode.duration:g} s each")
+        if scenarios == ["scale"]:
+            log(f"scenario scale: N = {a.scale_n}, repetitions {a.scale_reps}, {a.scale_window:g} s CPU window")
+        else:
+            log(f"mode {mode.name}: scenarios {','.join(scenarios)}, {mode.reps} repetition(s), "
+                f"{mode.duration:g} s each")
         b.run()
     finally:
         procs.stop_all()

@@ -252,6 +252,10 @@ def one_round(b, pki, work, run, loadgen, kcp_bin, proxy_core, load_core, n, rep
         for c in cells:
             o = c.hold.recv(open_budget + 90)
             c.data["open"] = o
+            if o["failures"] or o.get("stopped_early") or o["victims_open"] < VICTIMS:
+                b.notes.append(f"{c.name}, N = {n:,}, repetition {rep + 1}: {o['open']:,} of {n:,} opened "
+                               f"(+ {o['victims_open']} victims); failures {o['failures']} {o['errors']}"
+                               + (f"; stopped early: {o['stopped_early']}" if o.get("stopped_early") else ""))
             log(f"    {c.name:13s} open {o['open']:,}/{n:,} + {o['victims_open']} victims in {o['open_s']:.1f} s"
                 + (f", failures {o['failures']} {o['errors']}" if o["failures"] else "")
                 + (f", stopped early ({o['stopped_early']})" if o.get("stopped_early") else ""))
@@ -399,7 +403,7 @@ def tables(rows: list[dict], ns: list[int], window: float) -> list[str]:
                     row.append(R.fmt(_agg(rows, shape, n, kind, "events_per_s")))
                 if kind == "kcp":
                     vc = _vals(rows, shape, n, kind, victim_closes)
-                    missing = sum(1 for r in _vals(rows, shape, n, kind, lambda d: [v.get("close_ms") is None
+                    missing = sum(1 for r in _vals(rows, shape, n, kind, lambda d: [v.get("close_ms") is None and v.get("victim_held")
                                                                                    for v in d.get("victims", [])]) if r)
                     v = fmt_ms(R.agg(vc)) + f" (n={len(vc)})" + (f", {missing} not closed in {VICTIM_WAIT_S:g} s"
                                                                  if missing else "")
@@ -436,7 +440,7 @@ def targets(rows: list[dict], ns: list[int]) -> list[str]:
         per_n = {n: v for n, v in per_n.items() if v}
         if not per_n:
             continue
-        missing = sum(1 for n in ns for r in _vals(rows, shape, n, "kcp", lambda d: [v.get("close_ms") is None
+        missing = sum(1 for n in ns for r in _vals(rows, shape, n, "kcp", lambda d: [v.get("close_ms") is None and v.get("victim_held")
                                                                                     for v in d.get("victims", [])]) if r)
         worst = max(max(v) for v in per_n.values())
         under = missing == 0 and worst < 1000
