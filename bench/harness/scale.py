@@ -333,10 +333,18 @@ def stop_cell(b, c: Cell) -> None:
 # ------------------------------------------------------------------------------ report
 
 
-def _vals(rows, shape, n, kind, key):
+MIN_HELD = 0.5  # a repetition that held fewer than half of N is left out of the per-connection figures
+
+
+def usable(d: dict) -> bool:
+    return (d.get("held") or 0) >= MIN_HELD * d.get("n", 0)
+
+
+def _vals(rows, shape, n, kind, key, all_reps: bool = False):
     out = []
     for r in rows:
-        if r["scenario"] == "scale" and r["case"] == f"{shape} N={n}" and r["proxy"] == kind:
+        if (r["scenario"] == "scale" and r["case"] == f"{shape} N={n}" and r["proxy"] == kind
+                and (all_reps or usable(r["data"]))):
             v = key(r["data"]) if callable(key) else r["data"].get(key)
             if isinstance(v, list):
                 out += [x for x in v if x is not None]
@@ -349,8 +357,9 @@ def _agg(rows, shape, n, kind, key):
     return R.agg(_vals(rows, shape, n, kind, key))
 
 
-def _reps(rows, shape, n, kind):
-    return sum(1 for r in rows if r["scenario"] == "scale" and r["case"] == f"{shape} N={n}" and r["proxy"] == kind)
+def _reps(rows, shape, n, kind, all_reps: bool = True):
+    return sum(1 for r in rows if r["scenario"] == "scale" and r["case"] == f"{shape} N={n}" and r["proxy"] == kind
+               and (all_reps or usable(r["data"])))
 
 
 def victim_closes(d):
@@ -390,12 +399,15 @@ def tables(rows: list[dict], ns: list[int], window: float) -> list[str]:
                 reps = _reps(rows, shape, n, kind)
                 if not reps:
                     continue
+                good = _reps(rows, shape, n, kind, all_reps=False)
+                held_all = [int(v) for v in _vals(rows, shape, n, kind, "held", all_reps=True)]
                 held = _agg(rows, shape, n, kind, "held")
                 cpu = _agg(rows, shape, n, kind, "cpu_pct")
                 cpu_per = _agg(rows, shape, n, kind,
                                lambda d: None if not d.get("held") or d.get("cpu_window_s") is None
                                else d["cpu_window_s"] * 1e6 / d["held"] * 60 / d["window_s"])
-                row = [f"{n:,}", R.NAMES["kcp" if kind == "kcp" else "haproxy"], str(reps), R.fmt(held),
+                reps_txt = str(reps) if good == reps else f"{good} of {reps} (held {held_all}: see notes)"
+                row = [f"{n:,}", R.NAMES["kcp" if kind == "kcp" else "haproxy"], reps_txt, R.fmt(held),
                        R.fmt(_agg(rows, shape, n, kind, "fds_per_conn"), 2), R.fmt(bk if kind == "kcp" else bh),
                        R.fmt_ratio(R.ratio(bk, bh)) if kind == "kcp" else "",
                        R.fmt(cpu, 3), R.fmt(cpu_per, 2)]
@@ -523,7 +535,8 @@ def write_report(rows: list[dict], notes: list[str], mach: dict, out: Path, elap
           "idle connections during a round; HAProxy's timeouts are 900 s too) and `--max-connections 19500`. "
           "HAProxy: `maxconn 19000` and `no strict-limits` (it then starts with the 20,000 descriptors it gets).",
           ""]
-    L += ["## Results", "", "Cells: median [min–max] over the repetitions.", ""]
+    L += ["## Results", "", "Cells: median [min–max] over the repetitions. A repetition in which a proxy held fewer "
+          "than half of N is left out of that row's figures (the *reps* column says so; the notes say why).", ""]
     L += tables(rows, ns, window)
     L += ["## Targets (issue 16)", ""]
     L += targets(rows, ns)
@@ -532,3 +545,40 @@ def write_report(rows: list[dict], notes: list[str], mach: dict, out: Path, elap
     L += [f"Raw measurements: `{out.with_suffix('.jsonl').name}` next to this file (one JSON object per cell and "
           "repetition, with the load generator's replies).", ""]
     out.write_text("\n".join(L))
+
+
+def rerender(jsonl: Path, md: Path, extra_notes: list[str]) -> None:
+    """Re-writes a scale report from its raw rows, keeping its machine section and notes
+    (python3 bench/harness/scale.py RESULTS.jsonl [--note TEXT ...])."""
+    rows = [json.loads(x) for x in jsonl.read_text().splitlines() if x.strip()]
+    text = md.read_text()
+    mach, notes, section = {}, [], None
+    elapsed, reps_desc = 0.0, ""
+    for line in text.splitlines():
+        if line.startswith("## "):
+            section = line[3:]
+            continue
+        if section == "Machine" and line.startswith("- **"):
+            k, v = line[4:].split("**: ", 1)
+            if k == "run time":
+                elapsed = float(v.split(" min")[0]) * 60
+                reps_desc = v.split("repetitions: ", 1)[1]
+            else:
+                mach[k] = v
+        elif section == "Notes from this run" and line.startswith("- "):
+            notes.append(line[2:])
+    ns = sorted({int(r["case"].split("N=")[1]) for r in rows})
+    window = statistics.median([r["data"]["window_s"] for r in rows if r["data"].get("window_s")])
+    write_report(rows, notes + [n for n in extra_notes if n not in notes], mach, md, elapsed, ns, round(window),
+                 reps_desc)
+
+
+if __name__ == "__main__":
+    import argparse
+
+    ap = argparse.ArgumentParser(description=rerender.__doc__)
+    ap.add_argument("jsonl")
+    ap.add_argument("--note", action="append", default=[])
+    a = ap.parse_args()
+    j = Path(a.jsonl)
+    rerender(j, j.with_suffix(".md"), a.note)
