@@ -9,7 +9,7 @@
 #                           (the working tree and its target/ are not touched)
 #   KCP_BIN=/path/to/kube-crl-proxy bench/run.sh ...   benchmark a prebuilt binary
 #
-# Other options are passed to bench/harness/bench.py (--only a,b,c,d,e,2core, --reps N,
+# Other options are passed to bench/harness/bench.py (--only a,b,c,d,e,2core[,scale], --reps N,
 # --duration S, --regen-pki, --out FILE, --note TEXT). Needs root for apt-get (only when
 # haproxy or nginx is missing). Loopback only; every process started is stopped by PID on exit.
 set -euo pipefail

@@ -88,6 +88,8 @@ QUICK = Mode(
     idle_conns=5000, idle_http=[1, 2], reload_duration=12.0, reload_trigger_at=2.0,
 )
 ALL_SCENARIOS = ["a", "b", "c", "d", "e", "2core"]
+# Run on demand only (`--only scale`, or added to a list): ~15 min, see bench/README.md "Scale".
+EXTRA_SCENARIOS = ["scale"]
 
 
 def log(msg: str) -> None:
@@ -231,6 +233,11 @@ class Bench:
             self.reload()
         if "2core" in self.scenarios and m.two_core:
             self.two_cores()
+        if "scale" in self.scenarios:
+            import scale as S  # noqa: PLC0415
+
+            S.run_scale(self, PKI, WORK, RUN, LOADGEN, KCP_BIN, PROXY_CORE, LOAD_CORE, self.scale_ns,
+                        self.scale_reps_for, self.scale_window, self.scale_watch_max_n)
 
     def handshake(self, ps: list[P.Proxy], tls: str, n: int | None, scenario: str = "a",
                   cpus: str = LOAD_CORE, threads: int = 1) -> None:
@@ -622,6 +629,12 @@ def main() -> int:
                     help="nginx offers only HTTP/1.1 (default: h2 too, like kube-apiserver; HAProxy talks HTTP/1.1 "
                          "upstream either way)")
     ap.add_argument("--note", action="append", default=[], help="a note to add to the results file (repeatable)")
+    ap.add_argument("--scale-n", default="1000,5000,15000", help="scale: connection counts (comma-separated)")
+    ap.add_argument("--scale-reps", default="1000:3,5000:3,15000:1",
+                    help="scale: repetitions per N, N:REPS,... (N not listed: 1)")
+    ap.add_argument("--scale-window", type=float, default=60.0, help="scale: CPU window in seconds")
+    ap.add_argument("--scale-watch-max-n", type=int, default=5000,
+                    help="scale: largest N for the watch shape (5 events/s per connection)")
     a = ap.parse_args()
 
     mode = QUICK if a.quick else FULL
@@ -630,9 +643,11 @@ def main() -> int:
     if a.duration:
         mode.duration = a.duration
     scenarios = [s.strip() for s in a.only.split(",") if s.strip()]
-    bad = [s for s in scenarios if s not in ALL_SCENARIOS]
+    bad = [s for s in scenarios if s not in ALL_SCENARIOS + EXTRA_SCENARIOS]
     if bad:
-        ap.error(f"unknown scenario(s) {bad}; choose from {ALL_SCENARIOS}")
+        ap.error(f"unknown scenario(s) {bad}; choose from {ALL_SCENARIOS + EXTRA_SCENARIOS}")
+    scale_ns = [int(x) for x in a.scale_n.split(",") if x.strip()]
+    scale_reps = {int(k): int(v) for k, v in (x.split(":") for x in a.scale_reps.split(",") if x.strip())}
     for exe in (LOADGEN, KCP_BIN):
         if not exe.exists():
             ap.error(f"{exe} is missing: run bench/run.sh (it builds it)")
@@ -655,7 +670,8 @@ def main() -> int:
     mach = machine()
     try:
         manifest = PKI / "manifest.json"
-        if a.regen_pki or not manifest.exists() or not (PKI / "crl/crl-1m-next.pem").exists():
+        if (a.regen_pki or not manifest.exists() or not (PKI / "crl/crl-1m-next.pem").exists()
+                or not (PKI / "crl/scale-all.pem").exists()):
             shutil.rmtree(PKI, ignore_errors=True)
             log("generating the PKI and CRLs (0, 10k, 100k, 1M entries)")
             subprocess.run([str(LOADGEN), "gen-pki", "--dir", str(PKI)], check=True)
@@ -664,18 +680,38 @@ def main() -> int:
         b = Bench(mode, scenarios, procs)
         b.notes += a.note
         b.upstream_h1 = a.upstream_h1
-        log(f"mode {mode.name}: scenarios {','.join(scenarios)}, {mode.reps} repetition(s), {mode.duration:g} s each")
+        b.scale_ns = scale_ns
+        b.scale_reps_for = lambda n: scale_reps.get(n, 1)
+        b.scale_window = a.scale_window
+        b.scale_watch_max_n = a.scale_watch_max_n
+        if scenarios == ["scale"]:
+            log(f"scenario scale: N = {a.scale_n}, repetitions {a.scale_reps}, {a.scale_window:g} s CPU window")
+        else:
+            log(f"mode {mode.name}: scenarios {','.join(scenarios)}, {mode.reps} repetition(s), "
+                f"{mode.duration:g} s each")
         b.run()
     finally:
         procs.stop_all()
     elapsed = time.monotonic() - t0
     date = dt.datetime.now().strftime("%Y-%m-%d-%H%M")
-    out = Path(a.out) if a.out else BENCH / "results" / f"{date}-{mode.name}.md"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(WORK / "raw.jsonl", out.with_suffix(".jsonl"))
     mach["loadavg_at_end"] = sh("cut -d' ' -f1-3 /proc/loadavg") + " (the harness itself keeps ~2 busy)"
-    write_report(b, mach, out, elapsed)
-    log(f"done in {elapsed / 60:.1f} min: {out}")
+    main_scen = [s for s in scenarios if s in ALL_SCENARIOS]
+    if "scale" in scenarios:
+        import scale as S  # noqa: PLC0415
+
+        out = Path(a.out) if a.out and not main_scen else BENCH / "results" / f"{date}-scale.md"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        rows = [r for r in b.rows if r["scenario"] == "scale"]
+        out.with_suffix(".jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+        reps_desc = ", ".join(f"N = {n:,}: {b.scale_reps_for(n)}" for n in scale_ns)
+        S.write_report(rows, b.notes, mach, out, elapsed, scale_ns, a.scale_window, reps_desc)
+        log(f"scale report: {out}")
+    if main_scen:
+        out = Path(a.out) if a.out else BENCH / "results" / f"{date}-{mode.name}.md"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(WORK / "raw.jsonl", out.with_suffix(".jsonl"))
+        write_report(b, mach, out, elapsed)
+    log(f"done in {elapsed / 60:.1f} min")
     return 0
 
 

@@ -190,7 +190,7 @@ class Proxy:
 
 
 def start_kcp(procs: Procs, binary: Path, pki: Path, run: Path, crl: Path, up: Upstream, cpus: str,
-              log_level: str = "warn", tag: str = "kcp") -> Proxy:
+              log_level: str = "warn", tag: str = "kcp", extra_args: list[str] | None = None) -> Proxy:
     ready = run / f"{tag}.ready"
     ready.unlink(missing_ok=True)
     log = run / f"{tag}.log"
@@ -209,6 +209,7 @@ def start_kcp(procs: Procs, binary: Path, pki: Path, run: Path, crl: Path, up: U
     if kcp_supports(binary, "--admin-address"):
         # Several instances run side by side: no fixed admin port.
         argv += ["--admin-address", "127.0.0.1:0"]
+    argv += extra_args or []
     p = procs.start(argv, log, cpus)
     deadline = time.monotonic() + 120
     while not ready.exists():
@@ -259,7 +260,7 @@ listen api-in
 
 
 def haproxy_config(run: Path, pki: Path, crl: Path, up: Upstream, reuse: str, nbthread: int, tag: str,
-                   port: int, master_worker: bool = False) -> Path:
+                   port: int, master_worker: bool = False, scale: bool = False) -> Path:
     extra = ""
     if master_worker:
         # Seamless reload: the new worker takes the listening sockets over from the old one.
@@ -267,14 +268,23 @@ def haproxy_config(run: Path, pki: Path, crl: Path, up: Upstream, reuse: str, nb
     cfg = run / f"{tag}.cfg"
     cfg.write_text(HAPROXY_CONF.format(nbthread=nbthread, global_extra=extra, port=port, pki=pki, crl=crl,
                                        reuse=reuse, upstream_port=up.port))
+    if scale:
+        # The scale scenario: as many connections as the 20,000-descriptor limit lets HAProxy
+        # hold (maxconn 19000 wants ~38k descriptors; `no strict-limits` makes HAProxy start
+        # anyway with what it gets), and timeouts longer than a scale round.
+        text = cfg.read_text()
+        text = text.replace("    maxconn 9000\n", "    maxconn 19000\n")
+        text = text.replace("global\n", "global\n    no strict-limits\n", 1)
+        text = text.replace(" 300s\n", " 900s\n")
+        cfg.write_text(text)
     return cfg
 
 
 def start_haproxy(procs: Procs, pki: Path, run: Path, crl: Path, up: Upstream, cpus: str, reuse: str,
-                  nbthread: int, master_worker: bool = False, tag: str | None = None) -> Proxy:
+                  nbthread: int, master_worker: bool = False, tag: str | None = None, scale: bool = False) -> Proxy:
     tag = tag or f"haproxy-{reuse}"
     port = free_port()
-    cfg = haproxy_config(run, pki, crl, up, reuse, nbthread, tag, port, master_worker)
+    cfg = haproxy_config(run, pki, crl, up, reuse, nbthread, tag, port, master_worker, scale)
     log = run / f"{tag}.log"
     check = subprocess.run(["haproxy", "-c", "-q", "-f", str(cfg)], capture_output=True, text=True)
     if check.returncode != 0:

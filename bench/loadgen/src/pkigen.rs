@@ -16,6 +16,11 @@
 //!   intermediate: `<size>` random serials, never the client's or the probe's).
 //!   `crl-revoked.pem`: 10k serials + the client's. `crl-1m-next.pem`: the same 1M serials
 //!   + the probe's, CRL number + 1.
+//! - `victim-{1,2,3}.{crt,key}`: CN=victim-N, O=dev, issued by the intermediate, each held by
+//!   one connection of the `scale` scenario and revoked alone.
+//! - `crl/scale-v1.pem` … `scale-v3.pem`: the 10k serials + victims 1..k (CRL numbers 101..103);
+//!   `crl/scale-all.pem`: the 10k + the three victims + the client's (number 104). The scale
+//!   scenario starts from `crl-10k.pem` (number 100) and renames these into place in turn.
 //! - `manifest.json`: what was generated, with timings.
 
 use std::fmt::Write as _;
@@ -236,6 +241,8 @@ pub fn run(args: Args) -> Result<()> {
     let client = leaf(&users, "bench", Some("dev"), false, kt)?;
     let probe = leaf(&users, "probe", Some("dev"), false, kt)?;
     let fp_client = leaf(&fp_ca, "front-proxy-client", None, false, kt)?;
+    let victims: Vec<Leaf> =
+        (1..=3).map(|i| leaf(&users, &format!("victim-{i}"), Some("dev"), false, kt)).collect::<Result<_>>()?;
 
     write(dir, "ca.crt", &root_ca.cert_pem)?;
     write(dir, "ca-int.crt", &users.cert_pem)?;
@@ -249,6 +256,10 @@ pub fn run(args: Args) -> Result<()> {
     write(dir, "client.key", &client.key_pem)?;
     write(dir, "probe.crt", &probe.cert_pem)?;
     write(dir, "probe.key", &probe.key_pem)?;
+    for (i, v) in victims.iter().enumerate() {
+        write(dir, &format!("victim-{}.crt", i + 1), &v.cert_pem)?;
+        write(dir, &format!("victim-{}.key", i + 1), &v.key_pem)?;
+    }
     write(dir, "front-proxy-ca.crt", &fp_ca.cert_pem)?;
     write(dir, "front-proxy-client.crt", &fp_client.cert_pem)?;
     write(dir, "front-proxy-client.key", &fp_client.key_pem)?;
@@ -267,7 +278,7 @@ pub fn run(args: Args) -> Result<()> {
     let mut serials: Vec<[u8; 16]> = Vec::with_capacity(max);
     while serials.len() < max {
         let s = rng.serial();
-        if s[..] != client.serial[..] && s[..] != probe.serial[..] {
+        if s[..] != client.serial[..] && s[..] != probe.serial[..] && victims.iter().all(|v| s[..] != v.serial[..]) {
             serials.push(s);
         }
     }
@@ -287,6 +298,22 @@ pub fn run(args: Args) -> Result<()> {
         write(dir, "crl/crl-revoked.pem", format!("{root_crl}{pem}"))?;
         crls.push(serde_json::json!({"file": "crl/crl-revoked.pem", "entries": n + 1, "crl_number": 100, "lists_client": true}));
     }
+    // The scale scenario: from crl-10k.pem (number 100), each victim revoked alone in turn,
+    // then everything (the client certificate that the bulk of the connections share).
+    let scale_base = 10_000.min(serials.len());
+    for k in 1..=victims.len() {
+        let extra: Vec<&[u8]> = victims[..k].iter().map(|v| &v.serial[..]).collect();
+        let pem = crl(&users, &serials[..scale_base], &extra, 100 + k as u64)?;
+        write(dir, &format!("crl/scale-v{k}.pem"), format!("{root_crl}{pem}"))?;
+    }
+    {
+        let mut extra: Vec<&[u8]> = victims.iter().map(|v| &v.serial[..]).collect();
+        extra.push(&client.serial);
+        let pem = crl(&users, &serials[..scale_base], &extra, 100 + victims.len() as u64 + 1)?;
+        write(dir, "crl/scale-all.pem", format!("{root_crl}{pem}"))?;
+        crls.push(serde_json::json!({"file": "crl/scale-*.pem", "entries": scale_base, "crl_number": "101..104",
+            "lists": "victims 1..k (scale-vk), victims + client (scale-all)"}));
+    }
     if args.reload_crl {
         let t = Instant::now();
         let pem = crl(&users, &serials[..1_000_000], &[&probe.serial], 101)?;
@@ -298,6 +325,7 @@ pub fn run(args: Args) -> Result<()> {
         "key_type": kt,
         "client_serial": hex(&client.serial),
         "probe_serial": hex(&probe.serial),
+        "victim_serials": victims.iter().map(|v| hex(&v.serial)).collect::<Vec<_>>(),
         "pki_seconds": pki_secs,
         "total_seconds": started.elapsed().as_secs_f64(),
         "crl_timings": timings,
