@@ -387,9 +387,11 @@ where
 {
     let Life { mut stop, mut close, expires, registration, remote, activity, idle_timeout } = life;
     activity.mark_end();
-    let mut idle_check =
-        tokio::time::interval((idle_timeout / 4).clamp(Duration::from_millis(100), Duration::from_secs(5)));
-    idle_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // One deadline per connection for `--idle-timeout`, re-armed when it finds the connection
+    // busy: a wake-up per timeout, not a periodic tick (which cost idle HTTP/2 connections
+    // CPU in proportion to their number).
+    let idle_deadline = tokio::time::sleep_until(activity.last_end() + idle_timeout);
+    tokio::pin!(idle_deadline);
     let mut idle_closing = false;
     tokio::pin!(conn);
     let mut expiry = expires.map(|at| Box::pin(tokio::time::sleep_until(at)));
@@ -412,11 +414,15 @@ where
                 let _ = tokio::time::timeout(CLOSE_LINGER, conn.as_mut()).await;
                 return;
             }
-            _ = idle_check.tick(), if !idle_closing && !stopping => {
+            () = &mut idle_deadline, if !idle_closing && !stopping => {
                 if activity.idle_for(idle_timeout) {
                     tracing::debug!(peer = %remote, "closing idle connection (--idle-timeout)");
                     idle_closing = true;
                     graceful(conn.as_mut());
+                } else {
+                    let now = tokio::time::Instant::now();
+                    let next = if activity.in_flight() > 0 { now + idle_timeout } else { activity.last_end() + idle_timeout };
+                    idle_deadline.as_mut().reset(next.max(now + Duration::from_millis(10)));
                 }
             }
             _ = expired(&mut expiry, &registration) => {}
