@@ -32,6 +32,8 @@
 //! [`run`] is the one entry point shared by `main` and the tests: it takes a bound
 //! listener and a shutdown future.
 
+#![forbid(unsafe_code)]
+
 pub mod access;
 pub mod admin;
 pub mod body;

@@ -1,6 +1,8 @@
 //! The `kube-crl-proxy` binary: parse flags (defined in `cli`), set up logging, load the
 //! configuration (exit 64 on a bad one), bind, and hand over to the library.
 
+#![forbid(unsafe_code)]
+
 use std::process::ExitCode;
 
 use clap::Parser;
