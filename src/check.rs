@@ -31,11 +31,11 @@ use x509_parser::prelude::*;
 
 use crate::ca::{Ca, CaBundle};
 use crate::config::{Config, HeaderNames, OcspMode, Policy, RunFlags};
-use crate::der::{self, Reader};
 use crate::error::{ConfigError, RefusalReason};
 use crate::fetch::Fetcher;
 use crate::identity;
 use crate::metrics::Metrics;
+use crate::revocation::cert::Signed;
 use crate::revocation::crl::reason_name;
 use crate::revocation::ocsp::{CertStatus, Ocsp};
 use crate::revocation::{Crl, PathCert, RevocationError, VerifiedPath, fmt_time};
@@ -306,7 +306,7 @@ fn describe_crl(crl: &Crl, now: i64) -> Vec<String> {
             if crl.signer.dedicated { ", a dedicated CRL signer" } else { "" },
             crl.signer.key_id()
         ),
-        format!("      number:     {}", crl_number(crl)),
+        format!("      number:     {}", crl.number_text()),
     ];
     if let Some((number, source)) = &crl.delta {
         lines.push(format!(
@@ -321,10 +321,6 @@ fn describe_crl(crl: &Crl, now: i64) -> Vec<String> {
 
 fn entries(n: usize) -> String {
     if n == 1 { "1 entry".into() } else { format!("{n} entries") }
-}
-
-fn crl_number(crl: &Crl) -> String {
-    crl.number_text()
 }
 
 fn next_update(crl: &Crl, now: i64) -> String {
@@ -460,42 +456,8 @@ fn last_cn(name: &X509Name<'_>) -> Option<String> {
 
 /// Whether `cert` names `ca` as its issuer and its signature verifies with `ca`'s key.
 fn issued_by(cert: &[u8], ca: &Ca, algs: &WebPkiSupportedAlgorithms) -> bool {
-    let Some(s) = Signed::parse(cert) else { return false };
-    if s.issuer != ca.subject_der.as_slice() {
-        return false;
-    }
-    der::verify_signed(&ca.spki_der, s.sig_alg, s.tbs, s.signature, algs).is_ok()
-}
-
-/// What a certificate's signature covers and is made of.
-struct Signed<'a> {
-    /// The TBSCertificate, full encoding (the signed bytes).
-    tbs: &'a [u8],
-    /// The signature AlgorithmIdentifier's contents.
-    sig_alg: &'a [u8],
-    signature: &'a [u8],
-    /// The issuer Name, full encoding.
-    issuer: &'a [u8],
-}
-
-impl<'a> Signed<'a> {
-    fn parse(cert: &'a [u8]) -> Option<Self> {
-        let outer = Reader::new(cert).expect(der::SEQUENCE, "Certificate").ok()?;
-        let mut r = Reader::new(outer.value);
-        let tbs = r.expect(der::SEQUENCE, "tbsCertificate").ok()?;
-        let sig_alg = r.expect(der::SEQUENCE, "signatureAlgorithm").ok()?;
-        let sig = r.expect(der::BIT_STRING, "signatureValue").ok()?;
-        let signature = match sig.value.split_first() {
-            Some((0, bits)) => bits,
-            _ => return None,
-        };
-        let mut t = Reader::new(tbs.value);
-        t.optional(der::CONTEXT_0, "version").ok()?;
-        t.expect(der::INTEGER, "serialNumber").ok()?;
-        t.expect(der::SEQUENCE, "signature").ok()?;
-        let issuer = t.expect(der::SEQUENCE, "issuer").ok()?;
-        Some(Self { tbs: tbs.full, sig_alg: sig_alg.value, signature, issuer: issuer.full })
-    }
+    let Ok(s) = Signed::parse(cert) else { return false };
+    s.issuer == ca.subject_der.as_slice() && s.signed_by(&ca.spki_der, algs)
 }
 
 // ---------------------------------------------------------------------------------------

@@ -289,13 +289,12 @@ mod tests {
         assert_eq!(method_label(&http::Method::from_bytes(b"BREW").unwrap()), "other");
     }
 
-    #[test]
-    fn known_label_values_start_at_zero_and_match_the_code() {
-        use crate::error::RefusalReason as R;
+    /// The index of a root CA `cn` and its CRL listing `revoked`, valid another hour.
+    fn index_of_one_crl(cn: &str, revoked: &[&[u8]]) -> crate::revocation::RevocationIndex {
         let dir = tempfile::tempdir().unwrap();
-        let ca = crate::pki::Authority::root("zero-ca");
+        let ca = crate::pki::Authority::root(cn);
         std::fs::write(dir.path().join("ca.pem"), &ca.cert_pem).unwrap();
-        std::fs::write(dir.path().join("crl.pem"), ca.crl(&[], 1, time::Duration::hours(1))).unwrap();
+        std::fs::write(dir.path().join("crl.pem"), ca.crl(revoked, 1, time::Duration::hours(1))).unwrap();
         let bundle = crate::ca::CaBundle::load(&dir.path().join("ca.pem"), None).unwrap();
         let policy = crate::config::RevocationPolicy {
             check: crate::config::RevocationCheck::Chain,
@@ -303,9 +302,15 @@ mod tests {
             crl_expired: crate::config::Policy::Deny,
             crl_expired_grace: std::time::Duration::ZERO,
         };
-        let algs = crate::tls::provider().signature_verification_algorithms;
+        let algs = crate::crypto::provider().signature_verification_algorithms;
         let sources = crate::revocation::CrlSource::files(&[dir.path().join("crl.pem")]).unwrap();
-        let (index, _) = crate::revocation::RevocationIndex::load(&bundle, &sources, policy, &algs).unwrap();
+        crate::revocation::RevocationIndex::load(&bundle, &sources, policy, &algs).unwrap().0
+    }
+
+    #[test]
+    fn known_label_values_start_at_zero_and_match_the_code() {
+        use crate::error::RefusalReason as R;
+        let index = index_of_one_crl("zero-ca", &[]);
         let count = |text: &str, family: &str| text.lines().filter(|l| l.starts_with(&format!("{family}{{"))).count();
 
         let m = Metrics::new();
@@ -344,20 +349,7 @@ mod tests {
         let m = Metrics::new();
         m.handshake("revoked");
         m.requests.get_or_create(&RequestLabels { code: 200, method: "GET", verb: "watch" }).inc();
-        let dir = tempfile::tempdir().unwrap();
-        let ca = crate::pki::Authority::root("metrics-ca");
-        std::fs::write(dir.path().join("ca.pem"), &ca.cert_pem).unwrap();
-        std::fs::write(dir.path().join("crl.pem"), ca.crl(&[&[5]], 1, time::Duration::hours(1))).unwrap();
-        let bundle = crate::ca::CaBundle::load(&dir.path().join("ca.pem"), None).unwrap();
-        let policy = crate::config::RevocationPolicy {
-            check: crate::config::RevocationCheck::Chain,
-            crl_missing: crate::config::Policy::Deny,
-            crl_expired: crate::config::Policy::Deny,
-            crl_expired_grace: std::time::Duration::ZERO,
-        };
-        let algs = crate::tls::provider().signature_verification_algorithms;
-        let sources = crate::revocation::CrlSource::files(&[dir.path().join("crl.pem")]).unwrap();
-        let (index, _) = crate::revocation::RevocationIndex::load(&bundle, &sources, policy, &algs).unwrap();
+        let index = index_of_one_crl("metrics-ca", &[&[5]]);
         let text = m.encode(&index.samples(), index.rejected().len(), crate::revocation::now_secs());
         assert!(text.contains(r#"kube_crl_proxy_handshakes_total{outcome="revoked"} 1"#), "{text}");
         assert!(text.contains(r#"kube_crl_proxy_requests_total{code="200",method="GET",verb="watch"} 1"#), "{text}");

@@ -106,20 +106,33 @@ pub fn crl_file_items(
     Ok((crls, certs))
 }
 
+/// The blocks labelled `label` of a PEM text, in order: each as (the whole block, BEGIN to
+/// END line included; its base64 body), found with memchr without decoding anything.
+fn pem_blocks<'a>(text: &'a [u8], label: &str) -> impl Iterator<Item = Result<(&'a [u8], &'a [u8]), String>> + 'a {
+    let begin = format!("-----BEGIN {label}-----").into_bytes();
+    let end = format!("-----END {label}-----").into_bytes();
+    let label = label.to_string();
+    let mut rest = text;
+    std::iter::from_fn(move || {
+        let start = memchr::memmem::find(rest, &begin)?;
+        let block = &rest[start..];
+        let body = &block[begin.len()..];
+        let Some(stop) = memchr::memmem::find(body, &end) else {
+            rest = &[];
+            return Some(Err(format!("{label} block without END line")));
+        };
+        let whole = &block[..begin.len() + stop + end.len()];
+        rest = &block[whole.len()..];
+        Some(Ok((whole, &body[..stop])))
+    })
+}
+
 /// The `CERTIFICATE` blocks of a PEM text. Only those blocks are handed to the PEM parser:
 /// given the whole text, it would decode every block, a 50 MB CRL included, to skip it.
 fn certificate_blocks(text: &[u8]) -> Result<Vec<CertificateDer<'static>>, String> {
-    const BEGIN: &[u8] = b"-----BEGIN CERTIFICATE-----";
-    const END: &[u8] = b"-----END CERTIFICATE-----";
-    let mut out = Vec::new();
-    let mut rest = text;
-    while let Some(start) = memchr::memmem::find(rest, BEGIN) {
-        let block = &rest[start..];
-        let end = memchr::memmem::find(block, END).ok_or("CERTIFICATE block without END line")? + END.len();
-        out.push(CertificateDer::from_pem_slice(&block[..end]).map_err(|e| e.to_string())?);
-        rest = &block[end..];
-    }
-    Ok(out)
+    pem_blocks(text, "CERTIFICATE")
+        .map(|block| CertificateDer::from_pem_slice(block?.0).map_err(|e| e.to_string()))
+        .collect()
 }
 
 /// The `X509 CRL` blocks of a PEM text. CRLs are public, so unlike keys they do not need
@@ -127,14 +140,9 @@ fn certificate_blocks(text: &[u8]) -> Result<Vec<CertificateDer<'static>>, Strin
 /// 50 MB PEM of a 1,000,000-entry CRL.
 fn crl_blocks(text: &[u8]) -> Result<Vec<CertificateRevocationListDer<'static>>, String> {
     use base64::Engine;
-    const BEGIN: &[u8] = b"-----BEGIN X509 CRL-----";
-    const END: &[u8] = b"-----END X509 CRL-----";
     let mut out = Vec::new();
-    let mut rest = text;
-    while let Some(start) = memchr::memmem::find(rest, BEGIN) {
-        let body = &rest[start + BEGIN.len()..];
-        let end = memchr::memmem::find(body, END).ok_or("X509 CRL block without END line")?;
-        let b64 = &body[..end];
+    for block in pem_blocks(text, "X509 CRL") {
+        let (_, b64) = block?;
         // Lines of whole base64 quanta (64 characters in every PEM writer), found with memchr,
         // are each decoded straight into their place in an output sized once (whole quanta
         // decode to at most 3/4 of their length; a large zeroed allocation costs no writes).
@@ -161,7 +169,6 @@ fn crl_blocks(text: &[u8]) -> Result<Vec<CertificateRevocationListDer<'static>>,
                 .map_err(|e| format!("X509 CRL block #{}: {e}", out.len() + 1))?;
         }
         out.push(CertificateRevocationListDer::from(der));
-        rest = &body[end + END.len()..];
     }
     Ok(out)
 }

@@ -217,6 +217,8 @@ pub struct Signed<'a> {
     /// The signature AlgorithmIdentifier's contents.
     pub sig_alg: &'a [u8],
     pub signature: &'a [u8],
+    /// The issuer Name, full encoding.
+    pub issuer: &'a [u8],
 }
 
 impl<'a> Signed<'a> {
@@ -234,7 +236,12 @@ impl<'a> Signed<'a> {
             Some((0, bits)) => bits,
             _ => return Err(DerError("signatureValue unused bits")),
         };
-        Ok(Self { tbs: tbs.full, tbs_contents: tbs.value, sig_alg: sig_alg.value, signature })
+        let mut t = Reader::new(tbs.value);
+        t.optional(der::CONTEXT_0, "version")?;
+        t.expect(der::INTEGER, "serialNumber")?;
+        t.expect(der::SEQUENCE, "signature")?;
+        let issuer = t.expect(der::SEQUENCE, "issuer")?.full;
+        Ok(Self { tbs: tbs.full, tbs_contents: tbs.value, sig_alg: sig_alg.value, signature, issuer })
     }
 
     /// Whether the key of `issuer_spki` (full SubjectPublicKeyInfo) signed this certificate.

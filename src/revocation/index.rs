@@ -15,8 +15,9 @@
 //! signer, or indirect CRLs named by the point's cRLIssuer; whose issuingDistributionPoint
 //! name matches the point; whose user/CA-only flags fit the certificate; signed under the
 //! path's trust anchor. A certificate listed in any applicable CRL is revoked. Otherwise it is
-//! good only when the applicable CRLs together cover every reason; else undetermined. Time
-//! and policy (stale CRLs, `--crl-missing`) are applied by the caller ([`super::decide`]).
+//! good only when the applicable CRLs together cover every reason; else undetermined. Stale
+//! CRLs are left out under `--crl-expired=deny`; `--crl-missing` is applied by the caller
+//! ([`RevocationIndex::check_path`], in `mod.rs`).
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
@@ -274,7 +275,6 @@ pub enum Status {
     },
     /// No usable CRL applies, or those that apply do not cover every reason.
     Undetermined {
-        missing: Reasons,
         why: String,
     },
     /// Only a CRL past nextUpdate (+ grace) could decide, and `--crl-expired=deny`.
@@ -290,9 +290,9 @@ pub struct RevocationIndex {
     pub(super) policy: RevocationPolicy,
     by_issuer: HashMap<NameKey, Vec<Arc<Crl>>>,
     rejected: Vec<Rejected>,
-    /// What each source (file or URL) gave, by the hash of its bytes: the next load reuses
-    /// it when the bytes are the same (a changed fetched CRL does not re-parse a 1M-entry
-    /// file CRL).
+    /// What each source (file or URL) gave, with its identity (a file's stamp, fetched bytes'
+    /// allocation): the next load reuses it when that is unchanged (a changed fetched CRL
+    /// does not re-parse a 1M-entry file CRL).
     sources: Vec<ParsedSource>,
 }
 
@@ -822,7 +822,7 @@ impl RevocationIndex {
             format!("no CRL covers reasons {}", reason_names(ALL_REASONS & !covered))
         };
         note(format!("undetermined: {why}"));
-        Status::Undetermined { missing: ALL_REASONS & !covered, why }
+        Status::Undetermined { why }
     }
 }
 

@@ -356,7 +356,7 @@ impl RevocationIndex {
             Status::Good => Ok(()),
             Status::Revoked { revocation, crl } => Err(RevocationError::Revoked { revocation, crl }),
             Status::Stale { next_update, crl } => Err(RevocationError::Stale { next_update, crl }),
-            Status::Undetermined { why, .. } => match self.policy.crl_missing {
+            Status::Undetermined { why } => match self.policy.crl_missing {
                 Policy::Deny => Err(RevocationError::Undetermined { why }),
                 Policy::Allow => Ok(()),
             },

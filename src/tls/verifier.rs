@@ -96,7 +96,7 @@ impl CrlVerifier {
         intermediates: &[CertificateDer<'_>],
         now: UnixTime,
     ) -> Result<(), Refusal> {
-        self.check_with(end_entity, intermediates, now, Lookup::Handshake)
+        self.verify(end_entity, intermediates, now, Lookup::Handshake).map(drop)
     }
 
     /// Validates the chain at `now` (no revocation) and returns what revocation needs of it.
@@ -114,17 +114,6 @@ impl CrlVerifier {
             .verify_for_usage(self.algs.all, &self.anchors, &pool, now, KeyUsage::client_auth(), None, None)
             .map_err(|e| Refusal::from(RefusalReason::from_webpki(&e)))?;
         verified_path(end_entity, &path, self.revocation.ocsp().is_some())
-    }
-
-    /// Validates the chain and its revocation status at `now`.
-    pub fn check_with(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        intermediates: &[CertificateDer<'_>],
-        now: UnixTime,
-        lookup: Lookup,
-    ) -> Result<(), Refusal> {
-        self.verify(end_entity, intermediates, now, lookup).map(drop)
     }
 
     /// Validates the chain and its revocation status at `now`; returns the verified path.
