@@ -215,10 +215,10 @@ async fn tunnel(
             Ok((to_up, to_down)) => tracing::debug!(peer = %remote, to_up, to_down, "tunnel closed"),
             Err(e) => tracing::debug!(peer = %remote, "tunnel ended: {e}"),
         },
-        reason = crate::proxy::wait_close(&mut close) => {
+        reason = crate::serve::wait_close(&mut close) => {
             tracing::info!(peer = %remote, reason = reason.label(), "closing tunnel");
         }
-        _ = crate::proxy::sleep_until(expires) => {
+        _ = crate::serve::sleep_until(expires) => {
             if let Some(r) = &registration {
                 r.close(crate::conns::CloseReason::Expired);
             }

@@ -48,15 +48,14 @@ pub mod der;
 pub mod error;
 pub mod fetch;
 pub mod forward;
-pub mod h1;
 pub mod identity;
 pub mod limits;
 pub mod metrics;
 pub mod pem;
 pub mod pki;
-pub mod proxy;
 pub mod reload;
 pub mod revocation;
+pub mod serve;
 pub mod sim;
 pub mod tls;
 pub mod upstream;
@@ -71,7 +70,7 @@ use tokio::sync::mpsc;
 use crate::config::Config;
 use crate::conns::Registry;
 use crate::error::ConfigError;
-use crate::proxy::Shared;
+use crate::serve::Shared;
 use crate::reload::{Outcome, State};
 
 /// How often open connections are re-checked without any event, as a safety net. Changes
@@ -155,7 +154,7 @@ impl Proxy {
         if let Some(l) = admin {
             background.push(tokio::spawn(admin::serve(l, state)));
         }
-        proxy::serve(listener, self.shared, shutdown, self.grace).await;
+        serve::serve(listener, self.shared, shutdown, self.grace).await;
         for task in background {
             task.abort();
         }

@@ -29,7 +29,7 @@ use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 
 use crate::body::ProxyBody;
-use crate::proxy::{Activity, CLOSE_LINGER, Life, expired, wait_close};
+use super::{Activity, CLOSE_LINGER, Life, expired, wait_close};
 use crate::tls::stream::TlsStream;
 
 /// How long a connection stays idle in hyper before it is parked, and how often that is

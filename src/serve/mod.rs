@@ -18,6 +18,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, mpsc, watch};
 
+mod h1;
+
 use crate::body::{ProxyBody, RequestBody};
 use crate::conns::{CloseReason, CloseSignal, Registration, Registry};
 use crate::forward::{ConnInfo, Forward};
@@ -241,7 +243,7 @@ fn serve_http(
         Box::pin(drive(conn, life, |c| c.graceful_shutdown()))
     } else {
         let svc = service_fn(move |req| {
-            let req = crate::h1::on_request(&svc_activity, req);
+            let req = h1::on_request(&svc_activity, req);
             // Boxed: hyper's HTTP/1.1 server keeps a slot of the service future's size for
             // each connection; boxed, the slot is one pointer and the future (4 kB) lives only
             // while a request does. (HTTP/2 runs each request's future as its own task: boxing
@@ -253,7 +255,7 @@ fn serve_http(
             .header_read_timeout(config.request_header_timeout)
             .max_header_size(limits.max_header_bytes)
             .max_buf_size((limits.max_header_bytes + 64 * 1024).max(8192));
-        Box::pin(crate::h1::serve(Box::new(tls), svc, b, life, config.request_header_timeout))
+        Box::pin(h1::serve(Box::new(tls), svc, b, life, config.request_header_timeout))
     }
 }
 
@@ -299,7 +301,7 @@ pub(crate) struct Activity {
     /// Milliseconds since `epoch` of the last request end (or the connection start).
     last_end_ms: AtomicU64,
     epoch: std::sync::OnceLock<std::time::Instant>,
-    pub park: crate::h1::Park,
+    pub park: h1::Park,
 }
 
 impl Activity {
