@@ -32,13 +32,10 @@ pub struct ConnInfo {
     pub identity: Option<Result<IdentityValues, IdentityError>>,
     /// The client's address as an `X-Forwarded-For` entry.
     pub forwarded_for: HeaderValue,
-    /// Fires when the connection must close (revoked, expired); upgraded tunnels watch it.
-    pub close: Option<crate::conns::CloseSignal>,
-    /// Keeps the connection registered for re-checks; upgraded tunnels hold a clone, since
-    /// they outlive the HTTP connection that started them.
-    pub registration: Option<Arc<crate::conns::Registration>>,
-    /// The client certificate's notAfter, when `--close-expired-connections` is on.
-    pub expires: Option<tokio::time::Instant>,
+    /// With a client certificate: keeps the connection registered for re-checks and tells
+    /// when it must close (revoked, expired). Upgraded tunnels hold a clone, since they
+    /// outlive the HTTP connection that started them.
+    pub live: Option<crate::conns::Live>,
 }
 
 /// Forwards requests: the header rules and access log around [`Upstream::send`]. Built once.
@@ -164,11 +161,11 @@ impl Forward {
             };
             let up = hyper::upgrade::on(&mut resp);
             let remote = conn.remote;
-            let (close, registration, expires) = (conn.close.clone(), conn.registration.clone(), conn.expires);
+            let live = conn.live.clone();
             let metrics = metrics.clone();
             tokio::spawn(async move {
                 metrics.open_tunnels.inc();
-                tunnel(down, up, remote, close, registration, expires).await;
+                tunnel(down, up, remote, live).await;
                 metrics.open_tunnels.dec();
             });
             let (mut parts, _) = resp.into_parts();
@@ -192,14 +189,12 @@ pub fn status_response(err: &ProxyError) -> Response<ProxyBody> {
 }
 
 /// Copies bytes both ways between the two upgraded connections until both sides close.
-/// The tunnel ends early when the connection's certificate is revoked or expires.
+/// The tunnel ends early when the connection is closed (its certificate revoked or expired).
 async fn tunnel(
     down: hyper::upgrade::OnUpgrade,
     up: hyper::upgrade::OnUpgrade,
     remote: SocketAddr,
-    mut close: Option<crate::conns::CloseSignal>,
-    registration: Option<Arc<crate::conns::Registration>>,
-    expires: Option<tokio::time::Instant>,
+    mut live: Option<crate::conns::Live>,
 ) {
     let (down, up) = match tokio::try_join!(down, up) {
         Ok(pair) => pair,
@@ -215,17 +210,10 @@ async fn tunnel(
             Ok((to_up, to_down)) => tracing::debug!(peer = %remote, to_up, to_down, "tunnel closed"),
             Err(e) => tracing::debug!(peer = %remote, "tunnel ended: {e}"),
         },
-        reason = crate::serve::wait_close(&mut close) => {
+        reason = crate::conns::closed(&mut live) => {
             tracing::info!(peer = %remote, reason = reason.label(), "closing tunnel");
         }
-        _ = crate::serve::sleep_until(expires) => {
-            if let Some(r) = &registration {
-                r.close(crate::conns::CloseReason::Expired);
-            }
-            tracing::info!(peer = %remote, reason = "expired", "closing tunnel");
-        }
     }
-    drop(registration);
 }
 
 /// The protocol a request asks to upgrade to (HTTP/1.1 `Connection: upgrade` + `Upgrade`).

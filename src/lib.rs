@@ -70,8 +70,9 @@ use tokio::sync::mpsc;
 use crate::config::Config;
 use crate::conns::Registry;
 use crate::error::ConfigError;
-use crate::serve::Shared;
 use crate::reload::{Outcome, State};
+use crate::revocation::Affected;
+use crate::serve::Shared;
 
 /// How often open connections are re-checked without any event, as a safety net. Changes
 /// trigger a re-check themselves: a reload (files, fetched CRLs), an OCSP answer that
@@ -112,7 +113,7 @@ impl Proxy {
             shared: Arc::new(Shared {
                 state: Arc::new(state),
                 forward: Arc::new(forward),
-                conns: Arc::new(Registry::new(metrics.clone())),
+                conns: Arc::new(Registry::new(metrics.clone(), config.close_expired_connections)),
                 metrics,
             }),
             grace: config.shutdown_grace,
@@ -140,6 +141,7 @@ impl Proxy {
                 trigger,
             )),
             tokio::spawn(admin::check_upstreams(state.clone(), state.config().upstream_check_interval)),
+            tokio::spawn(conns::run_deadlines(self.shared.conns.clone())),
         ];
         if let Some(ocsp) = state.ocsp().cloned() {
             // A refreshed OCSP answer that changed (e.g. good → revoked): re-check at once.
@@ -147,7 +149,7 @@ impl Proxy {
             background.push(tokio::spawn(async move {
                 loop {
                     ocsp.changed().await;
-                    recheck(&shared).await;
+                    recheck(&shared, Affected::All).await;
                 }
             }));
         }
@@ -208,29 +210,33 @@ async fn reload_loop(shared: Arc<Shared>, tx: mpsc::UnboundedSender<()>, mut rx:
                 tokio::time::sleep(reload::DEBOUNCE).await;
                 while rx.try_recv().is_ok() {}
                 let state = shared.state.clone();
+                let before = state.snapshot().verifier.clone();
                 let outcome = tokio::task::spawn_blocking(move || state.reload()).await;
                 if let Ok(Ok(Outcome::Swapped)) = outcome {
-                    recheck(&shared).await;
+                    // Only the connections the change concerns (what it newly lists), unless
+                    // it may do more (a CA, a scope, a signer, a policy changed).
+                    let affected = shared.state.snapshot().verifier.affected_since(&before);
+                    recheck(&shared, affected).await;
                     at = next_at(&shared);
                 }
             }
             _ = tokio::time::sleep_until(at) => {
-                recheck(&shared).await;
+                recheck(&shared, Affected::All).await;
                 at = next_at(&shared);
             }
         }
     }
 }
 
-/// Re-checks every open client-certificate connection against the current snapshot, and
-/// warns about CRLs close to their nextUpdate.
-async fn recheck(shared: &Arc<Shared>) {
+/// Re-checks the open client-certificate connections that `affected` names against the
+/// current snapshot, and warns about CRLs close to their nextUpdate.
+async fn recheck(shared: &Arc<Shared>, affected: Affected) {
     let shared = shared.clone();
     let _ = tokio::task::spawn_blocking(move || {
         let verifier = shared.state.snapshot().verifier.clone();
         verifier.index().warn_expiring(revocation::now_secs(), shared.state.config().crl_expiry_warning);
-        let closed = shared.conns.recheck(&verifier, rustls_pki_types::UnixTime::now());
-        tracing::debug!(connections = shared.conns.len(), closed, "re-checked open connections");
+        let (checked, closed) = shared.conns.recheck(&verifier, rustls_pki_types::UnixTime::now(), &affected);
+        tracing::debug!(connections = shared.conns.len(), checked, closed, "re-checked open connections");
         if closed > 0 {
             tracing::warn!(closed, "closed live connections whose certificate no longer passes");
         }

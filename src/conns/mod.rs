@@ -1,28 +1,36 @@
 //! The registry of live connections that presented a client certificate, so revocation
-//! reaches open connections too: after every change of the revocation state each registered
-//! path (as verified at its handshake) is checked again with the new verifier, revocation
-//! only, no signatures, and the connections that no longer pass are told to close (HTTP/1.1,
-//! HTTP/2 with GOAWAY, upgraded tunnels, long watches).
+//! reaches open connections too. It owns what decides whether an open connection may stay:
+//! the path verified at its handshake (re-checked for revocation only, no signatures), an
+//! index of its certificates by (issuer, serial) so that a CRL change signals just the
+//! connections it concerns ([`Affected`]), and the expiry policy
+//! (`--close-expired-connections`) with one deadline per connection in one timer
+//! ([`deadlines`]). A connection learns that it must close from its [`Live`] handle, which
+//! every protocol driver and upgraded tunnel watches.
+
+mod deadlines;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use rustls_pki_types::{CertificateDer, UnixTime};
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
 
 use crate::metrics::{Metrics, ReasonLabel};
-use crate::revocation::VerifiedPath;
+use crate::revocation::{Affected, VerifiedPath, cert_key};
 use crate::tls::verifier::{CrlVerifier, Refusal};
+
+pub use deadlines::run_deadlines;
 
 /// Why a live connection is being closed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CloseReason {
     /// The certificate (or its chain) no longer passes verification: revoked, CA removed, ...
     Refused(Refusal),
-    /// The client certificate's notAfter has passed (`--close-expired-connections`).
-    Expired,
+    /// A certificate of the path passed its notAfter (`--close-expired-connections`): the
+    /// client's own (`leaf`), or a CA's.
+    Expired { leaf: bool },
 }
 
 impl CloseReason {
@@ -30,13 +38,53 @@ impl CloseReason {
     pub fn label(&self) -> &'static str {
         match self {
             Self::Refused(r) => r.reason.label(),
-            Self::Expired => "expired",
+            Self::Expired { .. } => "expired",
         }
     }
 }
 
-/// The receiving end a connection (and its tunnels) watch; `Some` means close now.
-pub type CloseSignal = watch::Receiver<Option<CloseReason>>;
+/// What a connection and its upgraded tunnels hold: keeps the connection registered while
+/// any clone lives, and tells when it must close.
+#[derive(Clone)]
+pub struct Live {
+    registration: Arc<Registration>,
+    rx: watch::Receiver<Option<CloseReason>>,
+}
+
+impl std::fmt::Debug for Live {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Live").field("id", &self.registration.id).finish()
+    }
+}
+
+impl Live {
+    /// Resolves with the reason once the connection is told to close.
+    pub async fn closed(&mut self) -> CloseReason {
+        // The registry keeps the sender while the registration lives, and this handle holds
+        // the registration: the channel cannot close under it.
+        let reason = self.rx.wait_for(Option::is_some).await.ok().and_then(|r| r.clone());
+        match reason {
+            Some(r) => r,
+            None => std::future::pending().await,
+        }
+    }
+
+    /// Checks this connection now, as [`Registry::recheck`] does: for a connection that a
+    /// re-check started during its handshake did not see.
+    pub fn recheck(&self, verifier: &CrlVerifier, now: UnixTime) -> bool {
+        let registry = &self.registration.registry;
+        let entry = registry.lock().entries.get(&self.registration.id).cloned();
+        entry.is_some_and(|e| registry.check(&e, verifier, now))
+    }
+}
+
+/// [`Live::closed`] for a connection that may have no client certificate: never without one.
+pub async fn closed(live: &mut Option<Live>) -> CloseReason {
+    match live {
+        Some(l) => l.closed().await,
+        None => std::future::pending().await,
+    }
+}
 
 #[derive(Clone)]
 struct Entry {
@@ -45,40 +93,55 @@ struct Entry {
     leaf: CertificateDer<'static>,
     remote: SocketAddr,
     close: watch::Sender<Option<CloseReason>>,
+    /// When a certificate of the path expires (Unix seconds), if that closes it.
+    expires: Option<i64>,
 }
 
 /// All live client-certificate connections.
 pub struct Registry {
-    entries: Mutex<HashMap<u64, Entry>>,
+    inner: Mutex<Inner>,
     next_id: AtomicU64,
     /// Re-checks started so far: a connection whose handshake saw fewer when it began was
     /// verified before one of them and was not yet registered for it.
     rechecks: AtomicU64,
+    /// `--close-expired-connections`.
+    close_expired: bool,
+    /// Woken when a deadline earlier than all others is added.
+    earlier_deadline: Notify,
     metrics: Arc<Metrics>,
 }
 
-/// Removes its connection from the registry when dropped.
+#[derive(Default)]
+struct Inner {
+    entries: HashMap<u64, Entry>,
+    /// Connections by the (issuer, serial) keys of their path's certificates.
+    by_cert: HashMap<u64, Vec<u64>>,
+    deadlines: deadlines::Deadlines,
+}
+
+/// Removes its connection from the registry when dropped (when the connection and all its
+/// tunnels are gone).
 #[derive(Debug)]
-pub struct Registration {
+struct Registration {
     id: u64,
     registry: Arc<Registry>,
 }
 
-impl Registration {
-    /// Checks this connection now, as [`Registry::recheck`] does every registered one: for a
-    /// connection that a re-check started during its handshake did not see.
-    pub fn recheck(&self, verifier: &CrlVerifier, now: UnixTime) -> bool {
-        let entry = self.registry.lock().get(&self.id).cloned();
-        entry.is_some_and(|e| self.registry.check(&e, verifier, now))
-    }
-
-    /// Tells this connection (and its tunnels) to close.
-    pub fn close(&self, reason: CloseReason) {
-        if let Some(e) = self.registry.lock().get(&self.id).filter(|e| e.close.borrow().is_none()) {
-            tracing::warn!(event = "connection_closed", reason = reason.label(), peer = %e.remote, "closing live connection: {}",
-                match &reason { CloseReason::Expired => "client certificate expired".to_string(), CloseReason::Refused(r) => r.reason.to_string() });
-            self.registry.count_closed(&reason);
-            let _ = e.close.send(Some(reason));
+impl Drop for Registration {
+    fn drop(&mut self) {
+        let mut inner = self.registry.lock();
+        if let Some(e) = inner.entries.remove(&self.id) {
+            for key in cert_keys(&e.path) {
+                if let std::collections::hash_map::Entry::Occupied(mut ids) = inner.by_cert.entry(key) {
+                    ids.get_mut().retain(|i| *i != self.id);
+                    if ids.get().is_empty() {
+                        ids.remove();
+                    }
+                }
+            }
+            if let Some(at) = e.expires {
+                inner.deadlines.remove(at, self.id);
+            }
         }
     }
 }
@@ -89,63 +152,111 @@ impl std::fmt::Debug for Registry {
     }
 }
 
-impl Drop for Registration {
-    fn drop(&mut self) {
-        self.registry.lock().remove(&self.id);
-    }
+fn cert_keys(path: &VerifiedPath) -> impl Iterator<Item = u64> + '_ {
+    path.certs.iter().map(|c| cert_key(&c.facts.issuer, &c.facts.serial))
 }
 
 impl Registry {
-    pub fn new(metrics: Arc<Metrics>) -> Self {
-        Self { entries: Mutex::default(), next_id: AtomicU64::new(0), rechecks: AtomicU64::new(0), metrics }
+    pub fn new(metrics: Arc<Metrics>, close_expired: bool) -> Self {
+        Self {
+            inner: Mutex::default(),
+            next_id: AtomicU64::new(0),
+            rechecks: AtomicU64::new(0),
+            close_expired,
+            earlier_deadline: Notify::new(),
+            metrics,
+        }
     }
 
-    fn count_closed(&self, reason: &CloseReason) {
-        self.metrics.connections_closed.get_or_create(&ReasonLabel { reason: reason.label() }).inc();
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // A panic while holding the lock cannot leave the maps inconsistent in a way that
+        // matters (an index entry without its connection costs an extra lookup), so a
+        // poisoned lock is still usable.
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Entry>> {
-        // A panic while holding the lock cannot leave the map inconsistent (single inserts
-        // and removes), so a poisoned lock is still usable.
-        self.entries.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Registers a verified connection: its path and client certificate.
+    /// Registers a verified connection: its path and client certificate. With
+    /// `--close-expired-connections`, it is closed when the first certificate of its path
+    /// expires (valid through its notAfter second, as the verifier judges it).
     pub fn register(
         self: &Arc<Self>,
         path: Arc<VerifiedPath>,
         leaf: CertificateDer<'static>,
         remote: SocketAddr,
-    ) -> (Registration, CloseSignal) {
+    ) -> Live {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = watch::channel(None);
-        self.lock().insert(id, Entry { path, leaf, remote, close: tx });
-        (Registration { id, registry: self.clone() }, rx)
+        let expires = self
+            .close_expired
+            .then(|| path.certs.iter().map(|c| c.facts.not_after).min())
+            .flatten()
+            .map(|t| t.saturating_add(1));
+        let mut inner = self.lock();
+        for key in cert_keys(&path) {
+            inner.by_cert.entry(key).or_default().push(id);
+        }
+        if let Some(at) = expires
+            && inner.deadlines.insert(at, id)
+        {
+            self.earlier_deadline.notify_one();
+        }
+        inner.entries.insert(id, Entry { path, leaf, remote, close: tx, expires });
+        drop(inner);
+        Live { registration: Arc::new(Registration { id, registry: self.clone() }), rx }
     }
 
-    /// Re-checks started so far (see [`Registration::recheck`]).
+    /// Re-checks started so far (see [`Live::recheck`]).
     pub fn rechecks(&self) -> u64 {
         self.rechecks.load(Ordering::SeqCst)
     }
 
     /// Number of registered connections.
     pub fn len(&self) -> usize {
-        self.lock().len()
+        self.lock().entries.len()
     }
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
-    /// Checks every registered path with `verifier` at `now` (revocation and trust anchor;
-    /// see [`CrlVerifier::recheck`]); signals the ones that fail to close and returns how many
-    /// were signalled. The checks run outside the lock.
-    pub fn recheck(&self, verifier: &CrlVerifier, now: UnixTime) -> usize {
+    /// Checks the registered paths that `affected` names with `verifier` at `now`
+    /// (revocation and trust anchor; see [`CrlVerifier::recheck`]): every one for
+    /// [`Affected::All`], else only those holding a certificate whose (issuer, serial) is
+    /// listed. Signals the ones that fail to close, then writes their security events, and
+    /// returns `(checked, closed)`. The checks run outside the lock.
+    pub fn recheck(&self, verifier: &CrlVerifier, now: UnixTime, affected: &Affected) -> (usize, usize) {
         // Counted before the entries are read: a connection registered after this reads a
-        // changed count and checks itself (`Registration::recheck`).
+        // changed count and checks itself (`Live::recheck`).
         self.rechecks.fetch_add(1, Ordering::SeqCst);
-        let snapshot: Vec<Entry> = self.lock().values().cloned().collect();
-        snapshot.iter().filter(|entry| self.check(entry, verifier, now)).count()
+        let snapshot: Vec<Entry> = {
+            let inner = self.lock();
+            match affected {
+                Affected::All => inner.entries.values().cloned().collect(),
+                Affected::Certs(keys) => {
+                    let mut ids: Vec<u64> =
+                        keys.iter().filter_map(|k| inner.by_cert.get(k)).flatten().copied().collect();
+                    ids.sort_unstable();
+                    ids.dedup();
+                    ids.iter().filter_map(|id| inner.entries.get(id)).cloned().collect()
+                }
+            }
+        };
+        // Every refused connection is told first, so that closing them is not held up by
+        // writing the events.
+        let refused: Vec<(&Entry, Refusal)> = snapshot
+            .iter()
+            .filter(|e| e.close.borrow().is_none())
+            .filter_map(|e| verifier.recheck(&e.path, now).err().map(|r| (e, r)))
+            .collect();
+        for (entry, refusal) in &refused {
+            let reason = CloseReason::Refused(refusal.clone());
+            self.count_closed(&reason);
+            let _ = entry.close.send(Some(reason));
+        }
+        for (entry, refusal) in &refused {
+            crate::tls::verifier::log_connection_closed(refusal, &entry.leaf, entry.remote);
+        }
+        (snapshot.len(), refused.len())
     }
 
     /// Checks one connection's path; signals it to close (and says so) when it fails.
@@ -154,10 +265,37 @@ impl Registry {
             return false;
         }
         let Err(refusal) = verifier.recheck(&entry.path, now) else { return false };
-        crate::tls::verifier::log_connection_closed(&refusal, &entry.leaf, entry.remote);
-        let reason = CloseReason::Refused(refusal);
+        let reason = CloseReason::Refused(refusal.clone());
         self.count_closed(&reason);
         let _ = entry.close.send(Some(reason));
+        crate::tls::verifier::log_connection_closed(&refusal, &entry.leaf, entry.remote);
         true
+    }
+
+    fn count_closed(&self, reason: &CloseReason) {
+        self.metrics.connections_closed.get_or_create(&ReasonLabel { reason: reason.label() }).inc();
+    }
+
+    /// Closes the connections whose expiry is at or before `now` (Unix seconds); returns the
+    /// next deadline.
+    fn expire(&self, now: i64) -> Option<i64> {
+        let (due, next) = {
+            let mut inner = self.lock();
+            let due = inner.deadlines.take_due(now);
+            let due: Vec<Entry> = due.iter().filter_map(|id| inner.entries.get(id)).cloned().collect();
+            (due, inner.deadlines.first())
+        };
+        for e in due {
+            if e.close.borrow().is_some() {
+                continue;
+            }
+            let leaf = e.path.certs.first().is_some_and(|c| Some(c.facts.not_after.saturating_add(1)) == e.expires);
+            let reason = CloseReason::Expired { leaf };
+            tracing::warn!(event = "connection_closed", reason = reason.label(), peer = %e.remote,
+                "closing live connection: {}", if leaf { "client certificate expired" } else { "a CA certificate of its path expired" });
+            self.count_closed(&reason);
+            let _ = e.close.send(Some(reason));
+        }
+        next
     }
 }

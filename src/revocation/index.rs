@@ -99,13 +99,13 @@ pub struct Signer {
     /// for every certificate of its name under the same trust anchor.
     pub dedicated: bool,
     /// The trust anchor its path ends at ([`crate::ca::issuer_key`]).
-    anchor: Vec<u8>,
+    pub(super) anchor: Vec<u8>,
     /// The signer's certificate and its CAs below the anchor, each with its issuer's key
     /// (empty when the signer is an anchor). When the signer is not the CA that issued the
     /// certificate being checked, these are checked for revocation too (RFC 5280 §6.3.3 (f)).
-    path: SignerPath,
-    not_before: i64,
-    not_after: i64,
+    pub(super) path: SignerPath,
+    pub(super) not_before: i64,
+    pub(super) not_after: i64,
 }
 
 impl Signer {
@@ -121,7 +121,7 @@ impl Signer {
 pub struct Crl {
     /// The issuer's name, human-readable.
     pub issuer: String,
-    issuer_name: NameKey,
+    pub(super) issuer_name: NameKey,
     /// Where it came from: `--crl-file PATH CRL #n` or the URL.
     pub source: String,
     /// The file or URL alone, and the flag that named it.
@@ -137,13 +137,13 @@ pub struct Crl {
     pub scope: Scope,
     pub signer: Signer,
     /// For a delta CRL not merged yet: the BaseCRLNumber it applies to.
-    delta_base: Option<Vec<u8>>,
+    pub(super) delta_base: Option<Vec<u8>>,
     /// For a base with a delta merged: the delta's own entries (to name it when it lists a
     /// serial).
     delta_groups: Option<Arc<Vec<(NameKey, Serials)>>>,
     /// Revoked serials per certificate issuer (one group, the CRL's issuer, unless indirect);
     /// shared with the previous index when its file did not change.
-    groups: Arc<Vec<(NameKey, Serials)>>,
+    pub(super) groups: Arc<Vec<(NameKey, Serials)>>,
     /// Last time a stale-CRL warning was logged for it (rate limit).
     pub(super) last_stale_warning: AtomicI64,
     /// Last time an expiring-soon warning was logged for it (rate limit).
@@ -190,7 +190,7 @@ impl Crl {
     }
 
     /// The scope a newer CRL supersedes this one in: same issuer, key, IDP.
-    fn scope_key(&self) -> (NameKey, Vec<u8>, Vec<u8>) {
+    pub(super) fn scope_key(&self) -> (NameKey, Vec<u8>, Vec<u8>) {
         (self.issuer_name.clone(), self.signer.spki.clone(), self.scope.idp.clone())
     }
 
@@ -288,7 +288,7 @@ pub enum Status {
 #[derive(Debug)]
 pub struct RevocationIndex {
     pub(super) policy: RevocationPolicy,
-    by_issuer: HashMap<NameKey, Vec<Arc<Crl>>>,
+    pub(super) by_issuer: HashMap<NameKey, Vec<Arc<Crl>>>,
     rejected: Vec<Rejected>,
     /// What each source (file or URL) gave, with its identity (a file's stamp, fetched bytes'
     /// allocation): the next load reuses it when that is unchanged (a changed fetched CRL

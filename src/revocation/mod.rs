@@ -14,6 +14,7 @@
 //! to a library default.
 
 pub mod cert;
+pub mod changes;
 pub mod crl;
 pub mod index;
 pub mod name;
@@ -25,7 +26,9 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 pub use cert::CertFacts;
+pub use changes::{Affected, cert_key};
 pub use index::{Crl, Rejected, RevocationIndex, Scope, Status};
+pub use name::NameKey;
 pub use table::RevokedEntry;
 
 use crate::config::{OcspMode, Policy, RevocationCheck, RevocationPolicy};

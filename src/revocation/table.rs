@@ -31,6 +31,17 @@ impl Entry {
     fn key(&self) -> SerialKey {
         (self.len, self.a, self.b, self.c, self.d)
     }
+
+    /// The serial's octets, as [`Serials::push`] took them.
+    fn serial(&self) -> Vec<u8> {
+        let mut s = Vec::with_capacity(INLINE_SERIAL);
+        s.extend_from_slice(&self.a.to_be_bytes());
+        s.extend_from_slice(&self.b.to_be_bytes());
+        s.extend_from_slice(&self.c.to_be_bytes());
+        s.push(self.d);
+        s.truncate(usize::from(self.len));
+        s
+    }
 }
 
 fn inline_key(serial: &[u8]) -> Option<SerialKey> {
@@ -104,6 +115,28 @@ impl Serials {
             }),
             None => self.long_entries.iter().find(|(s, _)| s == serial).map(|(_, r)| r.clone()),
         }
+    }
+
+    /// The serials listed here and not in `old` (removeFromCRL entries are not listings):
+    /// one walk over both sorted tables.
+    pub fn added_since(&self, old: &Serials) -> Vec<Vec<u8>> {
+        let listed = |e: &&Entry| e.reason != REMOVE_FROM_CRL;
+        let mut added = Vec::new();
+        let mut o = old.entries.iter().filter(listed).peekable();
+        for e in self.entries.iter().filter(listed) {
+            while o.next_if(|x| x.key() < e.key()).is_some() {}
+            if o.peek().is_none_or(|x| x.key() != e.key()) {
+                added.push(e.serial());
+            }
+        }
+        for (serial, r) in &self.long_entries {
+            if r.reason != Some(REMOVE_FROM_CRL)
+                && !old.long_entries.iter().any(|(s, r)| s == serial && r.reason != Some(REMOVE_FROM_CRL))
+            {
+                added.push(serial.clone());
+            }
+        }
+        added
     }
 
     /// This base's entries with a delta's applied: the delta's entries are added (or replace
@@ -241,6 +274,37 @@ mod tests {
         assert!(s.lookup(&[7; 25]).is_some());
         assert_eq!(s.len(), 4);
         assert_eq!(std::mem::size_of::<Entry>(), 32);
+    }
+
+    #[test]
+    fn added_since_lists_exactly_the_new_listings() {
+        let table = |serials: &[(&[u8], Option<u8>)]| {
+            let mut s = Serials::default();
+            for (serial, reason) in serials {
+                s.push(serial, 1, *reason);
+            }
+            s.finish();
+            s
+        };
+        let long = [9u8; 25];
+        let old = table(&[(&[1], None), (&[3], None), (&[0x00, 0xff], None), (&[5], Some(REMOVE_FROM_CRL))]);
+        let new = table(&[
+            (&[1], Some(1)),
+            (&[2], None),
+            (&[3], None),
+            (&[0xff], None),
+            (&[5], None),
+            (&[6], Some(REMOVE_FROM_CRL)),
+            (&long, None),
+        ]);
+        let mut added = new.added_since(&old);
+        added.sort();
+        let mut want: Vec<Vec<u8>> = vec![vec![2], vec![0xff], vec![5], long.to_vec()];
+        want.sort();
+        assert_eq!(added, want, "a changed reason is no new listing; -1 is not +255; removeFromCRL lists nothing");
+        assert!(new.added_since(&new).is_empty());
+        let twenty_one = [0x00, 0x80, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19];
+        assert_eq!(table(&[(&twenty_one, None)]).added_since(&Serials::default()), vec![twenty_one.to_vec()]);
     }
 
     #[test]

@@ -17,7 +17,7 @@
 
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -28,8 +28,8 @@ use hyper::service::HttpService;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 
+use super::life::{Activity, CLOSE_LINGER, End, Idle, Life};
 use crate::body::ProxyBody;
-use super::{Activity, CLOSE_LINGER, Life, expired, wait_close};
 use crate::tls::stream::TlsStream;
 
 /// How long a connection stays idle in hyper before it is parked, and how often that is
@@ -42,8 +42,11 @@ const PARK_AFTER: Duration = Duration::from_millis(100);
 #[derive(Default)]
 pub struct Park {
     /// Bytes were handed to hyper since the last request ended (or the round began): it may
-    /// be in the middle of a request head.
+    /// be in the middle of a request head. Read with `delivered_at`.
     delivered: AtomicBool,
+    /// [`Activity::requests_ended`] when bytes were last handed over: a request that ended
+    /// since then consumed them.
+    delivered_at: AtomicU64,
     /// hyper's last read found the socket empty.
     read_waiting: AtomicBool,
     /// Bytes were written since the last completed flush.
@@ -57,17 +60,20 @@ pub struct Park {
 impl Park {
     /// hyper is idle between requests and holds nothing that would be lost.
     fn ready(&self, activity: &Activity) -> bool {
+        let delivered = self.delivered.load(Ordering::Relaxed)
+            && self.delivered_at.load(Ordering::Relaxed) == activity.requests_ended();
         activity.in_flight() == 0
             && self.read_waiting.load(Ordering::Relaxed)
-            && !self.delivered.load(Ordering::Relaxed)
+            && !delivered
             && !self.unflushed.load(Ordering::Relaxed)
             && !self.body_open.load(Ordering::Relaxed)
             && !self.upgrading.load(Ordering::Relaxed)
     }
 
-    /// A request's response has ended (its body sent or dropped).
-    pub fn request_ended(&self) {
-        self.delivered.store(false, Ordering::Relaxed);
+    /// Bytes were handed to hyper.
+    fn deliver(&self, activity: &Activity) {
+        self.delivered_at.store(activity.requests_ended(), Ordering::Relaxed);
+        self.delivered.store(true, Ordering::Relaxed);
     }
 
     fn new_round(&self) {
@@ -79,19 +85,18 @@ impl Park {
 
 /// A request head was parsed: note its body and upgrade in the connection's [`Park`], and
 /// watch the body's end.
-pub(crate) fn on_request(activity: &Arc<Activity>, req: hyper::Request<Incoming>) -> hyper::Request<Watched> {
-    let park = &activity.park;
+pub(crate) fn on_request(park: &Arc<Park>, req: hyper::Request<Incoming>) -> hyper::Request<Watched> {
     park.body_open.store(!req.body().is_end_stream(), Ordering::Relaxed);
     if req.headers().contains_key(hyper::header::UPGRADE) {
         park.upgrading.store(true, Ordering::Relaxed);
     }
-    req.map(|body| Watched { body, activity: activity.clone() })
+    req.map(|body| Watched { body, park: park.clone() })
 }
 
 /// A request body that tells [`Park`] when it has been read to its end.
 pub struct Watched {
     body: Incoming,
-    activity: Arc<Activity>,
+    park: Arc<Park>,
 }
 
 impl Body for Watched {
@@ -101,7 +106,7 @@ impl Body for Watched {
     fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         let r = Pin::new(&mut self.body).poll_frame(cx);
         if matches!(r, Poll::Ready(None)) || self.body.is_end_stream() {
-            self.activity.park.body_open.store(false, Ordering::Relaxed);
+            self.park.body_open.store(false, Ordering::Relaxed);
         }
         r
     }
@@ -120,6 +125,7 @@ impl Body for Watched {
 struct RoundIo {
     tls: Box<TlsStream>,
     prefix: Bytes,
+    park: Arc<Park>,
     activity: Arc<Activity>,
 }
 
@@ -130,18 +136,18 @@ impl AsyncRead for RoundIo {
             let n = this.prefix.len().min(buf.remaining());
             buf.put_slice(&this.prefix[..n]);
             this.prefix.advance(n);
-            this.activity.park.delivered.store(true, Ordering::Relaxed);
-            this.activity.park.read_waiting.store(false, Ordering::Relaxed);
+            this.park.deliver(&this.activity);
+            this.park.read_waiting.store(false, Ordering::Relaxed);
             return Poll::Ready(Ok(()));
         }
         let before = buf.filled().len();
         let r = Pin::new(&mut this.tls).poll_read(cx, buf);
         match &r {
-            Poll::Pending => this.activity.park.read_waiting.store(true, Ordering::Relaxed),
+            Poll::Pending => this.park.read_waiting.store(true, Ordering::Relaxed),
             Poll::Ready(_) => {
-                this.activity.park.read_waiting.store(false, Ordering::Relaxed);
+                this.park.read_waiting.store(false, Ordering::Relaxed);
                 if buf.filled().len() > before {
-                    this.activity.park.delivered.store(true, Ordering::Relaxed);
+                    this.park.deliver(&this.activity);
                 }
             }
         }
@@ -152,7 +158,7 @@ impl AsyncRead for RoundIo {
 impl AsyncWrite for RoundIo {
     fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<std::io::Result<usize>> {
         let this = self.get_mut();
-        this.activity.park.unflushed.store(true, Ordering::Relaxed);
+        this.park.unflushed.store(true, Ordering::Relaxed);
         Pin::new(&mut this.tls).poll_write(cx, data)
     }
 
@@ -162,7 +168,7 @@ impl AsyncWrite for RoundIo {
         bufs: &[std::io::IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
         let this = self.get_mut();
-        this.activity.park.unflushed.store(true, Ordering::Relaxed);
+        this.park.unflushed.store(true, Ordering::Relaxed);
         Pin::new(&mut this.tls).poll_write_vectored(cx, bufs)
     }
 
@@ -174,7 +180,7 @@ impl AsyncWrite for RoundIo {
         let this = self.get_mut();
         let r = Pin::new(&mut this.tls).poll_flush(cx);
         if matches!(r, Poll::Ready(Ok(()))) {
-            this.activity.park.unflushed.store(false, Ordering::Relaxed);
+            this.park.unflushed.store(false, Ordering::Relaxed);
         }
         r
     }
@@ -184,33 +190,20 @@ impl AsyncWrite for RoundIo {
     }
 }
 
-/// What can end a connection besides its client, as the parked wait and the rounds share it.
-struct Signals {
-    stop: tokio::sync::watch::Receiver<bool>,
-    close: Option<crate::conns::CloseSignal>,
-    /// The certificate's expiry (`--close-expired-connections`), until it has fired.
-    expiry: Option<Pin<Box<tokio::time::Sleep>>>,
-    registration: Option<Arc<crate::conns::Registration>>,
-    remote: std::net::SocketAddr,
-}
-
 /// Serves an HTTP/1.1 connection, parking it whenever it is idle (see the module doc).
 pub(crate) async fn serve<S>(
     tls: Box<TlsStream>,
     service: S,
     builder: http1::Builder,
-    life: Life,
+    mut life: Life,
+    park: Arc<Park>,
     header_timeout: Duration,
 ) where
     S: HttpService<Incoming, ResBody = ProxyBody> + Send + Unpin + 'static,
     S::Future: Send + Unpin + 'static,
     S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    let Life { stop, close, expires, registration, remote, activity, idle_timeout } = life;
-    activity.mark_end();
-    let first_deadline = tokio::time::Instant::now() + header_timeout.min(idle_timeout);
-    let expiry = expires.map(|at| Box::pin(tokio::time::sleep_until(at)));
-    let mut signals = Signals { stop, close, expiry, registration, remote };
+    let first_deadline = tokio::time::Instant::now() + header_timeout.min(life.idle_timeout());
     // The stream is boxed (by the caller: an argument is part of the future too) and the
     // parked wait and each round are futures of their own, so that the connection's state
     // is only what the phase it is in needs (see "What profiling found" in bench/README.md).
@@ -220,18 +213,18 @@ pub(crate) async fn serve<S>(
     let mut first = true;
     loop {
         if prefix.is_empty() && !std::mem::take(&mut first) {
-            let deadline = match activity.requests_seen() {
+            let deadline = match life.activity.requests_seen() {
                 0 => first_deadline,
-                _ => activity.last_end() + idle_timeout,
+                _ => life.activity.last_end() + life.idle_timeout(),
             };
-            if !Box::pin(parked(&tls, &mut signals, deadline)).await {
+            if !Box::pin(parked(&tls, &mut life, deadline)).await {
                 return close_parked(tls).await;
             }
         }
-        activity.park.new_round();
-        let io = RoundIo { tls, prefix, activity: activity.clone() };
+        park.new_round();
+        let io = RoundIo { tls, prefix, park: park.clone(), activity: life.activity.clone() };
         let conn = Box::pin(builder.serve_connection(TokioIo::new(io), service).with_upgrades());
-        match Box::pin(round(conn, &mut signals, &activity)).await {
+        match Box::pin(round(conn, &mut life, &park)).await {
             Some((t, p, s)) => (tls, prefix, service) = (t, p, s),
             None => return,
         }
@@ -240,25 +233,21 @@ pub(crate) async fn serve<S>(
 
 /// Parked: nothing but the stream until the client sends something. `true` when it has,
 /// `false` when the connection is to close (shutdown, revocation, expiry, `deadline`).
-async fn parked(tls: &TlsStream, signals: &mut Signals, deadline: tokio::time::Instant) -> bool {
-    tracing::trace!(peer = %signals.remote, "parked");
-    let remote = signals.remote;
-    loop {
-        if *signals.stop.borrow() {
-            return false;
-        }
-        tokio::select! {
-            r = tls.tcp().readable() => return r.is_ok(),
-            _ = signals.stop.changed() => return false,
-            reason = wait_close(&mut signals.close) => {
-                tracing::info!(peer = %remote, reason = reason.label(), "closing connection");
-                return false;
+async fn parked(tls: &TlsStream, life: &mut Life, deadline: tokio::time::Instant) -> bool {
+    tracing::trace!(peer = %life.remote, "parked");
+    if life.stopping() {
+        return false;
+    }
+    let remote = life.remote;
+    tokio::select! {
+        r = tls.tcp().readable() => r.is_ok(),
+        end = life.next(Idle::At(deadline)) => {
+            match end {
+                End::Close(reason) => tracing::debug!(peer = %remote, reason = reason.label(), "closing connection"),
+                End::Idle => tracing::debug!(peer = %remote, "closing idle connection (--idle-timeout / --request-header-timeout)"),
+                End::Shutdown => {}
             }
-            _ = tokio::time::sleep_until(deadline) => {
-                tracing::debug!(peer = %remote, "closing idle connection (--idle-timeout / --request-header-timeout)");
-                return false;
-            }
-            _ = expired(&mut signals.expiry, &signals.registration) => {}
+            false
         }
     }
 }
@@ -269,20 +258,19 @@ async fn parked(tls: &TlsStream, signals: &mut Signals, deadline: tokio::time::I
 /// request-head timer bounds a round that cannot park (a head trickling in, the rest of a
 /// request body hyper drains).
 type Conn<S> = http1::UpgradeableConnection<TokioIo<RoundIo>, S>;
-async fn round<S>(
-    mut conn: Pin<Box<Conn<S>>>,
-    signals: &mut Signals,
-    activity: &Arc<Activity>,
-) -> Option<(Box<TlsStream>, Bytes, S)>
+async fn round<S>(mut conn: Pin<Box<Conn<S>>>, life: &mut Life, park: &Park) -> Option<(Box<TlsStream>, Bytes, S)>
 where
     S: HttpService<Incoming, ResBody = ProxyBody> + Send + Unpin + 'static,
     S::Future: Send + Unpin + 'static,
     S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    let remote = signals.remote;
-    let mut stopping = false;
+    let remote = life.remote;
+    let activity = life.activity.clone();
     let mut park_check = tokio::time::interval_at(tokio::time::Instant::now() + PARK_AFTER, PARK_AFTER);
     park_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    if life.stopping() {
+        conn.as_mut().graceful_shutdown();
+    }
     loop {
         tokio::select! {
             r = conn.as_mut() => {
@@ -291,24 +279,22 @@ where
                 }
                 return None;
             }
-            _ = park_check.tick(), if !stopping => {
-                if activity.park.ready(activity) && activity.idle_for(PARK_AFTER) {
+            _ = park_check.tick(), if !life.stopping() => {
+                if park.ready(&activity) && activity.idle_for(PARK_AFTER) {
                     let parts = Pin::into_inner(conn).into_parts()?;
                     let RoundIo { tls, prefix, .. } = parts.io.into_inner();
                     return Some((tls, join(prefix, parts.read_buf), parts.service));
                 }
             }
-            _ = signals.stop.changed(), if !stopping => {
-                stopping = true;
-                conn.as_mut().graceful_shutdown();
+            end = life.next(Idle::Off) => match end {
+                End::Shutdown | End::Idle => conn.as_mut().graceful_shutdown(),
+                End::Close(reason) => {
+                    tracing::debug!(peer = %remote, reason = reason.label(), "closing connection");
+                    conn.as_mut().graceful_shutdown();
+                    let _ = tokio::time::timeout(CLOSE_LINGER, conn.as_mut()).await;
+                    return None;
+                }
             }
-            reason = wait_close(&mut signals.close) => {
-                tracing::info!(peer = %remote, reason = reason.label(), "closing connection");
-                conn.as_mut().graceful_shutdown();
-                let _ = tokio::time::timeout(CLOSE_LINGER, conn.as_mut()).await;
-                return None;
-            }
-            _ = expired(&mut signals.expiry, &signals.registration) => {}
         }
     }
 }

@@ -6,7 +6,6 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use http_body_util::BodyExt;
@@ -19,15 +18,17 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, mpsc, watch};
 
 mod h1;
+mod life;
 
 use crate::body::{ProxyBody, RequestBody};
-use crate::conns::{CloseReason, CloseSignal, Registration, Registry};
+use crate::conns::Registry;
 use crate::forward::{ConnInfo, Forward};
 use crate::metrics::Metrics;
 use crate::reload::State;
 use crate::revocation::VerifiedPath;
 use crate::tls::stream::TlsStream;
 use crate::tls::verifier::{HANDSHAKE, Handshake};
+use life::{Activity, Busy, CLOSE_LINGER, End, Idle, Life};
 
 /// What every connection shares.
 pub struct Shared {
@@ -57,8 +58,6 @@ impl Drop for OpenGuard {
 /// Upper bounds for draining a refused client before closing its socket.
 const DRAIN_TIME: Duration = Duration::from_secs(2);
 const DRAIN_BYTES: usize = 256 * 1024;
-/// After GOAWAY / close is requested on a revoked connection, how long it may take to go.
-pub(crate) const CLOSE_LINGER: Duration = Duration::from_millis(250);
 
 /// Accepts connections until `shutdown` resolves, then lets in-flight requests finish for
 /// up to `grace` and returns.
@@ -175,18 +174,16 @@ fn serve_http(
         .peer_certificates()
         .filter(|c| !c.is_empty())
         .map(|c| c.iter().map(|d| d.clone().into_owned()).collect());
-    // The leaf is parsed once for identity, expiry and distribution points. No certificate,
-    // or one without CN: no identity (like a token client).
-    let (identity, expires) = match &chain {
-        None => (None, None),
+    // The leaf is parsed once for identity and distribution points. No certificate, or one
+    // without CN: no identity (like a token client).
+    let identity = match &chain {
+        None => None,
         Some(c) => match x509_parser::parse_x509_certificate(c[0].as_ref()) {
             Ok((_, leaf)) => {
                 shared.state.fetcher().discover_from(&leaf);
-                let expires =
-                    config.close_expired_connections.then(|| instant_of(leaf.validity().not_after.timestamp()));
-                (crate::identity::from_parsed(&leaf, c[0].as_ref()).transpose(), expires.flatten())
+                crate::identity::from_parsed(&leaf, c[0].as_ref()).transpose()
             }
-            Err(e) => (Some(Err(crate::identity::IdentityError::Parse(e.to_string()))), None),
+            Err(e) => Some(Err(crate::identity::IdentityError::Parse(e.to_string()))),
         },
     };
     // The path the verifier accepted (kept for re-checks instead of the chain: they need no
@@ -197,18 +194,18 @@ fn serve_http(
             shared.state.snapshot().verifier.verified_path(&c[0], &c[1..], now).ok().map(Arc::new)
         })
     });
-    let (registration, close) = match (chain, path) {
+    let live = match (chain, path) {
         (Some(chain), Some(path)) => {
-            let (r, c) = shared.conns.register(path, chain[0].clone(), remote);
+            let live = shared.conns.register(path, chain[0].clone(), remote);
             // A re-check that started during the handshake (a reload, an OCSP answer that
             // changed, the periodic one) ran before this connection was among them: check it
             // against what is current now.
             if shared.conns.rechecks() != rechecks {
-                r.recheck(&shared.state.snapshot().verifier, rustls_pki_types::UnixTime::now());
+                live.recheck(&shared.state.snapshot().verifier, rustls_pki_types::UnixTime::now());
             }
-            (Some(Arc::new(r)), Some(c))
+            Some(live)
         }
-        _ => (None, None),
+        _ => None,
     };
 
     // As header values: every request of the connection clones them. The strings passed the
@@ -220,18 +217,15 @@ fn serve_http(
         remote,
         identity,
         forwarded_for: crate::forward::forwarded_for(remote),
-        close: close.clone(),
-        registration: registration.clone(),
-        expires,
+        live: live.clone(),
     });
     let forward = shared.forward.clone();
     let metrics = shared.metrics.clone();
-    let activity = Arc::new(Activity::default());
-    let svc_activity = activity.clone();
     let limits = config.limits;
-    let life = Life { stop, close, expires, registration, remote, activity, idle_timeout: limits.idle_timeout };
+    let life = Life::new(stop, live, remote, limits.idle_timeout);
+    let activity = life.activity.clone();
     if h2 {
-        let svc = service_fn(move |req| respond(req, &forward, &info, &metrics, &svc_activity));
+        let svc = service_fn(move |req| respond(req, &forward, &info, &metrics, &activity));
         let io = TokioIo::new(tls);
         let conn = http2::Builder::new(TokioExecutor::new())
             .timer(TokioTimer::new())
@@ -242,20 +236,22 @@ fn serve_http(
             .serve_connection(io, svc);
         Box::pin(drive(conn, life, |c| c.graceful_shutdown()))
     } else {
+        let park = Arc::new(h1::Park::default());
+        let svc_park = park.clone();
         let svc = service_fn(move |req| {
-            let req = h1::on_request(&svc_activity, req);
+            let req = h1::on_request(&svc_park, req);
             // Boxed: hyper's HTTP/1.1 server keeps a slot of the service future's size for
             // each connection; boxed, the slot is one pointer and the future (4 kB) lives only
             // while a request does. (HTTP/2 runs each request's future as its own task: boxing
             // it there would only add an allocation and a copy.)
-            Box::pin(respond(req, &forward, &info, &metrics, &svc_activity)) as BoxedResponse
+            Box::pin(respond(req, &forward, &info, &metrics, &activity)) as BoxedResponse
         });
         let mut b = http1::Builder::new();
         b.timer(TokioTimer::new())
             .header_read_timeout(config.request_header_timeout)
             .max_header_size(limits.max_header_bytes)
             .max_buf_size((limits.max_header_bytes + 64 * 1024).max(8192));
-        Box::pin(h1::serve(Box::new(tls), svc, b, life, config.request_header_timeout))
+        Box::pin(h1::serve(Box::new(tls), svc, b, life, park, config.request_header_timeout))
     }
 }
 
@@ -279,79 +275,6 @@ fn respond<B: RequestBody>(
 /// The HTTP/1.1 service's future, boxed (see `connection`).
 type BoxedResponse =
     std::pin::Pin<Box<dyn Future<Output = Result<hyper::Response<ProxyBody>, std::convert::Infallible>> + Send>>;
-
-/// What can end a connection besides its client.
-pub(crate) struct Life {
-    pub stop: watch::Receiver<bool>,
-    pub close: Option<CloseSignal>,
-    pub expires: Option<tokio::time::Instant>,
-    pub registration: Option<Arc<Registration>>,
-    pub remote: SocketAddr,
-    pub activity: Arc<Activity>,
-    pub idle_timeout: Duration,
-}
-
-/// Requests in flight on a connection (until their response body ends) and when the last
-/// one ended, for `--idle-timeout`; for HTTP/1.1 also what parking needs (`crate::h1`).
-#[derive(Default)]
-pub(crate) struct Activity {
-    in_flight: AtomicUsize,
-    /// Requests started on this connection.
-    requests: AtomicU64,
-    /// Milliseconds since `epoch` of the last request end (or the connection start).
-    last_end_ms: AtomicU64,
-    epoch: std::sync::OnceLock<std::time::Instant>,
-    pub park: h1::Park,
-}
-
-impl Activity {
-    fn now_ms(&self) -> u64 {
-        let epoch = self.epoch.get_or_init(std::time::Instant::now);
-        u64::try_from(epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
-    }
-
-    fn start(self: &Arc<Self>) -> Busy {
-        self.in_flight.fetch_add(1, Ordering::Relaxed);
-        self.requests.fetch_add(1, Ordering::Relaxed);
-        Busy(self.clone())
-    }
-
-    /// Records now as the last request end (done once at the connection start).
-    pub fn mark_end(&self) {
-        self.last_end_ms.store(self.now_ms(), Ordering::Relaxed);
-    }
-
-    pub fn in_flight(&self) -> usize {
-        self.in_flight.load(Ordering::Relaxed)
-    }
-
-    pub fn requests_seen(&self) -> u64 {
-        self.requests.load(Ordering::Relaxed)
-    }
-
-    /// When the last request ended (or the connection started).
-    pub fn last_end(&self) -> tokio::time::Instant {
-        let ago = self.now_ms().saturating_sub(self.last_end_ms.load(Ordering::Relaxed));
-        tokio::time::Instant::now() - Duration::from_millis(ago)
-    }
-
-    /// Idle for at least `timeout`: nothing in flight since then.
-    pub fn idle_for(&self, timeout: Duration) -> bool {
-        self.in_flight.load(Ordering::Relaxed) == 0
-            && self.now_ms().saturating_sub(self.last_end_ms.load(Ordering::Relaxed)) >= timeout.as_millis() as u64
-    }
-}
-
-/// One request in flight; ends when dropped (with its response body).
-struct Busy(Arc<Activity>);
-
-impl Drop for Busy {
-    fn drop(&mut self) {
-        self.0.mark_end();
-        self.0.park.request_ended();
-        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
-    }
-}
 
 /// A response body that keeps its request counted as in flight until it ends or is dropped.
 struct Tracked {
@@ -379,102 +302,38 @@ impl hyper::body::Body for Tracked {
     }
 }
 
-/// Runs a connection to completion. On shutdown it is asked to finish in-flight requests;
-/// when its certificate is revoked or expires it is asked to go away (HTTP/2 GOAWAY) and
-/// dropped after [`CLOSE_LINGER`], long watches included.
-async fn drive<C, E>(conn: C, life: Life, graceful: impl Fn(std::pin::Pin<&mut C>))
+/// Runs an HTTP/2 connection to completion. On shutdown or when idle it is asked to finish
+/// in-flight requests (GOAWAY); when its certificate is revoked or expires it is asked to go
+/// away and dropped after [`CLOSE_LINGER`], long watches included.
+async fn drive<C, E>(conn: C, mut life: Life, graceful: impl Fn(std::pin::Pin<&mut C>))
 where
     C: Future<Output = Result<(), E>>,
     E: std::fmt::Display,
 {
-    let Life { mut stop, mut close, expires, registration, remote, activity, idle_timeout } = life;
-    activity.mark_end();
-    // One deadline per connection for `--idle-timeout`, re-armed when it finds the connection
-    // busy: a wake-up per timeout, not a periodic tick (which cost idle HTTP/2 connections
-    // CPU in proportion to their number).
-    let idle_deadline = tokio::time::sleep_until(activity.last_end() + idle_timeout);
-    tokio::pin!(idle_deadline);
-    let mut idle_closing = false;
     tokio::pin!(conn);
-    let mut expiry = expires.map(|at| Box::pin(tokio::time::sleep_until(at)));
-    let mut stopping = false;
     loop {
         tokio::select! {
             r = conn.as_mut() => {
                 if let Err(e) = r {
-                    tracing::debug!(peer = %remote, "connection ended: {e}");
+                    tracing::debug!(peer = %life.remote, "connection ended: {e}");
                 }
                 return;
             }
-            _ = stop.changed(), if !stopping => {
-                stopping = true;
-                graceful(conn.as_mut());
-            }
-            reason = wait_close(&mut close) => {
-                tracing::info!(peer = %remote, reason = reason.label(), "closing connection");
-                graceful(conn.as_mut());
-                let _ = tokio::time::timeout(CLOSE_LINGER, conn.as_mut()).await;
-                return;
-            }
-            () = &mut idle_deadline, if !idle_closing && !stopping => {
-                if activity.idle_for(idle_timeout) {
-                    tracing::debug!(peer = %remote, "closing idle connection (--idle-timeout)");
-                    idle_closing = true;
+            end = life.next(Idle::Timeout) => match end {
+                End::Shutdown => graceful(conn.as_mut()),
+                End::Idle => {
+                    tracing::debug!(peer = %life.remote, "closing idle connection (--idle-timeout)");
                     graceful(conn.as_mut());
-                } else {
-                    let now = tokio::time::Instant::now();
-                    let next = if activity.in_flight() > 0 { now + idle_timeout } else { activity.last_end() + idle_timeout };
-                    idle_deadline.as_mut().reset(next.max(now + Duration::from_millis(10)));
+                }
+                End::Close(reason) => {
+                    tracing::debug!(peer = %life.remote, reason = reason.label(), "closing connection");
+                    graceful(conn.as_mut());
+                    let _ = tokio::time::timeout(CLOSE_LINGER, conn.as_mut()).await;
+                    return;
                 }
             }
-            _ = expired(&mut expiry, &registration) => {}
         }
     }
-}
-
-/// Resolves when the certificate has expired, after telling its registration (which fires
-/// `close`); never without an expiry, nor again after it fired.
-pub(crate) async fn expired(
-    expiry: &mut Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
-    registration: &Option<Arc<Registration>>,
-) {
-    match expiry {
-        Some(sleep) => sleep.as_mut().await,
-        None => std::future::pending().await,
-    }
-    *expiry = None;
-    if let Some(r) = registration {
-        r.close(CloseReason::Expired);
-    }
-}
-
-/// Resolves with the reason once the connection is told to close; never without a signal.
-pub async fn wait_close(close: &mut Option<CloseSignal>) -> CloseReason {
-    let Some(rx) = close else { return std::future::pending().await };
-    let reason = match rx.wait_for(Option::is_some).await {
-        Ok(r) => r.clone(),
-        Err(_) => None,
-    };
-    match reason {
-        Some(r) => r,
-        None => std::future::pending().await,
-    }
-}
-
-/// Sleeps until `at`, or forever without one.
-pub async fn sleep_until(at: Option<tokio::time::Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
-    }
-}
-
-/// The tokio instant at which a certificate with this notAfter (Unix seconds) has expired:
-/// it is valid through that second, as the verifier judges it, so one second later.
-fn instant_of(not_after: i64) -> Option<tokio::time::Instant> {
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).ok()?;
-    let expired_at = Duration::from_secs(u64::try_from(not_after).ok()?.saturating_add(1));
-    tokio::time::Instant::now().checked_add(expired_at.saturating_sub(now))
 }
 
 /// After a refused handshake: the alert has been written; send FIN, then read and discard

@@ -134,6 +134,16 @@ impl CrlVerifier {
     /// anchor is still one, and its revocation status at `now`. Signatures and validity
     /// dates are not checked again (they cannot change; expiry is
     /// `--close-expired-connections`' business).
+    /// Which open connections may no longer pass now that this verifier replaces `old`:
+    /// every one if the trust anchors changed, else what the CRL index newly lists
+    /// ([`crate::revocation::RevocationIndex::affected_since`]).
+    pub fn affected_since(&self, old: &CrlVerifier) -> crate::revocation::Affected {
+        if self.anchor_keys != old.anchor_keys {
+            return crate::revocation::Affected::All;
+        }
+        self.index().affected_since(old.index())
+    }
+
     pub fn recheck(&self, path: &VerifiedPath, now: UnixTime) -> Result<(), Refusal> {
         if !self.anchor_keys.contains(&path.anchor) {
             return Err(Refusal {
