@@ -74,12 +74,14 @@ use crate::reload::{Outcome, State};
 use crate::revocation::Affected;
 use crate::serve::Shared;
 
-/// How often open connections are re-checked without any event, as a safety net. Changes
-/// trigger a re-check themselves: a reload (files, fetched CRLs), an OCSP answer that
-/// changed, and the next time-based deadline of the CRLs in use (a CRL reaching nextUpdate
-/// under `--crl-expired=deny`; [`revocation::RevocationIndex::next_deadline`]). A re-check
-/// looks up revocation only (no signatures), a few microseconds per connection.
-const SAFETY_RECHECK: Duration = Duration::from_secs(60);
+/// How often every open connection is re-checked without any event, as a safety net against
+/// a missed one. Changes trigger re-checks themselves: a reload (files, fetched CRLs) of the
+/// connections holding what it newly lists ([`revocation::Affected`]), an OCSP answer that
+/// changed, the next time-based deadline of the CRLs in use (a CRL reaching nextUpdate
+/// under `--crl-expired=deny`; [`revocation::RevocationIndex::next_deadline`]), and each
+/// connection's expiry ([`conns::run_deadlines`]). A re-check looks up revocation only (no
+/// signatures).
+const SAFETY_RECHECK: Duration = Duration::from_secs(300);
 
 /// With OCSP, answers due for a refresh are refreshed by re-checks; at most this far apart.
 const OCSP_RECHECK: Duration = Duration::from_secs(10);

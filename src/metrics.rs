@@ -13,6 +13,7 @@
 //! | `kube_crl_proxy_crls_rejected` | — (CRLs left out of the index in use) |
 //! | `kube_crl_proxy_reloads_total`, `kube_crl_proxy_reload_failures_total` | `kind`: serving_cert, client_ca, crl, upstream_ca, proxy_client_cert, other |
 //! | `kube_crl_proxy_connections_closed_total` | `reason`: revoked, expired, unknown_ca, stale_crl, … |
+//! | `kube_crl_proxy_connections_rechecked_total` | `scope`: all (a safety or time-driven re-check, a new trust anchor set, a change that is more than new listings), changed (only the connections holding a newly listed certificate) |
 //! | `kube_crl_proxy_crl_fetches_total` | `result`: ok, not_modified, error, too_large, invalid |
 //! | `kube_crl_proxy_upstream_up` | upstreams whose `/readyz` answered 200 at the last check |
 //! | `kube_crl_proxy_upstream_connections` | `upstream` (an `--upstream` URL): open connections, HTTP/2 and HTTP/1.1 |
@@ -44,6 +45,11 @@ pub struct KindLabel {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReasonLabel {
     pub reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ScopeLabel {
+    pub scope: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -87,6 +93,7 @@ pub struct Metrics {
     pub reloads: Family<KindLabel, Counter>,
     pub reload_failures: Family<KindLabel, Counter>,
     pub connections_closed: Family<ReasonLabel, Counter>,
+    pub connections_rechecked: Family<ScopeLabel, Counter>,
     pub upstream_up: Gauge,
     pub upstream_connections: Family<UpstreamLabel, Gauge>,
     pub crl_fetches: Family<ResultLabel, Counter>,
@@ -119,6 +126,7 @@ impl Metrics {
             reloads: Family::default(),
             reload_failures: Family::default(),
             connections_closed: Family::default(),
+            connections_rechecked: Family::default(),
             upstream_up: Gauge::default(),
             upstream_connections: Family::default(),
             crl_fetches: Family::default(),
@@ -152,6 +160,11 @@ impl Metrics {
             "connections_closed",
             "Live connections closed because their certificate was revoked or expired",
             m.connections_closed.clone(),
+        );
+        registry.register(
+            "connections_rechecked",
+            "Open connections re-checked for revocation, by what the re-check covered",
+            m.connections_rechecked.clone(),
         );
         registry.register(
             "upstream_up",
@@ -206,6 +219,9 @@ impl Metrics {
         for kind in ["serving_cert", "client_ca", "crl", "upstream_ca", "proxy_client_cert", "other"] {
             m.reloads.get_or_create(&KindLabel { kind }).inc_by(0);
             m.reload_failures.get_or_create(&KindLabel { kind }).inc_by(0);
+        }
+        for scope in ["all", "changed"] {
+            m.connections_rechecked.get_or_create(&ScopeLabel { scope }).inc_by(0);
         }
         for result in ["ok", "not_modified", "error", "too_large", "invalid"] {
             m.crl_fetches.get_or_create(&ResultLabel { result }).inc_by(0);

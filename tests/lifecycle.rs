@@ -33,6 +33,10 @@ async fn revoking_a_user_cuts_their_open_watches_and_keeps_others() {
     }
     let logs = env.proxy.wait_for_log("connection_closed");
     assert!(logs.contains(&hex::encode(&env.pki.alice.serial)), "closure log names alice's serial");
+    // The reload re-checked only the connections holding a newly listed certificate:
+    // alice's two (bob has none open), not carol's.
+    let metrics = admin_get(env.proxy.admin, "/metrics").await.1;
+    assert!(metrics.contains(r#"kube_crl_proxy_connections_rechecked_total{scope="changed"} 2"#), "{metrics}");
     // New connections of alice are refused at the handshake.
     let err = env.request(Some(&env.pki.alice), Http::H2, whoami_request()).await.unwrap_err();
     assert_eq!(err, "remote error: tls: revoked certificate");

@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use rustls_pki_types::{CertificateDer, UnixTime};
 use tokio::sync::{Notify, watch};
 
-use crate::metrics::{Metrics, ReasonLabel};
+use crate::metrics::{Metrics, ReasonLabel, ScopeLabel};
 use crate::revocation::{Affected, VerifiedPath, cert_key};
 use crate::tls::verifier::{CrlVerifier, Refusal};
 
@@ -241,6 +241,8 @@ impl Registry {
                 }
             }
         };
+        let scope = if let Affected::All = affected { "all" } else { "changed" };
+        self.metrics.connections_rechecked.get_or_create(&ScopeLabel { scope }).inc_by(snapshot.len() as u64);
         // Every refused connection is told first, so that closing them is not held up by
         // writing the events.
         let refused: Vec<(&Entry, Refusal)> = snapshot

@@ -74,10 +74,13 @@ impl RevocationIndex {
                 }
             }
         }
-        // A newly listed CRL signer (or a CA above one) may leave CRLs unusable: that makes
-        // certificates undetermined, and they are not in the connection index.
+        // A newly listed CRL signer (or a CA above one) that is not the certificates' own CA
+        // (a dedicated signer, an indirect CRL's) leaves its CRLs unusable: that makes
+        // certificates undetermined, and the signer is not in the connection index.
         let signer_keys: std::collections::HashSet<u64> = self
             .crls()
+            .chain(old.crls())
+            .filter(|c| c.signer.dedicated || c.scope.indirect)
             .flat_map(|c| c.signer.path.iter().map(|(facts, _)| cert_key(&facts.issuer, &facts.serial)))
             .collect();
         if keys.iter().any(|k| signer_keys.contains(k)) {

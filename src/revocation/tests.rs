@@ -558,3 +558,160 @@ fn property_listed_or_undetermined_is_never_accepted() {
     // The generator reached every outcome, often.
     assert!(seen.iter().all(|&n| n >= 10), "revoked, undetermined, good: {seen:?}");
 }
+
+// ---- What a change of the index re-checks (changes.rs) ----
+
+/// The keys of a certificate's verified path, as the connection registry indexes them.
+fn path_keys(v: &CrlVerifier, leaf: &Issued) -> Vec<u64> {
+    let path = v.verified_path(&leaf.der, &[], UnixTime::now()).unwrap();
+    path.certs.iter().map(|c| cert_key(&c.facts.issuer, &c.facts.serial)).collect()
+}
+
+fn concerns(affected: &Affected, keys: &[u64]) -> bool {
+    match affected {
+        Affected::All => true,
+        Affected::Certs(k) => keys.iter().any(|x| k.contains(x)),
+    }
+}
+
+#[test]
+fn a_crl_that_lists_one_more_certificate_concerns_that_certificate_only() {
+    let (root, users, root_crl) = two_level();
+    let alice = users.issue(&Spec::client("alice", &[]));
+    let bob = users.issue(&Spec::client("bob", &[]));
+    let before =
+        World::new(&[&root, &users]).crl(root_crl.clone()).crl(users.crl(&[], 1, Duration::days(1))).verifier();
+    let after = World::new(&[&root, &users])
+        .crl(root_crl.clone())
+        .crl(users.crl(&[&bob.serial], 2, Duration::days(1)))
+        .verifier();
+    let affected = after.affected_since(&before);
+    assert!(matches!(&affected, Affected::Certs(k) if k.len() == 1), "{affected:?}");
+    assert!(concerns(&affected, &path_keys(&after, &bob)));
+    assert!(!concerns(&affected, &path_keys(&after, &alice)));
+    // The same CRLs loaded again: nothing to re-check.
+    let again = World::new(&[&root, &users]).crl(root_crl.clone()).crl(users.crl(&[&bob.serial], 3, Duration::days(1)));
+    assert_eq!(again.verifier().affected_since(&after), Affected::none());
+    // Unlisting (a newer CRL without bob) re-checks nothing either: it can only accept more.
+    let unlisted = World::new(&[&root, &users]).crl(root_crl.clone()).crl(users.crl(&[], 4, Duration::days(1)));
+    assert_eq!(unlisted.verifier().affected_since(&after), Affected::none());
+    // A revoked intermediate concerns every certificate under it, through its own key.
+    let users_serial = CertFacts::parse(users.der.as_ref()).unwrap().serial;
+    let revoked_ca = World::new(&[&root, &users])
+        .crl(pem_crl(root.crl(&[&users_serial], 2, Duration::days(1))))
+        .crl(users.crl(&[], 1, Duration::days(1)))
+        .verifier();
+    let affected = revoked_ca.affected_since(&before);
+    assert!(matches!(&affected, Affected::Certs(_)), "{affected:?}");
+    assert!(concerns(&affected, &path_keys(&before, &alice)) && concerns(&affected, &path_keys(&before, &bob)));
+}
+
+#[test]
+fn changes_that_can_leave_certificates_undetermined_or_stale_concern_every_connection() {
+    let (root, users, root_crl) = two_level();
+    let base = || World::new(&[&root, &users]).crl(root_crl.clone());
+    let before = base().crl(users.crl(&[], 1, Duration::days(1))).verifier();
+    // An earlier nextUpdate (the CRL may go stale sooner).
+    let sooner = base().crl(users.crl(&[], 2, Duration::hours(1))).verifier();
+    assert_eq!(sooner.affected_since(&before), Affected::All);
+    // A scope gone: the full CRL replaced by one partition.
+    let part = users.custom_crl(&CrlSpec { number: 2, idp: partition("http://u.example/1.crl"), ..CrlSpec::default() });
+    let (v, _) = base().crl(part).load(policy(Policy::Allow, Policy::Deny, 0)).unwrap();
+    assert_eq!(v.affected_since(&before), Affected::All);
+    // Another policy.
+    let (allow, _) =
+        base().crl(users.crl(&[], 1, Duration::days(1))).load(policy(Policy::Allow, Policy::Deny, 0)).unwrap();
+    assert_eq!(allow.affected_since(&before), Affected::All);
+    // Another trust anchor set.
+    let other = Authority::root("t-other");
+    let more = World::new(&[&root, &users, &other])
+        .crl(root_crl.clone())
+        .crl(users.crl(&[], 1, Duration::days(1)))
+        .crl(pem_crl(other.crl(&[], 1, Duration::days(1))))
+        .verifier();
+    assert_eq!(more.affected_since(&before), Affected::All);
+}
+
+/// For generated pairs of CRL sets (the second lists more certificates, sometimes in a
+/// delta, sometimes drops or adds a scope): every certificate the first accepted and the
+/// second refuses is concerned by `affected_since`, so an open connection is never missed.
+#[test]
+fn property_a_newly_refused_certificate_is_always_concerned() {
+    let root = Authority::root("c-root");
+    let keys = [root.intermediate("c-users"), root.intermediate("c-users")];
+    let root_crl = pem_crl(root.crl(&[], 1, Duration::days(1)));
+    let uris = ["http://c.example/1.crl", "http://c.example/2.crl"];
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut next = move |n: u64| {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x % n
+    };
+    let certs: Vec<(usize, Issued)> = (0..8)
+        .map(|i| {
+            let k = i % 2;
+            let spec = match i / 2 % 3 {
+                2 => Spec::client(&format!("c{i}"), &[]),
+                d => with_dp(&format!("c{i}"), uris[d]),
+            };
+            (k, keys[k].issue(&spec))
+        })
+        .collect();
+    let (mut targeted, mut all, mut newly_refused) = (0, 0, 0);
+    for round in 0..24 {
+        // Scopes per key: the full CRL, and maybe a partition (which is then the only one
+        // for its certificates... together with the full CRL that still covers them).
+        let scopes: Vec<(usize, Option<usize>)> = (0..2)
+            .flat_map(|k| [(k, None)].into_iter().chain((next(2) == 0).then(|| (k, Some(next(2) as usize)))))
+            .collect();
+        let listed_before: Vec<Vec<usize>> = scopes
+            .iter()
+            .map(|(k, _)| (0..certs.len()).filter(|&c| certs[c].0 == *k && next(4) == 0).collect())
+            .collect();
+        let mut listed_after = listed_before.clone();
+        for (s, (k, _)) in scopes.iter().enumerate() {
+            listed_after[s].extend((0..certs.len()).filter(|&c| certs[c].0 == *k && next(3) == 0));
+        }
+        let drop_scope = (next(3) == 0).then(|| next(scopes.len() as u64) as usize);
+        let build = |listed: &[Vec<usize>], number: u64, delta: bool, skip: Option<usize>| {
+            let mut w = World::new(&[&root, &keys[0], &keys[1]]).crl(root_crl.clone());
+            for (s, (k, part)) in scopes.iter().enumerate() {
+                if Some(s) == skip {
+                    continue;
+                }
+                let idp = part.map(|d| IdpSpec { uri: Some(uris[d].to_string()), ..IdpSpec::default() });
+                let entries: Vec<CrlEntrySpec> = listed[s].iter().map(|&c| entry(&certs[c].1)).collect();
+                if delta {
+                    let base_entries: Vec<CrlEntrySpec> =
+                        listed_before[s].iter().map(|&c| entry(&certs[c].1)).collect();
+                    let base = CrlSpec { entries: base_entries, number: 10, idp: idp.clone(), ..CrlSpec::default() };
+                    w = w.crl(keys[*k].custom_crl(&base));
+                    let d = CrlSpec { entries, number, delta_base: Some(10), idp, ..CrlSpec::default() };
+                    w = w.crl(keys[*k].custom_crl(&d));
+                } else {
+                    w = w.crl(keys[*k].custom_crl(&CrlSpec { entries, number, idp, ..CrlSpec::default() }));
+                }
+            }
+            w
+        };
+        let Ok((before, _)) = build(&listed_before, 10, false, None).load(deny()) else { continue };
+        let Ok((after, _)) = build(&listed_after, 20, next(2) == 0, drop_scope).load(deny()) else { continue };
+        let affected = after.affected_since(&before);
+        match affected {
+            Affected::All => all += 1,
+            Affected::Certs(_) => targeted += 1,
+        }
+        for (c, (_, cert)) in certs.iter().enumerate() {
+            if check(&before, cert).is_ok() && check(&after, cert).is_err() {
+                newly_refused += 1;
+                assert!(concerns(&affected, &path_keys(&before, cert)), "round {round} cert {c}: {affected:?}");
+            }
+        }
+    }
+    eprintln!("targeted {targeted}, all {all}, newly refused {newly_refused}");
+    assert!(
+        targeted >= 10 && all >= 2 && newly_refused >= 20,
+        "targeted {targeted}, all {all}, newly refused {newly_refused}"
+    );
+}
