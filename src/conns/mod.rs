@@ -256,7 +256,7 @@ impl Registry {
             let _ = entry.close.send(Some(reason));
         }
         for (entry, refusal) in &refused {
-            crate::tls::verifier::log_connection_closed(refusal, &entry.leaf, entry.remote);
+            crate::tls::verifier::log_connection_closed(refusal, &entry.path, &entry.leaf, entry.remote);
         }
         (snapshot.len(), refused.len())
     }
@@ -270,7 +270,7 @@ impl Registry {
         let reason = CloseReason::Refused(refusal.clone());
         self.count_closed(&reason);
         let _ = entry.close.send(Some(reason));
-        crate::tls::verifier::log_connection_closed(&refusal, &entry.leaf, entry.remote);
+        crate::tls::verifier::log_connection_closed(&refusal, &entry.path, &entry.leaf, entry.remote);
         true
     }
 

@@ -19,7 +19,9 @@ use crate::config::ClientCertMode;
 use crate::error::RefusalReason;
 pub use crate::revocation::Lookup;
 use crate::revocation::ocsp::Ocsp;
-use crate::revocation::{CertFacts, Denial, DenialKind, PathCert, Revocation, RevocationIndex, VerifiedPath};
+use crate::revocation::{
+    CertFacts, Denial, DenialKind, PathCert, Revocation, RevocationIndex, VerifiedPath, display_name,
+};
 
 tokio::task_local! {
     /// The connection whose handshake is being driven: its remote address, so that refusal
@@ -273,21 +275,42 @@ impl ClientCertVerifier for CrlVerifier {
 /// One structured security event per refused handshake.
 fn log_refusal(refusal: &Refusal, end_entity: &CertificateDer<'_>) {
     let peer = HANDSHAKE.try_with(|h| h.peer.to_string()).unwrap_or_else(|_| "unknown".into());
-    security_event("handshake_refused", "refused client certificate", refusal, end_entity, &peer);
+    security_event("handshake_refused", "refused client certificate", refusal, end_entity, None, &peer);
 }
 
 /// One structured security event per live connection closed because its certificate no
 /// longer passes (revoked after the handshake, CA removed, CRL stale under `deny`).
-pub fn log_connection_closed(refusal: &Refusal, end_entity: &CertificateDer<'_>, peer: SocketAddr) {
-    security_event("connection_closed", "closing live connection", refusal, end_entity, &peer.to_string());
+pub fn log_connection_closed(
+    refusal: &Refusal,
+    path: &VerifiedPath,
+    end_entity: &CertificateDer<'_>,
+    peer: SocketAddr,
+) {
+    // From the facts read at the handshake: no certificate parse per closed connection (a
+    // revoked intermediate closes thousands at once).
+    let described = path.certs.first().map(|c| {
+        let f = &c.facts;
+        (display_name(&f.subject_der), display_name(&f.issuer_der), hex::encode(&f.serial))
+    });
+    security_event("connection_closed", "closing live connection", refusal, end_entity, described, &peer.to_string());
 }
 
-fn security_event(event: &'static str, what: &str, refusal: &Refusal, end_entity: &CertificateDer<'_>, peer: &str) {
+/// One security event; `described` is (subject, issuer, serial) when already known, else read
+/// from the certificate.
+fn security_event(
+    event: &'static str,
+    what: &str,
+    refusal: &Refusal,
+    end_entity: &CertificateDer<'_>,
+    described: Option<(String, String, String)>,
+    peer: &str,
+) {
     let fingerprint = hex::encode(Sha256::digest(end_entity.as_ref()));
-    let (subject, issuer, serial) = match x509_parser::parse_x509_certificate(end_entity.as_ref()) {
-        Ok((_, c)) => (c.subject().to_string(), c.issuer().to_string(), hex::encode(c.raw_serial())),
-        Err(_) => ("<unparsable>".into(), "<unparsable>".into(), String::new()),
-    };
+    let (subject, issuer, serial) =
+        described.unwrap_or_else(|| match x509_parser::parse_x509_certificate(end_entity.as_ref()) {
+            Ok((_, c)) => (c.subject().to_string(), c.issuer().to_string(), hex::encode(c.raw_serial())),
+            Err(_) => ("<unparsable>".into(), "<unparsable>".into(), String::new()),
+        });
     tracing::warn!(
         event,
         reason = refusal.reason.label(),
