@@ -291,7 +291,7 @@ where
                 End::Close(reason) => {
                     tracing::debug!(peer = %remote, reason = reason.label(), "closing connection");
                     conn.as_mut().graceful_shutdown();
-                    let _ = tokio::time::timeout(CLOSE_LINGER, conn.as_mut()).await;
+                    super::life::poll_once(conn.as_mut()).await;
                     return None;
                 }
             }

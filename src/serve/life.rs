@@ -15,9 +15,21 @@ use tokio::time::{Instant, Sleep};
 
 use crate::conns::{CloseReason, Live};
 
-/// After a revoked or expired connection is asked to go away (HTTP/2 GOAWAY, TLS
-/// close_notify), how long it may take before it is dropped.
+/// How long a parked HTTP/1.1 connection's TLS close_notify may take before it is dropped.
 pub const CLOSE_LINGER: Duration = Duration::from_millis(250);
+
+/// Polls a connection that was just told to go away once, so that what it has to say (an
+/// HTTP/2 GOAWAY) is written, and returns: a revoked or expired connection is then dropped,
+/// in-flight requests and all. Waiting for the client's acknowledgement instead (a PING
+/// round trip and a second GOAWAY for HTTP/2) is work per connection that made closing
+/// thousands at once (a revoked intermediate, a CRL gone stale under deny) slower.
+pub async fn poll_once<F: Future + ?Sized>(mut conn: Pin<&mut F>) {
+    std::future::poll_fn(|cx| {
+        let _ = conn.as_mut().poll(cx);
+        std::task::Poll::Ready(())
+    })
+    .await
+}
 
 /// What ended (or began to end) a connection.
 #[derive(Debug)]

@@ -28,7 +28,7 @@ use crate::reload::State;
 use crate::revocation::VerifiedPath;
 use crate::tls::stream::TlsStream;
 use crate::tls::verifier::{HANDSHAKE, Handshake};
-use life::{Activity, Busy, CLOSE_LINGER, End, Idle, Life};
+use life::{Activity, Busy, End, Idle, Life};
 
 /// What every connection shares.
 pub struct Shared {
@@ -303,8 +303,8 @@ impl hyper::body::Body for Tracked {
 }
 
 /// Runs an HTTP/2 connection to completion. On shutdown or when idle it is asked to finish
-/// in-flight requests (GOAWAY); when its certificate is revoked or expires it is asked to go
-/// away and dropped after [`CLOSE_LINGER`], long watches included.
+/// in-flight requests (GOAWAY); when its certificate is revoked or expires it is sent GOAWAY
+/// and dropped at once, long watches included ([`life::poll_once`]).
 async fn drive<C, E>(conn: C, mut life: Life, graceful: impl Fn(std::pin::Pin<&mut C>))
 where
     C: Future<Output = Result<(), E>>,
@@ -328,7 +328,7 @@ where
                 End::Close(reason) => {
                     tracing::debug!(peer = %life.remote, reason = reason.label(), "closing connection");
                     graceful(conn.as_mut());
-                    let _ = tokio::time::timeout(CLOSE_LINGER, conn.as_mut()).await;
+                    life::poll_once(conn.as_mut()).await;
                     return;
                 }
             }
