@@ -89,8 +89,9 @@ pub async fn closed(live: &mut Option<Live>) -> CloseReason {
 #[derive(Clone)]
 struct Entry {
     path: Arc<VerifiedPath>,
-    /// The client certificate, for the security event when it is closed.
-    leaf: CertificateDer<'static>,
+    /// The client certificate, for the security event when it is closed (shared: a
+    /// re-check copies the entries it reads).
+    leaf: Arc<CertificateDer<'static>>,
     remote: SocketAddr,
     close: watch::Sender<Option<CloseReason>>,
     /// When a certificate of the path expires (Unix seconds), if that closes it.
@@ -200,7 +201,7 @@ impl Registry {
         {
             self.earlier_deadline.notify_one();
         }
-        inner.entries.insert(id, Entry { path, leaf, remote, close: tx, expires });
+        inner.entries.insert(id, Entry { path, leaf: Arc::new(leaf), remote, close: tx, expires });
         drop(inner);
         Live { registration: Arc::new(Registration { id, registry: self.clone() }), rx }
     }
