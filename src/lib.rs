@@ -3,28 +3,31 @@
 //! kube-apiserver's request-header authentication (`X-Remote-User`, `X-Remote-Group`, ...).
 //!
 //! # Layout
-//! - [`cli`]: the subcommands, and the man pages and completions generated from them.
-//! - [`config`]: flags and the YAML file → a validated [`config::Config`].
-//! - [`pem`]: reading certificates, keys and CRL files, errors naming the file.
-//! - [`ca`]: the client CA bundle: trust anchors, intermediates, hinted names.
-//! - [`revocation`]: is a verified path revoked? RFC 5280 CRL processing over the
-//!   pre-verified CRL index, OCSP ([`revocation::ocsp`]), and the policies that combine them.
-//! - [`tls`]: downstream `ServerConfig` + client verifier, upstream `ClientConfig`.
+//! In the order a request flows, then what stands beside it (`docs/architecture.md` has the
+//! layers and the rules):
+//! - [`serve`]: accept loop, TLS handshake, one connection lifecycle (shutdown, close,
+//!   `--idle-timeout`), HTTP/2 and HTTP/1.1 (parked between requests), graceful drain.
+//! - [`tls`]: downstream `ServerConfig` + client verifier, the client TLS stream, upstream
+//!   `ClientConfig`.
 //! - [`identity`]: verified certificate → user, groups, UID, credential-id → headers.
-//! - [`proxy`]: accept loop, handshake, HTTP/1.1 and HTTP/2 serving, graceful drain.
-//! - [`forward`]: header rules, streaming, upgrades, access log, error responses.
+//! - [`forward`]: header rules, streaming, upgrades, error responses, the access log.
 //! - [`upstream`]: the upstreams, built once: credentials and connector, HTTP/2 and HTTP/1.1
 //!   pools, target choice, the retry policy, `/readyz` probes.
-//! - [`body`]: the body types both sides share.
-//! - [`reload`]: the reloadable snapshot: build, validate, swap; file watching.
-//! - [`fetch`]: CRLs fetched from URLs and distribution points, cached, refreshed.
-//! - [`conns`]: live client-certificate connections, re-checked after every change.
-//! - [`admin`], [`metrics`]: `/livez`, `/readyz`, `/metrics`; upstream health checks.
-//! - [`der`]: the strict DER reader (and the one DER writer) under CRLs, OCSP, certificates.
-//! - [`crypto`]: the one crypto provider (ring).
-//! - [`limits`]: the file-descriptor limit against `--max-connections`, warned about at start.
-//! - [`access`], [`h1`]: the access log; HTTP/1.1 client connections parked between requests.
-//! - [`error`]: typed errors and the one table each that maps them to alerts / statuses.
+//! - [`revocation`]: is a verified path revoked? RFC 5280 CRL processing over the
+//!   pre-verified CRL index, OCSP ([`revocation::ocsp`]), the policies that combine them,
+//!   and what a change of the index concerns ([`revocation::Affected`]).
+//! - [`conns`]: live client-certificate connections: indexed by certificate, re-checked
+//!   after each change, closed at expiry.
+//! - [`reload`]: the reloadable snapshot: build, validate, swap; file watching; CRLs
+//!   fetched from URLs and distribution points ([`reload::fetch`]).
+//! - [`config`], [`cli`]: flags and the YAML file → a validated [`config::Config`]; the
+//!   subcommands, man pages and completions.
+//! - [`ca`], [`pem`], [`der`], [`crypto`]: the client CA bundle; reading certificate, key
+//!   and CRL files; the strict DER reader (and the one DER writer); the one crypto provider.
+//! - [`admin`], [`metrics`], [`limits`]: `/livez`, `/readyz`, `/metrics`, upstream health
+//!   checks; the descriptor limit against `--max-connections`.
+//! - [`error`], [`body`]: typed errors and the one table each that maps them to alerts /
+//!   statuses; the body types both sides share.
 //! - [`check`]: the `check`, `check-apiserver` and `inspect` commands (load, judge, never serve).
 //! - [`pki`], [`sim`], [`demo`]: the throwaway PKI, the kube-apiserver stand-in and the
 //!   `demo` command built on them (also used by the tests).
@@ -34,7 +37,6 @@
 
 #![forbid(unsafe_code)]
 
-pub mod access;
 pub mod admin;
 pub mod body;
 pub mod ca;
@@ -46,7 +48,6 @@ pub mod crypto;
 pub mod demo;
 pub mod der;
 pub mod error;
-pub mod fetch;
 pub mod forward;
 pub mod identity;
 pub mod limits;
@@ -102,7 +103,7 @@ impl Proxy {
             tracing::warn!(event = "fd_limit_low", "{w}");
         }
         let metrics = Arc::new(metrics::Metrics::new());
-        let fetcher = Arc::new(fetch::Fetcher::new(config, metrics.clone())?);
+        let fetcher = Arc::new(reload::fetch::Fetcher::new(config, metrics.clone())?);
         if !config.fetch.urls.is_empty() || config.fetch.from_distribution_points {
             let bundle = ca::CaBundle::load(&config.client_ca_file, config.client_ca_names_file.as_deref())?;
             fetcher.initial(&bundle).await;

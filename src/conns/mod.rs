@@ -4,7 +4,7 @@
 //! index of its certificates by (issuer, serial) so that a CRL change signals just the
 //! connections it concerns ([`Affected`]), and the expiry policy
 //! (`--close-expired-connections`) with one deadline per connection in one timer
-//! ([`deadlines`]). A connection learns that it must close from its [`Live`] handle, which
+//! (`deadlines`). A connection learns that it must close from its [`Live`] handle, which
 //! every protocol driver and upgraded tunnel watches.
 
 mod deadlines;

@@ -11,6 +11,8 @@
 //! Triggers: inotify events in the directories of every input file (atomic rename, truncate +
 //! write, Kubernetes `..data` symlink swaps), debounced, and SIGHUP.
 
+pub mod fetch;
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -21,13 +23,13 @@ use tokio::sync::mpsc;
 use crate::ca::CaBundle;
 use crate::config::Config;
 use crate::error::ConfigError;
-use crate::fetch::Fetcher;
 use crate::metrics::{KindLabel, Metrics};
 use crate::revocation::ocsp::Ocsp;
 use crate::revocation::{Crl, RevocationIndex};
 use crate::tls::TlsMaterial;
 use crate::tls::verifier::CrlVerifier;
 use crate::upstream::{Credentials, Upstream};
+use fetch::Fetcher;
 
 /// The client side built from the input files, validated.
 pub struct Snapshot {

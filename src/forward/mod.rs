@@ -4,6 +4,8 @@
 //! Kubernetes `Status` responses. Which upstream, over which connection, and whether to try
 //! again is [`crate::upstream`]'s.
 
+mod access;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
@@ -72,7 +74,7 @@ impl Forward {
                     Some(Err(_)) => ("<refused>".to_string(), String::new()),
                     None => ("<no certificate>".to_string(), String::new()),
                 };
-                let record = crate::access::Record {
+                let record = access::Record {
                     peer: conn.remote,
                     user,
                     groups,
@@ -83,7 +85,7 @@ impl Forward {
                     upstream: served_by.unwrap_or_else(|| "-".into()),
                     start,
                 };
-                resp.map(|body| crate::access::Logged::new(body, record).boxed())
+                resp.map(|body| access::Logged::new(body, record).boxed())
             }
         }
     }
