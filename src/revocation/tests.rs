@@ -459,6 +459,17 @@ fn expiring_crls_are_counted_within_the_window() {
     assert_eq!(v.index().warn_expiring(now, std::time::Duration::from_secs(3600)), 0);
 }
 
+/// A small deterministic generator for the property tests: `next(n)` is in `0..n`.
+fn xorshift(seed: u64) -> impl FnMut(u64) -> u64 {
+    let mut x = seed;
+    move |n| {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x % n
+    }
+}
+
 /// Over generated CRL sets (partitions, reason partitions, deltas, two keys under one CA
 /// name), a certificate listed in any applicable CRL is never accepted, and one whose
 /// applicable CRLs do not cover every reason is never accepted under `deny`.
@@ -468,13 +479,7 @@ fn property_listed_or_undetermined_is_never_accepted() {
     let keys = [root.intermediate("p-users"), root.intermediate("p-users")];
     let root_crl = pem_crl(root.crl(&[], 1, Duration::days(1)));
     let uris = ["http://p.example/1.crl", "http://p.example/2.crl"];
-    let mut x: u64 = 0x2545_f491_4f6c_dd1d;
-    let mut next = move |n: u64| {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        x % n
-    };
+    let mut next = xorshift(0x2545_f491_4f6c_dd1d);
     // Certificates: under either key, with or without a distribution point.
     let certs: Vec<(usize, Option<usize>, Issued)> = (0..6)
         .map(|i| {
@@ -641,13 +646,7 @@ fn property_a_newly_refused_certificate_is_always_concerned() {
     let keys = [root.intermediate("c-users"), root.intermediate("c-users")];
     let root_crl = pem_crl(root.crl(&[], 1, Duration::days(1)));
     let uris = ["http://c.example/1.crl", "http://c.example/2.crl"];
-    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
-    let mut next = move |n: u64| {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        x % n
-    };
+    let mut next = xorshift(0x9e37_79b9_7f4a_7c15);
     let certs: Vec<(usize, Issued)> = (0..8)
         .map(|i| {
             let k = i % 2;
