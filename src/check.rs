@@ -30,7 +30,9 @@ use sha2::{Digest, Sha256};
 use x509_parser::prelude::*;
 
 use crate::ca::{Ca, CaBundle};
-use crate::config::{Config, HeaderNames, OcspMode, Policy, RunFlags};
+use crate::config::{
+    ClientFlags, Config, HeaderNames, ListenFlags, OcspMode, Policy, RunFlags, UpstreamFlags, UpstreamUrl,
+};
 use crate::error::{ConfigError, RefusalReason};
 use crate::identity;
 use crate::metrics::Metrics;
@@ -191,7 +193,8 @@ pub fn check(args: CheckArgs) -> Result<Report, ConfigError> {
     lines.push(describe_ocsp(&config));
     lines.push(format!(
         "upstream: {} (server name {}; not contacted by check)",
-        config.upstream.url, config.upstream.server_name
+        config.upstream.url(),
+        config.upstream.server_name().to_str()
     ));
 
     // As `run` would find it: raised as far as the hard limit allows.
@@ -499,11 +502,14 @@ fn proxy_header_names(args: &CheckApiserverArgs) -> Result<HeaderNames, ConfigEr
     let flags = RunFlags {
         config: args.config.clone(),
         requestheader: args.requestheader.clone(),
-        tls_cert_file: unused(),
-        client_ca_file: unused(),
-        upstream: vec!["https://127.0.0.1:6443".into()],
-        upstream_ca_file: unused(),
-        proxy_client_cert_file: unused(),
+        listen: ListenFlags { tls_cert_file: unused(), ..Default::default() },
+        clients: ClientFlags { client_ca_file: unused(), ..Default::default() },
+        upstream: UpstreamFlags {
+            upstream: vec![UpstreamUrl::from_static("https://127.0.0.1:6443")],
+            upstream_ca_file: unused(),
+            proxy_client_cert_file: unused(),
+            ..Default::default()
+        },
         ..Default::default()
     };
     Ok(Config::resolve(flags)?.headers)
@@ -879,11 +885,11 @@ pub fn inspect(args: InspectArgs) -> Result<Report, ConfigError> {
     // upstream flags `run` requires are not needed (nor read) here.
     let mut run = args.run;
     let unused = || Some(PathBuf::from("unused-by-inspect"));
-    run.tls_cert_file = run.tls_cert_file.or_else(unused);
-    run.upstream_ca_file = run.upstream_ca_file.or_else(unused);
-    run.proxy_client_cert_file = run.proxy_client_cert_file.or_else(unused);
-    if run.upstream.is_empty() {
-        run.upstream = vec!["https://127.0.0.1:6443".into()];
+    run.listen.tls_cert_file = run.listen.tls_cert_file.or_else(unused);
+    run.upstream.upstream_ca_file = run.upstream.upstream_ca_file.or_else(unused);
+    run.upstream.proxy_client_cert_file = run.upstream.proxy_client_cert_file.or_else(unused);
+    if run.upstream.upstream.is_empty() {
+        run.upstream.upstream = vec![UpstreamUrl::from_static("https://127.0.0.1:6443")];
     }
     let config = Config::resolve(run)?;
     // With --ocsp, the responder is asked as a handshake would ask it: from a runtime (the

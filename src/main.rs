@@ -108,7 +108,7 @@ fn run(flags: RunFlags) -> ExitCode {
         };
         let bound = listener.local_addr().map_or_else(|_| addr.to_string(), |a| a.to_string());
         let admin_bound = admin.local_addr().map_or_else(|_| config.admin_address.to_string(), |a| a.to_string());
-        tracing::info!(address = %bound, admin = %admin_bound, upstream = %config.upstream.url, "listening");
+        tracing::info!(address = %bound, admin = %admin_bound, upstream = %config.upstream.url(), "listening");
         if let Some(path) = &config.ready_file
             && let Err(e) = write_ready_file(path, &bound, &admin_bound)
         {

@@ -195,10 +195,8 @@ mod tests {
     fn upstream(addr: std::net::SocketAddr, http2: bool) -> Upstream {
         let url: http::Uri = format!("https://{addr}").parse().unwrap();
         let cfg = UpstreamConfig {
-            targets: vec![UpstreamTarget { url: url.clone(), server_name: "localhost".into() }],
-            url,
+            targets: vec![UpstreamTarget { url, server_name: "localhost".try_into().unwrap() }],
             ca_file: "unused".into(),
-            server_name: "localhost".into(),
             client_cert_file: "unused".into(),
             client_key_file: None,
             connect_timeout: Duration::from_millis(300),

@@ -48,10 +48,9 @@ impl Target {
         credentials: &Arc<Credentials>,
         open: prometheus_client::metrics::gauge::Gauge,
     ) -> Self {
-        let server_name =
-            rustls_pki_types::ServerName::try_from(target.server_name.clone()).expect("validated by config");
-        let connector =
-            |alpn| Connector::new(credentials.clone(), server_name.clone(), alpn, cfg.connect_timeout, open.clone());
+        let connector = |alpn| {
+            Connector::new(credentials.clone(), target.server_name.clone(), alpn, cfg.connect_timeout, open.clone())
+        };
         // HTTP/2 connections with a stream budget each (see `H2Pool`): batched frames cost less
         // CPU per request than a connection per request in flight.
         let h2 = cfg.http2.then(|| H2Pool::new(connector(Alpn::OffersH2), target.url.clone(), cfg.http2_max_streams));
