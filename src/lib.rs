@@ -152,7 +152,7 @@ impl Proxy {
             background.push(tokio::spawn(async move {
                 loop {
                     ocsp.changed().await;
-                    recheck(&shared, Affected::All).await;
+                    recheck(&shared, None).await;
                 }
             }));
         }
@@ -218,25 +218,27 @@ async fn reload_loop(shared: Arc<Shared>, tx: mpsc::UnboundedSender<()>, mut rx:
                 if let Ok(Ok(Outcome::Swapped)) = outcome {
                     // Only the connections the change concerns (what it newly lists), unless
                     // it may do more (a CA, a scope, a signer, a policy changed).
-                    let affected = shared.state.snapshot().verifier.affected_since(&before);
-                    recheck(&shared, affected).await;
+                    recheck(&shared, Some(before)).await;
                     at = next_at(&shared);
                 }
             }
             _ = tokio::time::sleep_until(at) => {
-                recheck(&shared, Affected::All).await;
+                recheck(&shared, None).await;
                 at = next_at(&shared);
             }
         }
     }
 }
 
-/// Re-checks the open client-certificate connections that `affected` names against the
-/// current snapshot, and warns about CRLs close to their nextUpdate.
-async fn recheck(shared: &Arc<Shared>, affected: Affected) {
+/// Re-checks the open client-certificate connections against the current snapshot: those
+/// concerned by its change from `before` ([`revocation::Affected`]; off the runtime's
+/// threads, since comparing two 1M-entry CRLs takes milliseconds), or every one without
+/// `before`. Also warns about CRLs close to their nextUpdate.
+async fn recheck(shared: &Arc<Shared>, before: Option<Arc<tls::verifier::CrlVerifier>>) {
     let shared = shared.clone();
     let _ = tokio::task::spawn_blocking(move || {
         let verifier = shared.state.snapshot().verifier.clone();
+        let affected = before.map_or(Affected::All, |b| verifier.affected_since(&b));
         verifier.index().warn_expiring(revocation::now_secs(), shared.state.config().crl_expiry_warning);
         let (checked, closed) = shared.conns.recheck(&verifier, rustls_pki_types::UnixTime::now(), &affected);
         tracing::debug!(connections = shared.conns.len(), checked, closed, "re-checked open connections");
