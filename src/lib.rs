@@ -28,7 +28,8 @@
 //!   checks; the descriptor limit against `--max-connections`.
 //! - [`error`], [`body`]: typed errors and the one table each that maps them to alerts /
 //!   statuses; the body types both sides share.
-//! - [`check`]: the `check`, `check-apiserver` and `inspect` commands (load, judge, never serve).
+//! - [`check`]: the `check`, `check-apiserver` and `inspect` commands (load, judge, never
+//!   serve), one module each.
 //! - [`pki`], [`sim`], [`demo`]: the throwaway PKI, the kube-apiserver stand-in and the
 //!   `demo` command built on them (also used by the tests).
 //!
