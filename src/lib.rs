@@ -30,11 +30,14 @@
 //!   statuses; the body types both sides share.
 //! - [`check`]: the `check`, `check-apiserver` and `inspect` commands (load, judge, never
 //!   serve), one module each.
-//! - [`pki`], [`sim`], [`demo`]: the throwaway PKI, the kube-apiserver stand-in and the
-//!   `demo` command built on them (also used by the tests).
 //!
 //! [`run`] is the one entry point shared by `main` and the tests: it takes a bound
 //! listener and a shutdown future.
+//!
+//! Not here: the scaffolding. The throwaway PKI, the kube-apiserver stand-in and the test
+//! client are the workspace crate `kube-crl-proxy-testkit` (`testkit/`), used by the
+//! binary's `demo` (`src/demo.rs`, a module of `main.rs`) and by the tests; this library
+//! never imports it.
 
 #![forbid(unsafe_code)]
 
@@ -46,7 +49,6 @@ pub mod cli;
 pub mod config;
 pub mod conns;
 pub mod crypto;
-pub mod demo;
 pub mod der;
 pub mod error;
 pub mod forward;
@@ -54,11 +56,9 @@ pub mod identity;
 pub mod limits;
 pub mod metrics;
 pub mod pem;
-pub mod pki;
 pub mod reload;
 pub mod revocation;
 pub mod serve;
-pub mod sim;
 pub mod tls;
 pub mod upstream;
 

@@ -1,7 +1,10 @@
 //! The `kube-crl-proxy` binary: parse flags (defined in `cli`), set up logging, load the
-//! configuration (exit 64 on a bad one), bind, and hand over to the library.
+//! configuration (exit 64 on a bad one), bind, and hand over to the library; or run a
+//! subcommand (`demo`, in `demo.rs`, is the binary's own: the library has no scaffolding).
 
 #![forbid(unsafe_code)]
+
+mod demo;
 
 use std::process::ExitCode;
 
@@ -27,7 +30,7 @@ fn main() -> ExitCode {
     match cli.command {
         Some(Command::Demo(args)) => {
             init_logging(LogFormat::Text, "warn");
-            kube_crl_proxy::demo::main(args)
+            demo::main(args)
         }
         Some(Command::Check(args)) => {
             init_logging(LogFormat::Text, "warn");

@@ -121,7 +121,7 @@ mod tests {
 
     #[test]
     fn issued_by_checks_name_and_signature() {
-        use crate::pki::{Authority, Spec};
+        use kube_crl_proxy_testkit::pki::{Authority, Spec};
         let dir = tempfile::tempdir().unwrap();
         let ca = Authority::root("check-unit-ca");
         let impostor = Authority::root("check-unit-ca"); // same name, other key
