@@ -5,9 +5,9 @@
 //! until Ctrl-C (or exits at once with `--once`).
 //!
 //! It is the binary's, not the library's: the PKI, the stand-in and the client come from the
-//! testkit crate.
+//! testkit crate, and the proxy is the library's one entry point, [`kube_crl_proxy::run`].
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr};
 use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -142,23 +142,36 @@ async fn run(args: DemoArgs) -> Result<(), String> {
             "# kube-crl-proxy demo configuration (paths are relative to this file)\n\
              bind-address: 127.0.0.1\nsecure-port: {}\ntls-cert-file: apiserver.crt\ntls-private-key-file: apiserver.key\n\
              client-ca-file: client-ca.crt\ncrl-file: [crl.pem]\nupstream: https://{sim_addr}\nupstream-ca-file: ca.crt\n\
-             proxy-client-cert-file: front-proxy-client.crt\nproxy-client-key-file: front-proxy-client.key\nshutdown-grace: 2s\n",
+             proxy-client-cert-file: front-proxy-client.crt\nproxy-client-key-file: front-proxy-client.key\nshutdown-grace: 2s\n\
+             admin-address: 127.0.0.1:0\n",
             args.port
         ),
     );
     let config = Config::resolve(RunFlags { config: Some(config_path.clone()), ..Default::default() })
         .map_err(|e| e.to_string())?;
-    let listener = TcpListener::bind(SocketAddr::new(config.bind_address, config.secure_port))
-        .await
-        .map_err(|e| format!("cannot listen on 127.0.0.1:{}: {e}", args.port))?;
-    let addr = listener.local_addr().map_err(|e| e.to_string())?;
-    let proxy = kube_crl_proxy::Proxy::build(&config).await.map_err(|e| e.to_string())?;
-    let admin = TcpListener::bind("127.0.0.1:0").await.map_err(|e| e.to_string())?;
-    let admin_addr = admin.local_addr().map_err(|e| e.to_string())?;
+    let (listening_tx, listening) = tokio::sync::oneshot::channel();
     let mut proxy_stop = stop_rx.clone();
-    let proxy_task = tokio::spawn(proxy.serve(listener, Some(admin), async move {
-        while proxy_stop.changed().await.is_ok() && !*proxy_stop.borrow() {}
-    }));
+    let proxy_task = tokio::spawn(async move {
+        let stopped = async move { while proxy_stop.changed().await.is_ok() && !*proxy_stop.borrow() {} };
+        kube_crl_proxy::run(
+            &config,
+            |l| {
+                let _ = listening_tx.send(l);
+            },
+            stopped,
+        )
+        .await
+    });
+    let Ok(listening) = listening.await else {
+        // `run` stopped before listening: its error says why.
+        let _ = stop_tx.send(true);
+        let _ = sim_task.await;
+        return Err(match proxy_task.await {
+            Ok(Err(e)) => e.to_string(),
+            _ => "the proxy stopped before listening".into(),
+        });
+    };
+    let (addr, admin_addr) = (listening.addr, listening.admin);
     let server = format!("https://{addr}");
     println!("kube-apiserver stand-in on https://{sim_addr}; kube-crl-proxy on {server}\n");
 
