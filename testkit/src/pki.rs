@@ -199,18 +199,10 @@ impl Spec {
     /// A server certificate for these names and addresses, valid a year.
     pub fn server(cn: &str, dns: &[&str], ips: &[IpAddr]) -> Self {
         Self {
-            cn: Some(cn.into()),
-            orgs: Vec::new(),
-            uid: None,
             dns: dns.iter().map(|d| d.to_string()).collect(),
             ips: ips.to_vec(),
             eku: vec![ExtendedKeyUsagePurpose::ServerAuth],
-            crl_urls: Vec::new(),
-            ocsp_urls: Vec::new(),
-            not_before: Duration::hours(-1),
-            not_after: Duration::days(365),
-            dps: Vec::new(),
-            serial: None,
+            ..Self::client(cn, &[])
         }
     }
 }
