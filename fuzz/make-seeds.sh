@@ -8,7 +8,7 @@ corpus=$PWD/corpus
 rm -rf "$corpus"
 mkdir -p "$corpus"/{crl,identity,headers,config,ocsp}
 
-# rcgen-made CRLs and certificates, through kube_crl_proxy::pki.
+# rcgen-made CRLs and certificates, through kube_crl_proxy_testkit::pki.
 cargo run --quiet --example make_seeds -- "$corpus"
 
 # A v1 CRL (no extensions, one entry) made by `openssl ca -gencrl`, PEM and DER.

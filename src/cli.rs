@@ -32,7 +32,7 @@ pub struct Cli {
 pub enum Command {
     /// Run a throwaway PKI, a kube-apiserver stand-in and the proxy, and show a valid, a
     /// revoked and a token user going through it.
-    Demo(crate::demo::DemoArgs),
+    Demo(DemoArgs),
     /// Load everything as `run` would (never listening, never contacting the upstream), print
     /// a summary and warnings (logs, e.g. failed CRL fetches, go to stderr). Exit 0 if loadable, 1 on warnings with --strict, 64 on errors.
     Check(crate::check::CheckArgs),
@@ -45,6 +45,20 @@ pub enum Command {
     /// Write the man pages and shell completions (for packaging).
     #[command(hide = true)]
     GenerateAssets(GenerateAssetsArgs),
+}
+
+// `kube-crl-proxy demo`: run by the binary (src/demo.rs), the library has no demo.
+#[derive(clap::Args, Debug)]
+pub struct DemoArgs {
+    /// Directory for the throwaway PKI, config and kubeconfigs [default: a new temporary directory].
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
+    /// Port for the proxy on 127.0.0.1; 0 picks a free one.
+    #[arg(long, default_value_t = 0, value_name = "PORT")]
+    pub port: u16,
+    /// Exit after showing the three requests instead of serving until Ctrl-C.
+    #[arg(long)]
+    pub once: bool,
 }
 
 #[derive(clap::Args, Debug)]

@@ -3,38 +3,26 @@
 //! `kubectl auth whoami` makes, for alice (O=dev, O=ops), bob (revoked) and a bearer token.
 //! It writes a kubeconfig per user so the same can be tried with kubectl, and stays up
 //! until Ctrl-C (or exits at once with `--once`).
+//!
+//! It is the binary's, not the library's: the PKI, the stand-in and the client come from the
+//! testkit crate, and the proxy is the library's one entry point, [`kube_crl_proxy::run`].
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::path::{Path, PathBuf};
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use kube_crl_proxy::cli::DemoArgs;
+use kube_crl_proxy::config::{Config, RunFlags};
+use kube_crl_proxy_testkit::client::whoami;
+use kube_crl_proxy_testkit::pki::{Authority, Issued, Spec, write};
+use kube_crl_proxy_testkit::sim::{SimConfig, UserInfo};
+use rustls_pki_types::PrivateKeyDer;
 use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::net::TcpListener;
 
-use crate::config::{Config, RunFlags};
-use crate::pki::{Authority, Issued, Spec, write};
-use crate::sim::{SimConfig, UserInfo};
-
 /// The demo's bearer token (it is printed; it protects nothing).
-pub const DEMO_TOKEN: &str = "demo-token-0123456789";
-
-#[derive(clap::Args, Debug)]
-pub struct DemoArgs {
-    /// Directory for the throwaway PKI, config and kubeconfigs [default: a new temporary directory].
-    #[arg(long, value_name = "DIR")]
-    pub dir: Option<PathBuf>,
-    /// Port for the proxy on 127.0.0.1; 0 picks a free one.
-    #[arg(long, default_value_t = 0, value_name = "PORT")]
-    pub port: u16,
-    /// Exit after showing the three requests instead of serving until Ctrl-C.
-    #[arg(long)]
-    pub once: bool,
-}
+const DEMO_TOKEN: &str = "demo-token-0123456789";
 
 /// Files of the demo PKI.
 struct DemoPki {
@@ -92,7 +80,7 @@ fn cert_user(dir: &Path, name: &str) -> String {
 }
 
 /// Runs the demo; returns the process exit status.
-pub fn main(args: DemoArgs) -> ExitCode {
+pub(crate) fn main(args: DemoArgs) -> ExitCode {
     let rt = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
@@ -142,7 +130,7 @@ async fn run(args: DemoArgs) -> Result<(), String> {
     };
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut sim_stop = stop_rx.clone();
-    let sim_task = tokio::spawn(crate::sim::serve(sim_listener, Arc::new(sim), async move {
+    let sim_task = tokio::spawn(kube_crl_proxy_testkit::sim::serve(sim_listener, Arc::new(sim), async move {
         while sim_stop.changed().await.is_ok() && !*sim_stop.borrow() {}
     }));
 
@@ -154,23 +142,36 @@ async fn run(args: DemoArgs) -> Result<(), String> {
             "# kube-crl-proxy demo configuration (paths are relative to this file)\n\
              bind-address: 127.0.0.1\nsecure-port: {}\ntls-cert-file: apiserver.crt\ntls-private-key-file: apiserver.key\n\
              client-ca-file: client-ca.crt\ncrl-file: [crl.pem]\nupstream: https://{sim_addr}\nupstream-ca-file: ca.crt\n\
-             proxy-client-cert-file: front-proxy-client.crt\nproxy-client-key-file: front-proxy-client.key\nshutdown-grace: 2s\n",
+             proxy-client-cert-file: front-proxy-client.crt\nproxy-client-key-file: front-proxy-client.key\nshutdown-grace: 2s\n\
+             admin-address: 127.0.0.1:0\n",
             args.port
         ),
     );
     let config = Config::resolve(RunFlags { config: Some(config_path.clone()), ..Default::default() })
         .map_err(|e| e.to_string())?;
-    let listener = TcpListener::bind(SocketAddr::new(config.bind_address, config.secure_port))
-        .await
-        .map_err(|e| format!("cannot listen on 127.0.0.1:{}: {e}", args.port))?;
-    let addr = listener.local_addr().map_err(|e| e.to_string())?;
-    let proxy = crate::Proxy::build(&config).await.map_err(|e| e.to_string())?;
-    let admin = TcpListener::bind("127.0.0.1:0").await.map_err(|e| e.to_string())?;
-    let admin_addr = admin.local_addr().map_err(|e| e.to_string())?;
+    let (listening_tx, listening) = tokio::sync::oneshot::channel();
     let mut proxy_stop = stop_rx.clone();
-    let proxy_task = tokio::spawn(proxy.serve(listener, Some(admin), async move {
-        while proxy_stop.changed().await.is_ok() && !*proxy_stop.borrow() {}
-    }));
+    let proxy_task = tokio::spawn(async move {
+        let stopped = async move { while proxy_stop.changed().await.is_ok() && !*proxy_stop.borrow() {} };
+        kube_crl_proxy::run(
+            &config,
+            |l| {
+                let _ = listening_tx.send(l);
+            },
+            stopped,
+        )
+        .await
+    });
+    let Ok(listening) = listening.await else {
+        // `run` stopped before listening: its error says why.
+        let _ = stop_tx.send(true);
+        let _ = sim_task.await;
+        return Err(match proxy_task.await {
+            Ok(Err(e)) => e.to_string(),
+            _ => "the proxy stopped before listening".into(),
+        });
+    };
+    let (addr, admin_addr) = (listening.addr, listening.admin);
     let server = format!("https://{addr}");
     println!("kube-apiserver stand-in on https://{sim_addr}; kube-crl-proxy on {server}\n");
 
@@ -233,142 +234,4 @@ fn print_user(info: &UserInfo) {
     for (k, v) in &info.extra {
         println!("{:<50}[{}]", format!("Extra: {k}"), v.join(" "));
     }
-}
-
-/// Makes the request `kubectl auth whoami` makes (HTTP/2, as kubectl negotiates it), with
-/// an optional client certificate (chain file, key next to it) and an optional bearer token.
-pub async fn whoami(
-    addr: SocketAddr,
-    ca: &CertificateDer<'static>,
-    cert_file: Option<&Path>,
-    token: Option<&str>,
-) -> Result<UserInfo, String> {
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(ca.clone()).map_err(|e| e.to_string())?;
-    let builder = rustls::ClientConfig::builder_with_provider(crate::tls::provider())
-        .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
-        .with_root_certificates(roots);
-    let mut tls = match cert_file {
-        Some(path) => {
-            let chain = crate::pem::certificates("client certificate", path).map_err(|e| e.to_string())?;
-            let key = crate::pem::private_key("client key", &path.with_extension("key")).map_err(|e| e.to_string())?;
-            builder.with_client_auth_cert(chain, key).map_err(|e| e.to_string())?
-        }
-        None => builder.with_no_client_auth(),
-    };
-    tls.alpn_protocols = vec![b"h2".to_vec()];
-    // One connection, driven here, so that a TLS alert arriving after the handshake (TLS 1.3
-    // checks the client certificate after the server's Finished) is reported, not retried.
-    let tcp = tokio::net::TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
-    let name = rustls_pki_types::ServerName::try_from("localhost").map_err(|e| e.to_string())?;
-    let stream = tokio_rustls::TlsConnector::from(Arc::new(tls))
-        .connect(name, tcp)
-        .await
-        .map_err(|e| describe_client_error(&e))?;
-    let (mut send, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
-        .await
-        .map_err(|e| describe_client_error(&e))?;
-    let driver = tokio::spawn(conn);
-    let body = r#"{"kind":"SelfSubjectReview","apiVersion":"authentication.k8s.io/v1"}"#;
-    let mut req = http::Request::post("https://localhost/apis/authentication.k8s.io/v1/selfsubjectreviews")
-        .header("content-type", "application/json");
-    if let Some(t) = token {
-        req = req.header("authorization", format!("Bearer {t}"));
-    }
-    let req = req.body(Full::new(Bytes::from_static(body.as_bytes()))).map_err(|e| e.to_string())?;
-    let result = async {
-        let resp = send.send_request(req).await.map_err(|e| describe_client_error(&e))?;
-        let status = resp.status();
-        let bytes = resp.into_body().collect().await.map_err(|e| describe_client_error(&e))?.to_bytes();
-        if !status.is_success() {
-            return Err(format!("{status}: {}", String::from_utf8_lossy(&bytes)));
-        }
-        let v: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| e.to_string())?;
-        serde_json::from_value(v["status"]["userInfo"].clone()).map_err(|e| e.to_string())
-    }
-    .await;
-    connection_error_first(result, driver).await
-}
-
-/// When a request fails because its connection failed, the connection's error (for example
-/// the TLS alert) is the meaningful one; HTTP/2 reports only "connection closed" to requests.
-pub async fn connection_error_first<T>(
-    result: Result<T, String>,
-    driver: tokio::task::JoinHandle<Result<(), hyper::Error>>,
-) -> Result<T, String> {
-    if result.is_ok() {
-        driver.abort();
-        return result;
-    }
-    match tokio::time::timeout(std::time::Duration::from_secs(5), driver).await {
-        Ok(Ok(Err(conn_err))) => Err(describe_client_error(&conn_err)),
-        _ => result,
-    }
-}
-
-/// Turns a client error into what kubectl would print for it (the TLS alert if there was one).
-pub fn describe_client_error(err: &(dyn std::error::Error + 'static)) -> String {
-    let mut src: Option<&(dyn std::error::Error + 'static)> = Some(err);
-    let mut chain = Vec::new();
-    while let Some(e) = src {
-        if let Some(alert) = received_alert(e) {
-            return format!("remote error: tls: {}", alert_text(alert));
-        }
-        // HTTP/2 keeps only the text of I/O errors; recognise rustls' wording there.
-        let text = e.to_string();
-        if let Some(name) = text.split("received fatal alert: ").nth(1) {
-            let name = name.split(|c: char| !c.is_alphanumeric()).next().unwrap_or_default();
-            if let Some(alert) = KNOWN_ALERTS.iter().find(|a| format!("{a:?}") == name) {
-                return format!("remote error: tls: {}", alert_text(*alert));
-            }
-        }
-        chain.push(text);
-        src = e.source();
-    }
-    chain.join(": ")
-}
-
-/// The TLS alert inside an error, looking through `io::Error` wrappers (which hide their
-/// inner error from `source()`).
-fn received_alert(e: &(dyn std::error::Error + 'static)) -> Option<rustls::AlertDescription> {
-    if let Some(rustls::Error::AlertReceived(alert)) = e.downcast_ref::<rustls::Error>() {
-        return Some(*alert);
-    }
-    let inner = e.downcast_ref::<std::io::Error>()?.get_ref()?;
-    received_alert(inner)
-}
-
-const KNOWN_ALERTS: [rustls::AlertDescription; 9] = [
-    rustls::AlertDescription::CertificateRevoked,
-    rustls::AlertDescription::CertificateExpired,
-    rustls::AlertDescription::UnknownCA,
-    rustls::AlertDescription::UnsupportedCertificate,
-    rustls::AlertDescription::BadCertificate,
-    rustls::AlertDescription::CertificateRequired,
-    rustls::AlertDescription::AccessDenied,
-    rustls::AlertDescription::DecryptError,
-    rustls::AlertDescription::BadCertificateStatusResponse,
-];
-
-/// Go's crypto/tls wording of the alerts this proxy sends (what kubectl prints).
-pub fn alert_text(alert: rustls::AlertDescription) -> String {
-    use rustls::AlertDescription as A;
-    match alert {
-        A::CertificateRevoked => "revoked certificate".into(),
-        A::CertificateExpired => "expired certificate".into(),
-        A::UnknownCA => "unknown certificate authority".into(),
-        A::UnsupportedCertificate => "unsupported certificate".into(),
-        A::BadCertificate => "bad certificate".into(),
-        A::CertificateRequired => "certificate required".into(),
-        A::AccessDenied => "access denied".into(),
-        A::DecryptError => "error decrypting message".into(),
-        A::BadCertificateStatusResponse => "bad certificate status response".into(),
-        other => format!("{other:?}"),
-    }
-}
-
-/// Loads a PEM certificate, for tests and tools.
-pub fn cert_from_pem(pem: &str) -> Result<CertificateDer<'static>, String> {
-    CertificateDer::from_pem_slice(pem.as_bytes()).map_err(|e| e.to_string())
 }

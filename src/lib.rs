@@ -28,12 +28,17 @@
 //!   checks; the descriptor limit against `--max-connections`.
 //! - [`error`], [`body`]: typed errors and the one table each that maps them to alerts /
 //!   statuses; the body types both sides share.
-//! - [`check`]: the `check`, `check-apiserver` and `inspect` commands (load, judge, never serve).
-//! - [`pki`], [`sim`], [`demo`]: the throwaway PKI, the kube-apiserver stand-in and the
-//!   `demo` command built on them (also used by the tests).
+//! - [`check`]: the `check`, `check-apiserver` and `inspect` commands (load, judge, never
+//!   serve), one module each.
 //!
-//! [`run`] is the one entry point shared by `main` and the tests: it takes a bound
-//! listener and a shutdown future.
+//! [`run`] is the one entry point, shared by `main` (and so by the integration tests, which
+//! start the binary) and by the binary's `demo`: it takes the configuration, a callback told
+//! the bound addresses, and a shutdown future.
+//!
+//! Not here: the scaffolding. The throwaway PKI, the kube-apiserver stand-in and the test
+//! client are the workspace crate `kube-crl-proxy-testkit` (`testkit/`), used by the
+//! binary's `demo` (`src/demo.rs`, a module of `main.rs`) and by the tests; this library
+//! never imports it.
 
 #![forbid(unsafe_code)]
 
@@ -45,7 +50,6 @@ pub mod cli;
 pub mod config;
 pub mod conns;
 pub mod crypto;
-pub mod demo;
 pub mod der;
 pub mod error;
 pub mod forward;
@@ -53,15 +57,15 @@ pub mod identity;
 pub mod limits;
 pub mod metrics;
 pub mod pem;
-pub mod pki;
 pub mod reload;
 pub mod revocation;
 pub mod serve;
-pub mod sim;
 pub mod tls;
 pub mod upstream;
 
 use std::future::Future;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -88,7 +92,7 @@ const SAFETY_RECHECK: Duration = Duration::from_secs(300);
 const OCSP_RECHECK: Duration = Duration::from_secs(10);
 
 /// A proxy whose configuration and files have been loaded and validated.
-pub struct Proxy {
+struct Proxy {
     shared: Arc<Shared>,
     grace: Duration,
 }
@@ -121,11 +125,6 @@ impl Proxy {
             }),
             grace: config.shutdown_grace,
         })
-    }
-
-    /// The reloadable state (for tests and tools).
-    pub fn state(&self) -> &Arc<State> {
-        &self.shared.state
     }
 
     /// Serves on `listener` (and the admin endpoint on `admin`, if given) until `shutdown`
@@ -249,13 +248,63 @@ async fn recheck(shared: &Arc<Shared>, before: Option<Arc<tls::verifier::CrlVeri
     .await;
 }
 
-/// Loads `config` and serves on `listener` (admin endpoint on `admin`) until `shutdown`.
+/// Where [`run`] listens, once bound (port 0 resolved).
+#[derive(Clone, Copy, Debug)]
+pub struct Listening {
+    /// `--bind-address`:`--secure-port`.
+    pub addr: SocketAddr,
+    /// `--admin-address`.
+    pub admin: SocketAddr,
+}
+
+/// Why [`run`] stopped before serving.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// A bad flag, config field or file (`main` exits 64).
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The proxy's address could not be bound (exit 1).
+    #[error("cannot listen on {addr}: {source}")]
+    Listen { addr: SocketAddr, source: std::io::Error },
+    /// The admin address could not be bound (exit 1).
+    #[error("cannot listen on --admin-address {addr}: {source}")]
+    ListenAdmin { addr: SocketAddr, source: std::io::Error },
+    /// `--ready-file` could not be written (exit 64).
+    #[error("--ready-file {}: {source}", path.display())]
+    ReadyFile { path: PathBuf, source: std::io::Error },
+}
+
+/// The one entry point, shared by `main` and the demo: loads every file `config` names
+/// (fetching the CRL URLs), binds the proxy's and the admin address, writes `--ready-file`,
+/// tells `listening` where it listens, then serves until `shutdown` resolves and drains for
+/// `--shutdown-grace`. Nothing is bound before the configuration has loaded.
 pub async fn run(
     config: &Config,
-    listener: TcpListener,
-    admin: Option<TcpListener>,
+    listening: impl FnOnce(Listening),
     shutdown: impl Future<Output = ()>,
-) -> Result<(), ConfigError> {
-    Proxy::build(config).await?.serve(listener, admin, shutdown).await;
+) -> Result<(), RunError> {
+    let proxy = Proxy::build(config).await?;
+    let addr = SocketAddr::new(config.bind_address, config.secure_port);
+    let listener = TcpListener::bind(addr).await.map_err(|source| RunError::Listen { addr, source })?;
+    let admin_addr = config.admin_address;
+    let admin =
+        TcpListener::bind(admin_addr).await.map_err(|source| RunError::ListenAdmin { addr: admin_addr, source })?;
+    let bound =
+        Listening { addr: listener.local_addr().unwrap_or(addr), admin: admin.local_addr().unwrap_or(admin_addr) };
+    tracing::info!(address = %bound.addr, admin = %bound.admin, upstream = %config.upstream.url(), "listening");
+    if let Some(path) = &config.ready_file {
+        write_ready_file(path, &bound).map_err(|source| RunError::ReadyFile { path: path.clone(), source })?;
+    }
+    listening(bound);
+    proxy.serve(listener, Some(admin), shutdown).await;
+    tracing::info!("stopped");
     Ok(())
+}
+
+/// Writes the bound addresses atomically (temp file + rename), so a reader never sees half:
+/// line 1 the proxy's `ip:port`, line 2 `admin ip:port`.
+fn write_ready_file(path: &Path, bound: &Listening) -> std::io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, format!("{}\nadmin {}\n", bound.addr, bound.admin))?;
+    std::fs::rename(&tmp, path)
 }

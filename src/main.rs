@@ -1,11 +1,15 @@
-//! The `kube-crl-proxy` binary: parse flags (defined in `cli`), set up logging, load the
-//! configuration (exit 64 on a bad one), bind, and hand over to the library.
+//! The `kube-crl-proxy` binary: parse flags (defined in `cli`), set up logging, resolve the
+//! configuration (exit 64 on a bad one), and hand over to the library's `run`; or run a
+//! subcommand (`demo`, in `demo.rs`, is the binary's own: the library has no scaffolding).
 
 #![forbid(unsafe_code)]
+
+mod demo;
 
 use std::process::ExitCode;
 
 use clap::Parser;
+use kube_crl_proxy::RunError;
 use kube_crl_proxy::cli::{Cli, Command};
 use kube_crl_proxy::config::{Config, LogFormat, OcspMode, RunFlags};
 
@@ -27,7 +31,7 @@ fn main() -> ExitCode {
     match cli.command {
         Some(Command::Demo(args)) => {
             init_logging(LogFormat::Text, "warn");
-            kube_crl_proxy::demo::main(args)
+            demo::main(args)
         }
         Some(Command::Check(args)) => {
             init_logging(LogFormat::Text, "warn");
@@ -82,43 +86,19 @@ fn run(flags: RunFlags) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    rt.block_on(async move {
-        let proxy = match kube_crl_proxy::Proxy::build(&config).await {
-            Ok(p) => p,
-            Err(e) => {
+    match rt.block_on(kube_crl_proxy::run(&config, |_| {}, shutdown_signal())) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            if let RunError::Config(e) = &e {
                 tracing::error!("{e}");
-                eprintln!("kube-crl-proxy: {e}");
-                return ExitCode::from(EXIT_USAGE);
             }
-        };
-        let addr = std::net::SocketAddr::new(config.bind_address, config.secure_port);
-        let listener = match tokio::net::TcpListener::bind(addr).await {
-            Ok(l) => l,
-            Err(e) => {
-                eprintln!("kube-crl-proxy: cannot listen on {addr}: {e}");
-                return ExitCode::FAILURE;
+            eprintln!("kube-crl-proxy: {e}");
+            match e {
+                RunError::Config(_) | RunError::ReadyFile { .. } => ExitCode::from(EXIT_USAGE),
+                RunError::Listen { .. } | RunError::ListenAdmin { .. } => ExitCode::FAILURE,
             }
-        };
-        let admin = match tokio::net::TcpListener::bind(config.admin_address).await {
-            Ok(l) => l,
-            Err(e) => {
-                eprintln!("kube-crl-proxy: cannot listen on --admin-address {}: {e}", config.admin_address);
-                return ExitCode::FAILURE;
-            }
-        };
-        let bound = listener.local_addr().map_or_else(|_| addr.to_string(), |a| a.to_string());
-        let admin_bound = admin.local_addr().map_or_else(|_| config.admin_address.to_string(), |a| a.to_string());
-        tracing::info!(address = %bound, admin = %admin_bound, upstream = %config.upstream.url(), "listening");
-        if let Some(path) = &config.ready_file
-            && let Err(e) = write_ready_file(path, &bound, &admin_bound)
-        {
-            eprintln!("kube-crl-proxy: --ready-file {}: {e}", path.display());
-            return ExitCode::from(EXIT_USAGE);
         }
-        proxy.serve(listener, Some(admin), shutdown_signal()).await;
-        tracing::info!("stopped");
-        ExitCode::SUCCESS
-    })
+    }
 }
 
 /// The tokio runtime: one worker thread per core the process may use (its CPU affinity, e.g.
@@ -133,14 +113,6 @@ fn runtime(config: &Config) -> std::io::Result<tokio::runtime::Runtime> {
     } else {
         tokio::runtime::Runtime::new()
     }
-}
-
-/// Writes the bound addresses atomically (temp file + rename), so a reader never sees half:
-/// line 1 the proxy's `ip:port`, line 2 `admin ip:port`.
-fn write_ready_file(path: &std::path::Path, addr: &str, admin: &str) -> std::io::Result<()> {
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, format!("{addr}\nadmin {admin}\n"))?;
-    std::fs::rename(&tmp, path)
 }
 
 /// Resolves on SIGTERM or SIGINT.

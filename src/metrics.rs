@@ -308,7 +308,7 @@ mod tests {
     /// The index of a root CA `cn` and its CRL listing `revoked`, valid another hour.
     fn index_of_one_crl(cn: &str, revoked: &[&[u8]]) -> crate::revocation::RevocationIndex {
         let dir = tempfile::tempdir().unwrap();
-        let ca = crate::pki::Authority::root(cn);
+        let ca = kube_crl_proxy_testkit::pki::Authority::root(cn);
         std::fs::write(dir.path().join("ca.pem"), &ca.cert_pem).unwrap();
         std::fs::write(dir.path().join("crl.pem"), ca.crl(revoked, 1, time::Duration::hours(1))).unwrap();
         let bundle = crate::ca::CaBundle::load(&dir.path().join("ca.pem"), None).unwrap();

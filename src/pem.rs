@@ -179,8 +179,8 @@ mod tests {
 
     #[test]
     fn certificate_blocks_beside_crls_are_found() {
-        let ca = crate::pki::Authority::root("pem-ca");
-        let other = crate::pki::Authority::root("pem-other");
+        let ca = kube_crl_proxy_testkit::pki::Authority::root("pem-ca");
+        let other = kube_crl_proxy_testkit::pki::Authority::root("pem-other");
         let text = format!("{}{}junk{}", ca.cert_pem, ca.crl(&[&[1]], 1, time::Duration::days(1)), other.cert_pem);
         let certs = certificate_blocks(text.as_bytes()).unwrap();
         assert_eq!(certs, vec![ca.der.clone(), other.der.clone()]);
@@ -191,7 +191,7 @@ mod tests {
 
     #[test]
     fn crl_blocks_match_the_pem_parser() {
-        let ca = crate::pki::Authority::root("pem-ca");
+        let ca = kube_crl_proxy_testkit::pki::Authority::root("pem-ca");
         let text = format!(
             "junk\n{}{}",
             ca.crl(&[&[1, 2, 3]], 1, time::Duration::days(1)),

@@ -18,7 +18,7 @@ async fn livez_readyz_and_metrics_after_real_traffic() {
     user_info(&env.request(Some(&env.pki.alice), Http::H2, whoami_request()).await.unwrap());
     assert!(env.request(Some(&env.pki.bob), Http::H1, whoami_request()).await.is_err());
     let expired = {
-        let mut spec = kube_crl_proxy::pki::Spec::client("old", &[]);
+        let mut spec = kube_crl_proxy_testkit::pki::Spec::client("old", &[]);
         spec.not_before = time::Duration::days(-10);
         spec.not_after = time::Duration::days(-1);
         env.pki.users_ca.issue(&spec)

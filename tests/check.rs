@@ -11,7 +11,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{Pki, binary, path_str, tempdir};
-use kube_crl_proxy::pki::{Authority, Spec, write};
+use kube_crl_proxy_testkit::pki::{Authority, Spec, write};
 
 /// What a finished command printed.
 struct Out {

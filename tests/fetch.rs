@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use common::*;
 use http_body_util::Full;
-use kube_crl_proxy::pki::Spec;
+use kube_crl_proxy_testkit::pki::Spec;
 
 /// What the CRL server answers for a path.
 #[derive(Clone)]
@@ -131,7 +131,7 @@ async fn wait_until(what: &str, mut check: impl AsyncFnMut() -> bool) {
     }
 }
 
-async fn whoami(addr: SocketAddr, pki: &Pki, user: &kube_crl_proxy::pki::Issued) -> Result<Reply, String> {
+async fn whoami(addr: SocketAddr, pki: &Pki, user: &kube_crl_proxy_testkit::pki::Issued) -> Result<Reply, String> {
     request(addr, client_tls(&pki.root_der(), Some((user, &pki.users_ca)), Http::H2), Http::H2, whoami_request()).await
 }
 
@@ -204,7 +204,7 @@ async fn oversized_or_forged_crls_at_a_url_are_refused() {
     let server = CrlServer::default();
     server.set("/root.crl", pki.root.crl(&[], 1, time::Duration::days(7)), "\"r1\"");
     // A CRL for the users CA signed by somebody else.
-    let forger = kube_crl_proxy::pki::Authority::root("test-users-ca");
+    let forger = kube_crl_proxy_testkit::pki::Authority::root("test-users-ca");
     server.set("/users.crl", forger.crl(&[], 9, time::Duration::days(7)), "\"f\"");
     let (crl_addr, _srv) = server.start().await;
     let upstream = Upstream::start(pki.sim_config()).await;
@@ -266,7 +266,7 @@ async fn distribution_points_are_discovered_from_ca_and_client_certificates() {
     let root_url = format!("http://{crl_addr}/root.crl");
     let users_url = format!("http://{crl_addr}/users.crl");
     // root → users CA (its CDP: the root's CRL) → dave (his CDP: the users CA's CRL)
-    let root = kube_crl_proxy::pki::Authority::root("dp-root");
+    let root = kube_crl_proxy_testkit::pki::Authority::root("dp-root");
     let users = root.intermediate_with_crl_urls("dp-users", &[&root_url]);
     let mut spec = Spec::client("dave", &["dev"]);
     spec.crl_urls = vec![users_url.clone()];
@@ -275,7 +275,7 @@ async fn distribution_points_are_discovered_from_ca_and_client_certificates() {
     server.set("/users.crl", users.crl(&[&dave.serial], 1, time::Duration::days(7)), "\"u\"");
 
     let pki = Pki::new(tmp.path());
-    kube_crl_proxy::pki::write(&pki.path("dp-ca.crt"), format!("{}{}", root.cert_pem, users.cert_pem));
+    kube_crl_proxy_testkit::pki::write(&pki.path("dp-ca.crt"), format!("{}{}", root.cert_pem, users.cert_pem));
     let upstream = Upstream::start(pki.sim_config()).await;
     let mut args = args_without_crl_file(
         &pki,

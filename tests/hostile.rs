@@ -17,7 +17,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use common::*;
 use http_body_util::{BodyExt, Full};
-use kube_crl_proxy::pki::{Issued, Spec};
+use kube_crl_proxy_testkit::pki::{Issued, Spec};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use serde_json::Value;

@@ -138,7 +138,10 @@ async fn x_forwarded_for_carries_the_client_address_on_one_line() {
 #[tokio::test]
 async fn control_characters_in_the_subject_get_403_and_a_log_line() {
     let env = Env::start(&[]).await;
-    let eve = env.pki.users_ca.issue(&kube_crl_proxy::pki::Spec::client("eve\r\nX-Remote-Group: system:masters", &[]));
+    let eve = env
+        .pki
+        .users_ca
+        .issue(&kube_crl_proxy_testkit::pki::Spec::client("eve\r\nX-Remote-Group: system:masters", &[]));
     let reply = env.request(Some(&eve), Http::H1, whoami_request()).await.unwrap();
     assert_eq!(reply.status, 403);
     let v = reply.json();
@@ -150,7 +153,7 @@ async fn control_characters_in_the_subject_get_403_and_a_log_line() {
 #[tokio::test]
 async fn utf8_names_pass_byte_exact() {
     let env = Env::start(&[]).await;
-    let zoe = env.pki.users_ca.issue(&kube_crl_proxy::pki::Spec::client("zoë-日本", &["équipe"]));
+    let zoe = env.pki.users_ca.issue(&kube_crl_proxy_testkit::pki::Spec::client("zoë-日本", &["équipe"]));
     let info = user_info(&env.request(Some(&zoe), Http::H2, whoami_request()).await.unwrap());
     assert_eq!(info.username, "zoë-日本");
     assert_eq!(info.groups[0], "équipe");
@@ -159,7 +162,7 @@ async fn utf8_names_pass_byte_exact() {
 #[tokio::test]
 async fn certificate_without_cn_is_forwarded_without_identity() {
     let env = Env::start(&[]).await;
-    let mut spec = kube_crl_proxy::pki::Spec::client("x", &["dev"]);
+    let mut spec = kube_crl_proxy_testkit::pki::Spec::client("x", &["dev"]);
     spec.cn = None;
     let nocn = env.pki.users_ca.issue(&spec);
     let reply = env.request(Some(&nocn), Http::H1, whoami_request()).await.unwrap();

@@ -8,7 +8,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::*;
-use kube_crl_proxy::pki::Spec;
+use kube_crl_proxy_testkit::pki::Spec;
 
 /// How long a revoked user's open connection may survive the new CRL landing (target: 1 s;
 /// the bound here only detects "never").

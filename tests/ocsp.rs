@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::*;
-use kube_crl_proxy::pki::{Issued, Spec, write};
+use kube_crl_proxy_testkit::pki::{Issued, Spec, write};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
@@ -104,8 +104,9 @@ impl Responder {
     /// Writes the responder's index (openssl ca's index.txt format): `V` (valid) or `R`
     /// (revoked, keyCompromise) per certificate; certificates not listed are "unknown".
     fn write_index(&self, entries: &[(&Issued, &str, char)]) {
-        let expiry = kube_crl_proxy::pki::utc_time(time::OffsetDateTime::now_utc() + time::Duration::days(365));
-        let revoked_at = kube_crl_proxy::pki::utc_time(time::OffsetDateTime::now_utc() - time::Duration::minutes(5));
+        let expiry = kube_crl_proxy_testkit::pki::utc_time(time::OffsetDateTime::now_utc() + time::Duration::days(365));
+        let revoked_at =
+            kube_crl_proxy_testkit::pki::utc_time(time::OffsetDateTime::now_utc() - time::Duration::minutes(5));
         let mut text = String::new();
         for (cert, cn, state) in entries {
             let serial = hex::encode_upper(&cert.serial);

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use common::*;
 use http_body_util::{BodyExt, Full};
-use kube_crl_proxy::pki::{Authority, Issued, Spec, write};
+use kube_crl_proxy_testkit::pki::{Authority, Issued, Spec, write};
 use rustls::SupportedProtocolVersion;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, CertificateRevocationListDer, ServerName};
@@ -111,7 +111,7 @@ fn expect_alert(result: Result<Reply, String>, alert: &str, ctx: &str) {
 }
 
 /// The request must have reached the upstream as `username`.
-fn expect_user(result: Result<Reply, String>, username: &str, ctx: &str) -> kube_crl_proxy::sim::UserInfo {
+fn expect_user(result: Result<Reply, String>, username: &str, ctx: &str) -> kube_crl_proxy_testkit::sim::UserInfo {
     let reply = result.unwrap_or_else(|e| panic!("{ctx}: {username} was refused: {e}"));
     let info = user_info(&reply);
     assert_eq!(info.username, username, "{ctx}: {info:?}");
@@ -661,7 +661,7 @@ async fn bad_crls_are_left_out_named_and_counted_and_stop_the_start_only_when_a_
 /// was taken for the CA's complete CRL).
 #[tokio::test]
 async fn partitioned_crls_refuse_a_certificate_revoked_in_its_partition_or_whose_partition_is_missing() {
-    use kube_crl_proxy::pki::{CrlEntrySpec, CrlSpec, DpSpec, IdpSpec};
+    use kube_crl_proxy_testkit::pki::{CrlEntrySpec, CrlSpec, DpSpec, IdpSpec};
     let staged = Staged::new();
     let pki = &staged.pki;
     let upstream = Upstream::start(pki.sim_config()).await;
@@ -719,7 +719,7 @@ async fn partitioned_crls_refuse_a_certificate_revoked_in_its_partition_or_whose
 
 /// An ASN.1 UTCTime as `openssl ca`'s index.txt writes it (YYMMDDHHMMSSZ).
 fn index_time(t: time::OffsetDateTime) -> String {
-    kube_crl_proxy::pki::utc_time(t)
+    kube_crl_proxy_testkit::pki::utc_time(t)
 }
 
 /// Has `openssl ca -gencrl` write the users CA's CRL (v1: no crlnumber file, no

@@ -31,7 +31,7 @@ use std::time::{Duration, Instant};
 use common::*;
 use http::Method;
 use http_body_util::BodyExt;
-use kube_crl_proxy::pki::{Issued, Spec};
+use kube_crl_proxy_testkit::pki::{Issued, Spec};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::timeout;
 

@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use kube_crl_proxy::pki::{self, Authority, Spec};
+use kube_crl_proxy_testkit::pki::{self, Authority, Spec};
 use time::Duration;
 
 fn main() {

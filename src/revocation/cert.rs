@@ -253,7 +253,7 @@ impl<'a> Signed<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pki::{Authority, Spec};
+    use kube_crl_proxy_testkit::pki::{Authority, Spec};
 
     #[test]
     fn facts_of_a_generated_chain() {

@@ -424,7 +424,7 @@ mod tests {
     fn entries_end_after_a_malformed_one() {
         // Found by the `crl` fuzz target: the reader does not advance past a malformed
         // entry, so the iterator must stop after reporting it instead of repeating it.
-        let ca = crate::pki::Authority::root("iter-ca");
+        let ca = kube_crl_proxy_testkit::pki::Authority::root("iter-ca");
         let pem = ca.crl(&[], 2, time::Duration::days(1));
         let ders = crate::pem::crls_in("--crl-file", std::path::Path::new("t"), pem.as_bytes()).unwrap();
         let parsed = ParsedCrl::parse(ders[0].as_ref()).unwrap();

@@ -14,8 +14,8 @@ use super::*;
 use crate::ca::CaBundle;
 use crate::config::{ClientCertMode, Policy, RevocationCheck, RevocationPolicy};
 use crate::error::{ConfigError, RefusalReason};
-use crate::pki::{Authority, CrlEntrySpec, CrlSpec, DpSpec, IdpSpec, Issued, Spec};
 use crate::tls::verifier::{CrlVerifier, Refusal};
+use kube_crl_proxy_testkit::pki::{Authority, CrlEntrySpec, CrlSpec, DpSpec, IdpSpec, Issued, Spec};
 
 fn policy(missing: Policy, expired: Policy, grace: u64) -> RevocationPolicy {
     RevocationPolicy {

@@ -497,7 +497,7 @@ fn tls_error(e: rustls::Error) -> io::Error {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pki::{Authority, Spec};
+    use kube_crl_proxy_testkit::pki::{Authority, Spec};
     use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
     use rustls::server::WebPkiClientVerifier;

@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty, Full};
-use kube_crl_proxy::pki::{Authority, Issued, Spec, write};
-use kube_crl_proxy::sim::{SimConfig, UserInfo};
+use kube_crl_proxy_testkit::pki::{Authority, Issued, Spec, write};
+use kube_crl_proxy_testkit::sim::{SimConfig, UserInfo};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -167,7 +167,7 @@ impl Upstream {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind sim");
         let addr = listener.local_addr().expect("sim addr");
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(kube_crl_proxy::sim::serve(listener, Arc::new(config), async move {
+        let task = tokio::spawn(kube_crl_proxy_testkit::sim::serve(listener, Arc::new(config), async move {
             let _ = rx.await;
         }));
         Self { addr, stop: Some(tx), task: Some(task) }
@@ -394,7 +394,7 @@ async fn request_unbounded(
     http: Http,
     req: http::Request<Full<Bytes>>,
 ) -> Result<Reply, String> {
-    use kube_crl_proxy::demo::{connection_error_first, describe_client_error};
+    use kube_crl_proxy_testkit::client::{connection_error_first, describe_client_error};
     let stream = connect(addr, tls).await.map_err(|e| describe_client_error(&e))?;
     let io = hyper_util::rt::TokioIo::new(stream);
     match http {
@@ -421,8 +421,12 @@ async fn collect(resp: http::Response<hyper::body::Incoming>) -> Result<Reply, S
     let status = resp.status();
     let version = resp.version();
     let headers = resp.headers().clone();
-    let body =
-        resp.into_body().collect().await.map_err(|e| kube_crl_proxy::demo::describe_client_error(&e))?.to_bytes();
+    let body = resp
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| kube_crl_proxy_testkit::client::describe_client_error(&e))?
+        .to_bytes();
     Ok(Reply { status, headers, body, version })
 }
 
@@ -662,7 +666,7 @@ pub async fn try_open(
     http: Http,
     req: http::Request<ReqBody>,
 ) -> Result<http::Response<hyper::body::Incoming>, String> {
-    use kube_crl_proxy::demo::{connection_error_first, describe_client_error};
+    use kube_crl_proxy_testkit::client::{connection_error_first, describe_client_error};
     let stream = connect(addr, tls).await.map_err(|e| describe_client_error(&e))?;
     let io = hyper_util::rt::TokioIo::new(stream);
     let sent = async {
@@ -758,7 +762,7 @@ pub async fn try_read_head(stream: &mut TlsStream) -> Result<(String, Vec<u8>), 
         let n = tokio::time::timeout_at(deadline, stream.read(&mut chunk))
             .await
             .map_err(|_| format!("no response head within {WAIT:?}"))?
-            .map_err(|e| kube_crl_proxy::demo::describe_client_error(&e))?;
+            .map_err(|e| kube_crl_proxy_testkit::client::describe_client_error(&e))?;
         if n == 0 {
             return Err(format!("connection closed before the end of the head: {:?}", String::from_utf8_lossy(&buf)));
         }
@@ -791,7 +795,7 @@ pub async fn try_upgrade(
     tls: rustls::ClientConfig,
     req: &str,
 ) -> Result<(TlsStream, Vec<(String, String)>), String> {
-    let describe = |e: std::io::Error| kube_crl_proxy::demo::describe_client_error(&e);
+    let describe = |e: std::io::Error| kube_crl_proxy_testkit::client::describe_client_error(&e);
     let mut s = connect(addr, tls).await.map_err(describe)?;
     s.write_all(req.as_bytes()).await.map_err(describe)?;
     let (head, rest) = try_read_head(&mut s).await?;
@@ -820,7 +824,7 @@ pub struct Watch {
 }
 
 impl Watch {
-    pub async fn open(env: &Env, user: &kube_crl_proxy::pki::Issued, http: Http) -> Self {
+    pub async fn open(env: &Env, user: &kube_crl_proxy_testkit::pki::Issued, http: Http) -> Self {
         let stream = connect(env.proxy.addr, env.tls(Some(user), http)).await.unwrap();
         let io = hyper_util::rt::TokioIo::new(stream);
         let req = http::Request::get("https://localhost/api/v1/namespaces/default/pods?watch=1")

@@ -417,7 +417,7 @@ mod tests {
         tampered[at + 3] ^= 0x01;
         assert_eq!(check(&tampered, &[0x0a, 0x1c], now).err(), Some(ResponseError::BadSignature));
         // Another CA's reference: neither the CA nor the responder verifies.
-        let other = crate::pki::Authority::root("other-ca");
+        let other = kube_crl_proxy_testkit::pki::Authority::root("other-ca");
         let cert = CertRef::issued_by(&[0x0a, 0x1c], other.der.as_ref()).unwrap();
         let algs = crate::crypto::provider().signature_verification_algorithms;
         assert_eq!(verify(DELEGATED_GOOD, &cert, now, 3600, &algs).err(), Some(ResponseError::BadSignature));

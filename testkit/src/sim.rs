@@ -7,8 +7,7 @@
 //! authentication (requestheader, x509, static bearer token, anonymous — in
 //! that order), a handful of API endpoints (discovery, SelfSubjectReview,
 //! pods list/watch, exec/attach/portforward upgrades echoing raw bytes) and
-//! `/_sim/*` debug endpoints for tests. It also carries a minimal SHA-1 and
-//! base64 encoder for the RFC 6455 `Sec-WebSocket-Accept` value.
+//! `/_sim/*` debug endpoints for tests.
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -17,6 +16,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use base64::Engine;
 use bytes::Bytes;
 use http::header::{
     AUTHORIZATION, CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, HeaderName, SEC_WEBSOCKET_PROTOCOL, UPGRADE,
@@ -692,73 +692,13 @@ async fn echo_upgraded(on_upgrade: hyper::upgrade::OnUpgrade, mut stop: watch::R
     }
 }
 
-/// RFC 6455 `Sec-WebSocket-Accept` for a `Sec-WebSocket-Key`.
+/// RFC 6455 `Sec-WebSocket-Accept` for a `Sec-WebSocket-Key`: base64 of the SHA-1 of the
+/// key and the protocol's GUID.
 pub fn websocket_accept(key: &str) -> String {
-    let mut input = key.as_bytes().to_vec();
-    input.extend_from_slice(WEBSOCKET_GUID.as_bytes());
-    base64_encode(&sha1(&input))
-}
-
-/// SHA-1 (FIPS 180-4); only used for the WebSocket handshake.
-fn sha1(data: &[u8]) -> [u8; 20] {
-    let mut h: [u32; 5] = [0x67452301, 0xEFCDAB89, 0x98BADCFE, 0x10325476, 0xC3D2E1F0];
-    let bit_len = (data.len() as u64).wrapping_mul(8);
-    let mut msg = data.to_vec();
-    msg.push(0x80);
-    while msg.len() % 64 != 56 {
-        msg.push(0);
-    }
-    msg.extend_from_slice(&bit_len.to_be_bytes());
-    for block in msg.chunks_exact(64) {
-        sha1_block(&mut h, block);
-    }
-    let mut out = [0u8; 20];
-    for (dst, word) in out.chunks_exact_mut(4).zip(h) {
-        dst.copy_from_slice(&word.to_be_bytes());
-    }
-    out
-}
-
-fn sha1_block(h: &mut [u32; 5], block: &[u8]) {
-    let mut w = [0u32; 80];
-    for (slot, word) in w.iter_mut().zip(block.chunks_exact(4)) {
-        *slot = u32::from_be_bytes([word[0], word[1], word[2], word[3]]);
-    }
-    for i in 16..80 {
-        w[i] = (w[i - 3] ^ w[i - 8] ^ w[i - 14] ^ w[i - 16]).rotate_left(1);
-    }
-    let [mut a, mut b, mut c, mut d, mut e] = *h;
-    for (i, wi) in w.iter().enumerate() {
-        let (f, k) = match i {
-            0..=19 => ((b & c) | (!b & d), 0x5A82_7999),
-            20..=39 => (b ^ c ^ d, 0x6ED9_EBA1),
-            40..=59 => ((b & c) | (b & d) | (c & d), 0x8F1B_BCDC),
-            _ => (b ^ c ^ d, 0xCA62_C1D6),
-        };
-        let temp = [f, e, k, *wi].into_iter().fold(a.rotate_left(5), u32::wrapping_add);
-        (e, d, c, b, a) = (d, c, b.rotate_left(30), a, temp);
-    }
-    for (slot, v) in h.iter_mut().zip([a, b, c, d, e]) {
-        *slot = slot.wrapping_add(v);
-    }
-}
-
-/// Standard base64 (RFC 4648, with padding).
-fn base64_encode(input: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::with_capacity(input.len().div_ceil(3) * 4);
-    for chunk in input.chunks(3) {
-        let byte = |i: usize| u32::from(chunk.get(i).copied().unwrap_or(0));
-        let n = byte(0) << 16 | byte(1) << 8 | byte(2);
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(char::from(ALPHABET[(n >> (18 - 6 * i)) as usize & 63]));
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
+    let mut ctx = ring::digest::Context::new(&ring::digest::SHA1_FOR_LEGACY_USE_ONLY);
+    ctx.update(key.as_bytes());
+    ctx.update(WEBSOCKET_GUID.as_bytes());
+    base64::engine::general_purpose::STANDARD.encode(ctx.finish())
 }
 
 #[cfg(test)]
@@ -944,20 +884,7 @@ mod tests {
     }
 
     #[test]
-    fn sha1_base64_and_websocket_accept() {
-        let sha1_vectors: [(&[u8], &str); 4] = [
-            (b"", "da39a3ee5e6b4b0d3255bfef95601890afd80709"),
-            (b"abc", "a9993e364706816aba3e25717850c26c9cd0d89d"),
-            (b"abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq", "84983e441c3bd26ebaae4aa1f95129e5e54670f1"),
-            (&[b'a'; 1000], "291e9a6c66994949b57ba5e650361e98fc36b1ba"),
-        ];
-        for (input, want) in sha1_vectors {
-            assert_eq!(hex::encode(sha1(input)), want);
-        }
-        let b64 = ["", "Zg==", "Zm8=", "Zm9v", "Zm9vYg==", "Zm9vYmE=", "Zm9vYmFy"];
-        for (len, want) in b64.into_iter().enumerate() {
-            assert_eq!(base64_encode(&b"foobar"[..len]), want);
-        }
+    fn websocket_accept_of_the_rfc_6455_example() {
         assert_eq!(websocket_accept(WS_KEY), "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
     }
 

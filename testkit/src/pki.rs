@@ -1,6 +1,7 @@
 //! A throwaway PKI built in memory with rcgen: CAs, intermediates, client and server
-//! certificates, and CRLs. Used by `kube-crl-proxy demo` and by the tests, so that no
-//! secret is ever checked in. Never use it for a real cluster.
+//! certificates, and CRLs (those rcgen cannot make are encoded by hand here). Used by
+//! `kube-crl-proxy demo` and by the tests, so that no secret is ever checked in. Never use
+//! it for a real cluster.
 
 use std::net::IpAddr;
 use std::path::Path;
@@ -11,8 +12,6 @@ use rcgen::{
     SanType, SerialNumber,
 };
 use rustls_pki_types::CertificateDer;
-
-use crate::der::tlv;
 use time::{Duration, OffsetDateTime};
 
 /// A certificate authority that can issue certificates and CRLs.
@@ -121,6 +120,16 @@ pub struct IdpSpec {
     pub indirect: bool,
 }
 
+/// One DER element: tag, definite length, contents. (The library has its own writer,
+/// `der::tlv`, which this crate cannot use: see the crate doc.)
+fn tlv(tag: u8, contents: &[u8]) -> Vec<u8> {
+    let n = contents.len();
+    let long = n.to_be_bytes();
+    let long = &long[(n.leading_zeros() / 8) as usize..];
+    let head = if n < 0x80 { vec![tag, n as u8] } else { [&[tag, 0x80 | long.len() as u8][..], long].concat() };
+    [head.as_slice(), contents].concat()
+}
+
 /// ReasonFlags bits as a DER BIT STRING's contents (unused-bits octet first).
 fn reason_bits(mask: u16) -> Vec<u8> {
     let mut bytes = vec![(mask & 0xff) as u8, (mask >> 8) as u8];
@@ -190,18 +199,10 @@ impl Spec {
     /// A server certificate for these names and addresses, valid a year.
     pub fn server(cn: &str, dns: &[&str], ips: &[IpAddr]) -> Self {
         Self {
-            cn: Some(cn.into()),
-            orgs: Vec::new(),
-            uid: None,
             dns: dns.iter().map(|d| d.to_string()).collect(),
             ips: ips.to_vec(),
             eku: vec![ExtendedKeyUsagePurpose::ServerAuth],
-            crl_urls: Vec::new(),
-            ocsp_urls: Vec::new(),
-            not_before: Duration::hours(-1),
-            not_after: Duration::days(365),
-            dps: Vec::new(),
-            serial: None,
+            ..Self::client(cn, &[])
         }
     }
 }
