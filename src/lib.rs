@@ -41,27 +41,30 @@
 //! never imports it.
 
 #![forbid(unsafe_code)]
+// The Layout above links every module, public or not: it is read by engineers
+// (`cargo doc --document-private-items`), not only by users of the public surface.
+#![allow(rustdoc::private_intra_doc_links)]
 
-pub mod admin;
-pub mod body;
+mod admin;
+mod body;
 pub mod ca;
 pub mod check;
 pub mod cli;
 pub mod config;
-pub mod conns;
-pub mod crypto;
-pub mod der;
+mod conns;
+mod crypto;
+mod der;
 pub mod error;
-pub mod forward;
+mod forward;
 pub mod identity;
-pub mod limits;
-pub mod metrics;
+mod limits;
+mod metrics;
 pub mod pem;
-pub mod reload;
+mod reload;
 pub mod revocation;
-pub mod serve;
+mod serve;
 pub mod tls;
-pub mod upstream;
+mod upstream;
 
 use std::future::Future;
 use std::net::SocketAddr;

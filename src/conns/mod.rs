@@ -216,10 +216,6 @@ impl Registry {
         self.lock().entries.len()
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
     /// Checks the registered paths that `affected` names with `verifier` at `now`
     /// (revocation and trust anchor; see [`CrlVerifier::recheck`]): every one for
     /// [`Affected::All`], else only those holding a certificate whose (issuer, serial) is
