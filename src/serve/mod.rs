@@ -234,7 +234,9 @@ fn serve_http(
             .max_pending_accept_reset_streams(limits.http2_max_pending_accept_reset_streams)
             .max_local_error_reset_streams(limits.http2_max_local_error_reset_streams)
             .serve_connection(io, svc);
-        Box::pin(drive(conn, life, |c| c.graceful_shutdown()))
+        // Boxed on its own: `drive` keeps its argument's slot for its whole life besides the
+        // pinned copy it polls, so the 2.7 kB connection passed by value was held twice.
+        Box::pin(drive(Box::pin(conn), life, |c| c.get_mut().as_mut().graceful_shutdown()))
     } else {
         let park = Arc::new(h1::Park::default());
         let svc_park = park.clone();
