@@ -2,10 +2,9 @@
 //! idle HTTP/2 connection after one request each. The bound catches a return of the buffers
 //! an HTTP/2 connection used to hold for its whole life (h2's 16 KiB write buffer,
 //! tokio-util's 8 KiB read buffer, the 4 KiB HPACK decode buffer, the stream slabs): see
-//! "HTTP/2 connection memory" in bench/README.md. Those buffers are released only by
-//! `patches/h2-0.4.20-release-idle-buffers.patch`, which the build does not apply yet: the
-//! test is ignored until it does (`cargo test --test memory -- --include-ignored` with the
-//! patched h2, as patches/README.md shows).
+//! "HTTP/2 connection memory" in bench/README.md. Those buffers are released by
+//! `patches/h2-0.4.20-release-idle-buffers.patch`, carried in `third_party/h2/`
+//! (patches/README.md): this fails if that is lost, e.g. by a move to an h2 release without it.
 
 mod common;
 
@@ -24,7 +23,6 @@ const LIMIT_BYTES: u64 = 24_000;
 
 /// Defends: an idle HTTP/2 connection holds no codec buffers (issue 16).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs h2 with patches/h2-0.4.20-release-idle-buffers.patch (see patches/README.md)"]
 async fn idle_http2_connections_hold_no_codec_buffers() {
     let env = Env::start(&["--idle-timeout", "600s"]).await;
     let pid = env.proxy.pid();
