@@ -242,10 +242,21 @@ async fn recheck(shared: &Arc<Shared>, before: Option<Arc<tls::verifier::CrlVeri
         let verifier = shared.state.snapshot().verifier.clone();
         let affected = before.map_or(Affected::All, |b| verifier.affected_since(&b));
         verifier.index().warn_expiring(revocation::now_secs(), shared.state.config().crl_expiry_warning);
-        let (checked, closed) = shared.conns.recheck(&verifier, rustls_pki_types::UnixTime::now(), &affected);
-        tracing::debug!(connections = shared.conns.len(), checked, closed, "re-checked open connections");
-        if closed > 0 {
-            tracing::warn!(closed, "closed live connections whose certificate no longer passes");
+        let r = shared.conns.recheck(&verifier, rustls_pki_types::UnixTime::now(), &affected);
+        tracing::debug!(
+            connections = shared.conns.len(),
+            checked = r.checked,
+            closed = r.closed,
+            "re-checked open connections"
+        );
+        if r.closed > 0 {
+            tracing::warn!(
+                checked = r.checked,
+                closed = r.closed,
+                signalled_ms = r.signalled.as_millis() as u64,
+                logged_ms = r.logged.as_millis() as u64,
+                "closed live connections whose certificate no longer passes"
+            );
         }
     })
     .await;

@@ -120,6 +120,17 @@ struct Inner {
     deadlines: deadlines::Deadlines,
 }
 
+/// What one re-check did, for its log line.
+#[derive(Debug, Clone, Copy)]
+pub struct Rechecked {
+    pub checked: usize,
+    pub closed: usize,
+    /// From its start to the last close signal sent.
+    pub signalled: std::time::Duration,
+    /// From its start to the last security event written.
+    pub logged: std::time::Duration,
+}
+
 /// Removes its connection from the registry when dropped (when the connection and all its
 /// tunnels are gone).
 #[derive(Debug)]
@@ -219,9 +230,10 @@ impl Registry {
     /// Checks the registered paths that `affected` names with `verifier` at `now`
     /// (revocation and trust anchor; see [`CrlVerifier::recheck`]): every one for
     /// [`Affected::All`], else only those holding a certificate whose (issuer, serial) is
-    /// listed. Signals the ones that fail to close, then writes their security events, and
-    /// returns `(checked, closed)`. The checks run outside the lock.
-    pub fn recheck(&self, verifier: &CrlVerifier, now: UnixTime, affected: &Affected) -> (usize, usize) {
+    /// listed. Signals the ones that fail to close, then writes their security events. The
+    /// checks run outside the lock.
+    pub fn recheck(&self, verifier: &CrlVerifier, now: UnixTime, affected: &Affected) -> Rechecked {
+        let started = std::time::Instant::now();
         // Counted before the entries are read: a connection registered after this reads a
         // changed count and checks itself (`Live::recheck`).
         self.rechecks.fetch_add(1, Ordering::SeqCst);
@@ -252,10 +264,11 @@ impl Registry {
             self.count_closed(&reason);
             let _ = entry.close.send(Some(reason));
         }
+        let signalled = started.elapsed();
         for (entry, refusal) in &refused {
             crate::tls::verifier::log_connection_closed(refusal, &entry.path, &entry.leaf, entry.remote);
         }
-        (snapshot.len(), refused.len())
+        Rechecked { checked: snapshot.len(), closed: refused.len(), signalled, logged: started.elapsed() }
     }
 
     /// Checks one connection's path; signals it to close (and says so) when it fails.
