@@ -422,18 +422,19 @@ where
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let span = tracing::trace_span!("FramedRead::poll_next");
         let _e = span.enter();
-        // The read buffer is allocated when the connection is polled and given back when it
-        // waits with nothing buffered (see below), so an idle connection holds none.
+        // The read buffer is taken when the connection is polled and given back (to the
+        // thread's spares) when it waits with nothing buffered, so an idle connection holds
+        // none.
         if self.inner.read_buffer().capacity() == 0 {
-            self.inner.read_buffer_mut().reserve(READ_BUFFER_CAPACITY);
+            *self.inner.read_buffer_mut() = super::spare::take(READ_BUFFER_CAPACITY);
         }
         loop {
             tracing::trace!("poll");
             let polled = Pin::new(&mut self.inner).poll_next(cx);
             if polled.is_pending() {
                 let buf = self.inner.read_buffer_mut();
-                if buf.is_empty() {
-                    *buf = BytesMut::new();
+                if buf.is_empty() && buf.capacity() > 0 {
+                    super::spare::give(std::mem::take(buf), READ_BUFFER_CAPACITY);
                 }
                 return Poll::Pending;
             }

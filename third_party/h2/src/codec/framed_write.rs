@@ -170,8 +170,8 @@ where
             }
         }
 
-        // Everything buffered has been written: give the buffer back, so that a
-        // connection with nothing to send holds none.
+        // Everything buffered has been written: give the buffer back (to the thread's
+        // spares), so that a connection with nothing to send holds none.
         self.encoder.release_buf();
 
         tracing::trace!("flushing buffer");
@@ -227,7 +227,8 @@ where
 
     fn release_buf(&mut self) {
         if self.next.is_none() && self.buf.get_ref().is_empty() && self.buf.get_ref().capacity() > 0 {
-            self.buf = Cursor::new(BytesMut::new());
+            let buf = std::mem::replace(&mut self.buf, Cursor::new(BytesMut::new()));
+            super::spare::give(buf.into_inner(), DEFAULT_BUFFER_CAPACITY);
         }
     }
 
@@ -235,7 +236,7 @@ where
         // Ensure that we have enough capacity to accept the write.
         assert!(self.has_capacity());
         if self.buf.get_ref().capacity() == 0 {
-            self.buf.get_mut().reserve(DEFAULT_BUFFER_CAPACITY);
+            self.buf = Cursor::new(super::spare::take(DEFAULT_BUFFER_CAPACITY));
         }
         let span = tracing::trace_span!("FramedWrite::buffer", frame = ?item);
         let _e = span.enter();

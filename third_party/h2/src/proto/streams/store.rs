@@ -102,6 +102,9 @@ impl Store {
     }
 
     pub fn insert(&mut self, id: StreamId, val: Stream) -> Ptr<'_> {
+        if self.slab.capacity() == 0 {
+            self.slab = spare_slabs::take();
+        }
         let index = SlabIndex(self.slab.insert(val) as u32);
         assert!(self.ids.insert(id, index).is_none());
 
@@ -407,11 +410,10 @@ impl<'a> Ptr<'a> {
         let stream = self.store.slab.remove(self.key.index.0 as usize);
         assert_eq!(stream.id, self.key.stream_id);
         if self.store.slab.is_empty() && self.store.slab.capacity() > 0 {
-            // No stream left: give the room back (an idle connection then holds none).
-            self.store.slab = slab::Slab::new();
-            if self.store.ids.is_empty() {
-                self.store.ids = IndexMap::new();
-            }
+            // No stream left: give the room back, to the thread's spares (an idle
+            // connection then holds none, and the next stream on this thread does not
+            // allocate).
+            spare_slabs::give(std::mem::take(&mut self.store.slab));
         }
         stream.id
     }
@@ -477,5 +479,35 @@ impl<'a> VacantEntry<'a> {
         self.ids.insert(index);
 
         Key { index, stream_id }
+    }
+}
+
+/// Empty stream slabs, a stack of at most 16 per thread (kube-crl-proxy's patch): a
+/// connection whose last stream went gives its slab back, the next connection on the thread
+/// that opens a stream takes it.
+mod spare_slabs {
+    use super::Stream;
+    use std::cell::RefCell;
+
+    const KEEP: usize = 16;
+
+    thread_local! {
+        static SPARE: RefCell<Vec<slab::Slab<Stream>>> = const { RefCell::new(Vec::new()) };
+    }
+
+    pub(super) fn take() -> slab::Slab<Stream> {
+        SPARE.try_with(|s| s.borrow_mut().pop()).ok().flatten().unwrap_or_default()
+    }
+
+    pub(super) fn give(slab: slab::Slab<Stream>) {
+        if !slab.is_empty() || slab.capacity() == 0 {
+            return;
+        }
+        let _ = SPARE.try_with(|s| {
+            let mut s = s.borrow_mut();
+            if s.len() < KEEP {
+                s.push(slab);
+            }
+        });
     }
 }
