@@ -9,7 +9,7 @@
 
 mod deadlines;
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -115,8 +115,10 @@ pub struct Registry {
 #[derive(Default)]
 struct Inner {
     entries: HashMap<u64, Entry>,
-    /// Connections by the (issuer, serial) keys of their path's certificates.
-    by_cert: HashMap<u64, Vec<u64>>,
+    /// Connections by the (issuer, serial) keys of their path's certificates: (key, id)
+    /// pairs, so that adding or removing one costs O(log n) even under a key that every
+    /// connection shares (their intermediate CA's), and a key's connections are one range.
+    by_cert: BTreeSet<(u64, u64)>,
     deadlines: deadlines::Deadlines,
 }
 
@@ -144,12 +146,7 @@ impl Drop for Registration {
         let mut inner = self.registry.lock();
         if let Some(e) = inner.entries.remove(&self.id) {
             for key in cert_keys(&e.path) {
-                if let std::collections::hash_map::Entry::Occupied(mut ids) = inner.by_cert.entry(key) {
-                    ids.get_mut().retain(|i| *i != self.id);
-                    if ids.get().is_empty() {
-                        ids.remove();
-                    }
-                }
+                inner.by_cert.remove(&(key, self.id));
             }
             if let Some(at) = e.expires {
                 inner.deadlines.remove(at, self.id);
@@ -205,7 +202,7 @@ impl Registry {
             .map(|t| t.saturating_add(1));
         let mut inner = self.lock();
         for key in cert_keys(&path) {
-            inner.by_cert.entry(key).or_default().push(id);
+            inner.by_cert.insert((key, id));
         }
         if let Some(at) = expires
             && inner.deadlines.insert(at, id)
@@ -242,8 +239,11 @@ impl Registry {
             match affected {
                 Affected::All => inner.entries.values().cloned().collect(),
                 Affected::Certs(keys) => {
-                    let mut ids: Vec<u64> =
-                        keys.iter().filter_map(|k| inner.by_cert.get(k)).flatten().copied().collect();
+                    let mut ids: Vec<u64> = keys
+                        .iter()
+                        .flat_map(|&k| inner.by_cert.range((k, 0)..=(k, u64::MAX)))
+                        .map(|&(_, id)| id)
+                        .collect();
                     ids.sort_unstable();
                     ids.dedup();
                     ids.iter().filter_map(|id| inner.entries.get(id)).cloned().collect()
