@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use super::Registry;
+use crate::revocation::now_secs;
 
 /// (Unix seconds, connection id), earliest first.
 #[derive(Debug, Default)]
@@ -53,10 +54,6 @@ pub async fn run_deadlines(registry: Arc<Registry>) {
             None => earlier.await,
         }
     }
-}
-
-fn now_secs() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
 }
 
 #[cfg(test)]

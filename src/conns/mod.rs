@@ -260,9 +260,7 @@ impl Registry {
             .filter_map(|e| verifier.recheck(&e.path, now).err().map(|r| (e, r)))
             .collect();
         for (entry, refusal) in &refused {
-            let reason = CloseReason::Refused(refusal.clone());
-            self.count_closed(&reason);
-            let _ = entry.close.send(Some(reason));
+            self.signal(entry, CloseReason::Refused(refusal.clone()));
         }
         let signalled = started.elapsed();
         for (entry, refusal) in &refused {
@@ -277,15 +275,16 @@ impl Registry {
             return false;
         }
         let Err(refusal) = verifier.recheck(&entry.path, now) else { return false };
-        let reason = CloseReason::Refused(refusal.clone());
-        self.count_closed(&reason);
-        let _ = entry.close.send(Some(reason));
+        self.signal(entry, CloseReason::Refused(refusal.clone()));
         crate::tls::verifier::log_connection_closed(&refusal, &entry.path, &entry.leaf, entry.remote);
         true
     }
 
-    fn count_closed(&self, reason: &CloseReason) {
+    /// Tells one connection (and its tunnels) to close, and counts it: the one way every
+    /// close (revocation, expiry) goes.
+    fn signal(&self, entry: &Entry, reason: CloseReason) {
         self.metrics.connections_closed.get_or_create(&ReasonLabel { reason: reason.label() }).inc();
+        let _ = entry.close.send(Some(reason));
     }
 
     /// Closes the connections whose expiry is at or before `now` (Unix seconds); returns the
@@ -305,8 +304,7 @@ impl Registry {
             let reason = CloseReason::Expired { leaf };
             tracing::warn!(event = "connection_closed", reason = reason.label(), peer = %e.remote,
                 "closing live connection: {}", if leaf { "client certificate expired" } else { "a CA certificate of its path expired" });
-            self.count_closed(&reason);
-            let _ = e.close.send(Some(reason));
+            self.signal(&e, reason);
         }
         next
     }

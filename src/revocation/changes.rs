@@ -24,13 +24,6 @@ pub enum Affected {
     Certs(Vec<u64>),
 }
 
-impl Affected {
-    /// No connection.
-    pub fn none() -> Self {
-        Self::Certs(Vec::new())
-    }
-}
-
 /// A certificate's key by its issuer's name and serial: how a CRL entry names it. A hash, so
 /// two certificates may share one; that costs an extra check, never a missed one.
 pub fn cert_key(issuer: &NameKey, serial: &[u8]) -> u64 {
