@@ -85,14 +85,15 @@ use crate::serve::Shared;
 /// How often every open connection is re-checked without any event, as a safety net against
 /// a missed one. Changes trigger re-checks themselves: a reload (files, fetched CRLs) of the
 /// connections holding what it newly lists ([`revocation::Affected`]), an OCSP answer that
-/// changed, the next time-based deadline of the CRLs in use (a CRL reaching nextUpdate
+/// changed or lapsed (of the connections holding that certificate), the next time-based deadline of the CRLs in use (a CRL reaching nextUpdate
 /// under `--crl-expired=deny`; [`revocation::RevocationIndex::next_deadline`]), and each
 /// connection's expiry ([`conns::run_deadlines`]). A re-check looks up revocation only (no
 /// signatures).
 const SAFETY_RECHECK: Duration = Duration::from_secs(300);
 
-/// With OCSP, answers due for a refresh are refreshed by re-checks; at most this far apart.
-const OCSP_RECHECK: Duration = Duration::from_secs(10);
+/// With OCSP, how often the answer cache is walked ([`revocation::ocsp::Ocsp::tick`]) to
+/// refresh the answers open connections use before they lapse; at most this far apart.
+const OCSP_TICK: Duration = Duration::from_secs(10);
 
 /// A proxy whose configuration and files have been loaded and validated.
 struct Proxy {
@@ -149,14 +150,7 @@ impl Proxy {
             tokio::spawn(conns::run_deadlines(self.shared.conns.clone())),
         ];
         if let Some(ocsp) = state.ocsp().cloned() {
-            // A refreshed OCSP answer that changed (e.g. good → revoked): re-check at once.
-            let shared = self.shared.clone();
-            background.push(tokio::spawn(async move {
-                loop {
-                    ocsp.changed().await;
-                    recheck(&shared, None).await;
-                }
-            }));
+            background.push(tokio::spawn(ocsp_loop(self.shared.clone(), ocsp)));
         }
         if let Some(l) = admin {
             background.push(tokio::spawn(admin::serve(l, state)));
@@ -190,11 +184,7 @@ async fn reload_loop(shared: Arc<Shared>, tx: mpsc::UnboundedSender<()>, mut rx:
             });
         }
     }
-    // With OCSP, re-check often enough that answers due for a refresh are refreshed in time.
-    let interval = match shared.state.ocsp() {
-        Some(o) => OCSP_RECHECK.min(o.config().max_age / 2).max(Duration::from_secs(1)),
-        None => SAFETY_RECHECK,
-    };
+    let interval = SAFETY_RECHECK;
     // The next re-check without an event: the CRLs' next deadline, or the interval. Kept
     // across loop turns, so that a stream of unrelated file events cannot postpone it.
     let next_at = |shared: &Shared| {
@@ -220,27 +210,59 @@ async fn reload_loop(shared: Arc<Shared>, tx: mpsc::UnboundedSender<()>, mut rx:
                 if let Ok(Ok(Outcome::Swapped)) = outcome {
                     // Only the connections the change concerns (what it newly lists), unless
                     // it may do more (a CA, a scope, a signer, a policy changed).
-                    recheck(&shared, Some(before)).await;
+                    recheck(&shared, Cause::Reload { before }).await;
                     at = next_at(&shared);
                 }
             }
             _ = tokio::time::sleep_until(at) => {
-                recheck(&shared, None).await;
+                recheck(&shared, Cause::Timer).await;
                 at = next_at(&shared);
             }
         }
     }
 }
 
-/// Re-checks the open client-certificate connections against the current snapshot: those
-/// concerned by its change from `before` ([`revocation::Affected`]; off the runtime's
-/// threads, since comparing two 1M-entry CRLs takes milliseconds), or every one without
-/// `before`. Also warns about CRLs close to their nextUpdate.
-async fn recheck(shared: &Arc<Shared>, before: Option<Arc<tls::verifier::CrlVerifier>>) {
+/// OCSP upkeep: re-checks the connections holding a certificate whose answer changed, or
+/// lapsed without a replacement; refreshes the answers open connections use before they
+/// lapse. Never walks the open connections.
+async fn ocsp_loop(shared: Arc<Shared>, ocsp: Arc<revocation::ocsp::Ocsp>) {
+    let every = OCSP_TICK.min(ocsp.config().max_age / 2).max(Duration::from_secs(1));
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let keys = tokio::select! {
+            keys = ocsp.changed() => keys,
+            _ = tick.tick() => ocsp.tick(|key| shared.conns.holds(key)),
+        };
+        if !keys.is_empty() {
+            recheck(&shared, Cause::Ocsp(keys)).await;
+        }
+    }
+}
+
+/// What started a re-check, and so which connections it checks.
+enum Cause {
+    /// A reload swapped the CRLs in use: the connections its change concerns
+    /// ([`revocation::RevocationIndex::affected_since`] against `before`).
+    Reload { before: Arc<tls::verifier::CrlVerifier> },
+    /// OCSP answers of these certificates ([`revocation::cert_key`]) changed or lapsed.
+    Ocsp(Vec<u64>),
+    /// A CRL deadline or the safety interval: every connection.
+    Timer,
+}
+
+/// Re-checks the open client-certificate connections against the current snapshot, those
+/// that `cause` concerns ([`revocation::Affected`]), off the runtime's threads (comparing two
+/// 1M-entry CRLs takes milliseconds). Also warns about CRLs close to their nextUpdate.
+async fn recheck(shared: &Arc<Shared>, cause: Cause) {
     let shared = shared.clone();
     let _ = tokio::task::spawn_blocking(move || {
         let verifier = shared.state.snapshot().verifier.clone();
-        let affected = before.map_or(Affected::All, |b| verifier.affected_since(&b));
+        let affected = match cause {
+            Cause::Reload { before } => verifier.affected_since(&before),
+            Cause::Ocsp(keys) => Affected::Certs(keys),
+            Cause::Timer => Affected::All,
+        };
         verifier.index().warn_expiring(revocation::now_secs(), shared.state.config().crl_expiry_warning);
         let r = shared.conns.recheck(&verifier, rustls_pki_types::UnixTime::now(), &affected);
         tracing::debug!(

@@ -416,7 +416,7 @@ async fn a_certificate_flipped_to_revoked_loses_its_open_watches() {
 
     s.responder.write_index(&[(&u.dave, "dave", 'R'), (&u.carol, "carol", 'R')]);
     let flipped = Instant::now();
-    // The answer expires after 2 s; the re-check (every second) refreshes it, and the
+    // The answer is due after 1.5 s; the cache's tick (every second) refreshes it, and the
     // revoked answer closes both watches.
     let bound = Duration::from_secs(20);
     let (a, b) = tokio::join!(h1.until_closed(bound), h2.until_closed(bound));
@@ -428,6 +428,37 @@ async fn a_certificate_flipped_to_revoked_loses_its_open_watches() {
     // Alice's watch is untouched.
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert!(other.next_event().await.is_some(), "alice's watch is still open");
+    // Only dave's connections were re-checked: nothing swept every connection.
+    let (changed, all) = rechecked(env).await;
+    assert!(changed >= 2.0, "dave's two connections were re-checked ({changed})");
+    assert_eq!(all, 0.0, "no re-check of every connection");
+}
+
+/// `kube_crl_proxy_connections_rechecked_total` for scope `changed` and `all`.
+async fn rechecked(env: &Env) -> (f64, f64) {
+    let scrape = metrics(env).await;
+    let scope = |s: &str| {
+        series(&scrape, &format!("kube_crl_proxy_connections_rechecked_total{{scope=\"{s}\"}}")).unwrap_or(0.0)
+    };
+    (scope("changed"), scope("all"))
+}
+
+#[tokio::test]
+async fn under_required_an_answer_that_lapses_unrefreshed_closes_its_connections() {
+    let s = setup(Signer::Delegated, &["--ocsp", "required", "--ocsp-max-age", "2s"], false).await;
+    let (env, u) = (&s.env, &s.users);
+    let mut dave = Watch::open(env, &u.dave, Http::H2).await;
+    // The responder's answers stop verifying: refreshes fail, and dave's answer lapses 2 s
+    // after it was fetched.
+    s.responder.set(Behaviour::CorruptSignature);
+    let broke = Instant::now();
+    let closed = dave.until_closed(Duration::from_secs(20)).await;
+    eprintln!("closed {closed:?} after the responder broke ({:?})", broke.elapsed());
+    let logs = env.proxy.wait_for_log("connection_closed");
+    assert!(logs.contains("signature does not verify"), "{logs}");
+    let (changed, all) = rechecked(env).await;
+    assert!(changed >= 1.0, "dave's connection was re-checked ({changed})");
+    assert_eq!(all, 0.0, "no re-check of every connection");
 }
 
 #[test]

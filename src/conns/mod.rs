@@ -219,6 +219,11 @@ impl Registry {
         self.rechecks.load(Ordering::SeqCst)
     }
 
+    /// Whether an open connection holds the certificate of this [`cert_key`] in its path.
+    pub fn holds(&self, key: u64) -> bool {
+        self.lock().by_cert.range((key, 0)..=(key, u64::MAX)).next().is_some()
+    }
+
     /// Number of registered connections.
     pub fn len(&self) -> usize {
         self.lock().entries.len()

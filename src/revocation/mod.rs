@@ -240,7 +240,8 @@ impl Revocation {
                 issuer_anchor,
             };
             let aia: &[String] = if ocsp.config().responder_url.is_some() { &[] } else { &leaf.facts.ocsp_urls };
-            Query::new(cert, aia, ocsp.config().responder_url.as_deref()).ok()
+            let key = cert_key(&leaf.facts.issuer, &leaf.facts.serial);
+            Query::new(cert, key, aia, ocsp.config().responder_url.as_deref()).ok()
         });
         let verdict = match (&query, lookup) {
             (None, _) => Verdict::NoAnswer(QueryError::NotAsked("cannot build an OCSP request for the certificate")),

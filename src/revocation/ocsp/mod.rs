@@ -19,10 +19,20 @@
 //! `certificate_revoked` alert as a CRL hit.
 //!
 //! # Live connections
-//! The periodic re-check of open connections looks answers up without waiting: it closes
-//! connections whose certificate is answered revoked (or, under `required`, whose last query
-//! failed), and starts refreshes of answers that are due. A refresh whose answer changes
-//! the outcome signals [`Ocsp::changed`], and the open connections are re-checked at once.
+//! Nothing sweeps the open connections for OCSP. Instead the cache tells which certificates
+//! changed, by the key open connections are indexed by ([`Query::key`],
+//! [`crate::revocation::cert_key`]), and only their connections are re-checked:
+//! - [`Ocsp::tick`], every few seconds, walks the cache (not the connections): it refreshes
+//!   the answers that are due and whose certificate an open connection holds (so they never
+//!   lapse while in use), marks those in use as recently used (so eviction spares them), and
+//!   names the certificates whose answer lapsed without a replacement (under `required`,
+//!   their connections then have no answer).
+//! - A query whose outcome may close connections (revoked or unknown, unlike the last answer
+//!   or as the first; under `required`, a first failure) is queued for [`Ocsp::changed`].
+//!
+//! A re-check looks answers up without waiting ([`Ocsp::for_recheck`]): it closes connections
+//! whose certificate is answered revoked (or, under `required`, has no answer), and starts a
+//! query for a certificate the cache no longer holds; its outcome then counts as a change.
 
 pub mod message;
 
@@ -132,6 +142,8 @@ struct Slot {
     failure: Option<(Instant, QueryError)>,
     flight: Option<Arc<Flight>>,
     last_used: Instant,
+    /// The answer's lapse was already reported by [`Ocsp::tick`].
+    lapse_reported: bool,
 }
 
 /// One certificate to ask about: its CertID and where to ask.
@@ -139,16 +151,25 @@ struct Slot {
 pub struct Query {
     pub cert: CertRef,
     pub cert_id: Vec<u8>,
+    /// The certificate's key in the index of open connections
+    /// ([`crate::revocation::cert_key`] of its issuer and serial).
+    pub key: u64,
     /// The responder (override or the certificate's AIA); `None` if there is none.
     pub url: Option<String>,
 }
 
 impl Query {
-    /// A query for `cert`, asking `override_url` or else the first http responder of `aia`.
-    pub fn new(cert: CertRef, aia: &[String], override_url: Option<&str>) -> Result<Self, message::ResponseError> {
+    /// A query for `cert` (`key`: see [`Query::key`]), asking `override_url` or else the
+    /// first http responder of `aia`.
+    pub fn new(
+        cert: CertRef,
+        key: u64,
+        aia: &[String],
+        override_url: Option<&str>,
+    ) -> Result<Self, message::ResponseError> {
         let cert_id = cert.cert_id()?;
         let url = override_url.map(str::to_string).or_else(|| aia.iter().find(|u| u.starts_with("http://")).cloned());
-        Ok(Self { cert, cert_id, url })
+        Ok(Self { cert, cert_id, key, url })
     }
 }
 
@@ -161,6 +182,8 @@ pub struct Ocsp {
     runtime: Option<Handle>,
     slots: Mutex<HashMap<Vec<u8>, Slot>>,
     waiting: AtomicUsize,
+    /// Keys of the certificates whose outcome changed, not yet taken by [`Self::changed`].
+    changes: Mutex<Vec<u64>>,
     changed: Notify,
     metrics: Arc<Metrics>,
 }
@@ -189,6 +212,7 @@ impl Ocsp {
             runtime: Handle::try_current().ok(),
             slots: Mutex::default(),
             waiting: AtomicUsize::new(0),
+            changes: Mutex::default(),
             changed: Notify::new(),
             metrics,
         }
@@ -202,9 +226,47 @@ impl Ocsp {
         &self.config
     }
 
-    /// Resolves when a background refresh changed an answer (re-check open connections).
-    pub async fn changed(&self) {
-        self.changed.notified().await;
+    /// Resolves when a query changed a certificate's outcome, with the keys
+    /// ([`Query::key`]) of every certificate changed since the last call: the open
+    /// connections to re-check.
+    pub async fn changed(&self) -> Vec<u64> {
+        loop {
+            self.changed.notified().await;
+            let keys = std::mem::take(&mut *lock(&self.changes));
+            if !keys.is_empty() {
+                return keys;
+            }
+        }
+    }
+
+    /// The periodic upkeep (see the module doc): for every cached certificate that `in_use`
+    /// (an open connection holds it), marks it used and starts a refresh when its answer is
+    /// due or gone; returns the keys of certificates whose answer lapsed since the last
+    /// tick. Costs one walk over the cache, none over the connections.
+    ///
+    /// `in_use` is called with the cache locked; it must not call back into this checker.
+    pub fn tick(self: &Arc<Self>, in_use: impl Fn(u64) -> bool) -> Vec<u64> {
+        let now = now_secs();
+        let mut lapsed = Vec::new();
+        let mut slots = lock(&self.slots);
+        for slot in slots.values_mut() {
+            if let Some(a) = &slot.answer
+                && a.valid_until < now
+                && !slot.lapse_reported
+            {
+                slot.lapse_reported = true;
+                lapsed.push(slot.query.key);
+            }
+            if !in_use(slot.query.key) {
+                continue;
+            }
+            slot.last_used = Instant::now();
+            let stale = slot.answer.as_ref().is_none_or(|a| a.valid_until < now || due(a, now));
+            if stale && slot.flight.is_none() && !recently_failed(slot) {
+                self.start(slot);
+            }
+        }
+        lapsed
     }
 
     /// The number of cached certificates.
@@ -290,6 +352,7 @@ impl Ocsp {
             failure: None,
             flight: None,
             last_used: Instant::now(),
+            lapse_reported: false,
         });
         slot.last_used = Instant::now();
         self.metrics.ocsp_cache_entries.set(slots.len() as i64);
@@ -336,7 +399,9 @@ impl Ocsp {
         outcome
     }
 
-    /// Records a query's outcome; signals [`Self::changed`] if the status changed.
+    /// Records a query's outcome; queues the certificate for [`Self::changed`] when it may
+    /// close its open connections: revoked or unknown, unlike the last answer (or as the
+    /// first), or under `required` a first failure.
     fn store(&self, query: &Query, outcome: &Result<Answer, QueryError>) {
         let mut slots = lock(&self.slots);
         let Some(slot) = slots.get_mut(&query.cert_id) else { return };
@@ -346,7 +411,9 @@ impl Ocsp {
                 let before = slot.answer.as_ref().map(|a| a.status);
                 slot.answer = Some(answer.clone());
                 slot.failure = None;
-                before.is_some_and(|b| b != answer.status)
+                slot.lapse_reported = false;
+                // A good answer cannot close a connection, whatever came before.
+                answer.status != CertStatus::Good && before != Some(answer.status)
             }
             Err(e) => {
                 let first = slot.failure.is_none();
@@ -356,6 +423,7 @@ impl Ocsp {
         };
         drop(slots);
         if changed {
+            lock(&self.changes).push(query.key);
             self.changed.notify_one();
         }
     }
@@ -426,7 +494,7 @@ impl Ocsp {
 /// An answer is due for a refresh once three quarters of its cache life have passed.
 fn due(answer: &Answer, now: i64) -> bool {
     let life = answer.valid_until.saturating_sub(answer.fetched_at);
-    now >= answer.fetched_at.saturating_add(life / 4 * 3)
+    now >= answer.fetched_at.saturating_add(life.saturating_mul(3) / 4)
 }
 
 fn recently_failed(slot: &Slot) -> bool {
@@ -462,6 +530,92 @@ mod tests {
             valid_until,
             responder: String::new(),
         }
+    }
+
+    /// A checker without a runtime (queries it starts end at once, unasked), and a query
+    /// for a made-up certificate of connection-index key `key`.
+    fn checker(mode: OcspMode) -> Arc<Ocsp> {
+        let config = OcspConfig {
+            mode,
+            responder_url: None,
+            timeout: Duration::from_secs(1),
+            max_age: Duration::from_secs(60),
+            cache_size: 100,
+        };
+        Arc::new(Ocsp::new(&config, Arc::new(Metrics::new())))
+    }
+
+    fn query(key: u64) -> Query {
+        let none = rustls_pki_types::Der::from_slice(&[]);
+        let anchor = rustls_pki_types::TrustAnchor {
+            subject: none.clone(),
+            subject_public_key_info: none.clone(),
+            name_constraints: None,
+        };
+        let cert = CertRef { serial: vec![1], issuer_name: vec![], issuer_spki: vec![], issuer_anchor: anchor };
+        Query { cert, cert_id: key.to_be_bytes().to_vec(), key, url: None }
+    }
+
+    fn status(ocsp: &Ocsp, q: &Query, status: CertStatus, valid_until: i64) {
+        ocsp.store(q, &Ok(Answer { status, ..answer(now_secs(), valid_until) }));
+    }
+
+    fn take_changes(ocsp: &Ocsp) -> Vec<u64> {
+        std::mem::take(&mut *lock(&ocsp.changes))
+    }
+
+    #[test]
+    fn only_outcomes_that_can_close_a_connection_are_changes() {
+        let ocsp = checker(OcspMode::IfAvailable);
+        let (a, b) = (query(1), query(2));
+        ocsp.for_recheck(&a);
+        ocsp.for_recheck(&b);
+        let later = now_secs() + 3600;
+        // A first good answer, and good again: nothing to close.
+        status(&ocsp, &a, CertStatus::Good, later);
+        status(&ocsp, &a, CertStatus::Good, later);
+        assert_eq!(take_changes(&ocsp), Vec::<u64>::new());
+        // Good → revoked: a change of that certificate only; revoked again is not.
+        status(&ocsp, &a, CertStatus::Revoked { at: 0, reason: None }, later);
+        status(&ocsp, &a, CertStatus::Revoked { at: 0, reason: None }, later);
+        // A first answer that is not good (after none) is one too.
+        status(&ocsp, &b, CertStatus::Unknown, later);
+        assert_eq!(take_changes(&ocsp), vec![1, 2]);
+        // Failures change nothing under if-available ...
+        ocsp.store(&a, &Err(QueryError::NoResponder));
+        assert_eq!(take_changes(&ocsp), Vec::<u64>::new());
+        // ... and the first one does under required.
+        let required = checker(OcspMode::Required);
+        required.for_recheck(&a);
+        required.store(&a, &Err(QueryError::NoResponder));
+        required.store(&a, &Err(QueryError::NoResponder));
+        assert_eq!(take_changes(&required), vec![1]);
+    }
+
+    #[test]
+    fn a_tick_names_each_lapsed_answer_once_and_refreshes_only_what_is_in_use() {
+        let ocsp = checker(OcspMode::Required);
+        let (used, unused, fresh) = (query(1), query(2), query(3));
+        for q in [&used, &unused, &fresh] {
+            ocsp.for_recheck(q);
+        }
+        let past = now_secs() - 1;
+        status(&ocsp, &used, CertStatus::Good, past);
+        status(&ocsp, &unused, CertStatus::Good, past);
+        status(&ocsp, &fresh, CertStatus::Good, now_secs() + 3600);
+        take_changes(&ocsp);
+        let in_use = |k: u64| k != 2;
+        let mut lapsed = ocsp.tick(in_use);
+        lapsed.sort_unstable();
+        assert_eq!(lapsed, vec![1, 2], "both lapsed answers, used or not, and not the fresh one");
+        assert_eq!(ocsp.tick(in_use), Vec::<u64>::new(), "a lapse is named once");
+        // The tick started a refresh of the lapsed one in use only (without a runtime, its
+        // flight never lands).
+        let asked = |k: u64| lock(&ocsp.slots).get(&k.to_be_bytes()[..]).is_some_and(|s| s.flight.is_some());
+        assert!(asked(1) && !asked(2) && !asked(3));
+        // A new answer that lapses again is named again.
+        status(&ocsp, &used, CertStatus::Good, past);
+        assert_eq!(ocsp.tick(in_use), vec![1]);
     }
 
     #[test]
