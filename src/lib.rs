@@ -272,13 +272,18 @@ async fn recheck(shared: &Arc<Shared>, cause: Cause) {
             "re-checked open connections"
         );
         if r.closed > 0 {
-            tracing::warn!(
-                checked = r.checked,
-                closed = r.closed,
-                signalled_ms = r.signalled.as_millis() as u64,
-                logged_ms = r.logged.as_millis() as u64,
-                "closed live connections whose certificate no longer passes"
-            );
+            // The events wait for the closes on a thread of their own: the next re-check
+            // does not wait for them.
+            tokio::task::spawn_blocking(move || {
+                let logged = r.events.write_when_closed(conns::EVENTS_WAIT);
+                tracing::warn!(
+                    checked = r.checked,
+                    closed = r.closed,
+                    signalled_ms = r.signalled.as_millis() as u64,
+                    logged_ms = logged.as_millis() as u64,
+                    "closed live connections whose certificate no longer passes"
+                );
+            });
         }
     })
     .await;

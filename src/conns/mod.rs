@@ -122,15 +122,49 @@ struct Inner {
     deadlines: deadlines::Deadlines,
 }
 
-/// What one re-check did, for its log line.
-#[derive(Debug, Clone, Copy)]
+/// What one re-check did, for its log line, and the security events it still owes.
 pub struct Rechecked {
     pub checked: usize,
     pub closed: usize,
     /// From its start to the last close signal sent.
     pub signalled: std::time::Duration,
-    /// From its start to the last security event written.
-    pub logged: std::time::Duration,
+    /// The `connection_closed` events of the connections it signalled.
+    pub events: Closures,
+}
+
+/// How long the security events of a re-check wait for their connections to be gone.
+pub const EVENTS_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// The security events of the connections a re-check told to close, written once they are
+/// gone ([`Closures::write_when_closed`]): the events (one line each) and the closes compete
+/// for the same cores, and when a revoked intermediate closes thousands of connections at
+/// once, the closes come first.
+pub struct Closures {
+    closed: Vec<(Entry, Refusal)>,
+    started: std::time::Instant,
+}
+
+impl Closures {
+    /// Waits (on a blocking thread) until every connection is gone, or for at most `bound`,
+    /// then writes one `connection_closed` event each. Returns the time from the re-check's
+    /// start to the last event written.
+    pub fn write_when_closed(self, bound: std::time::Duration) -> std::time::Duration {
+        let deadline = std::time::Instant::now() + bound;
+        // A connection is gone when its `Live` handles are (connection and tunnels): the
+        // close channel then has no receiver. Scanned in order, each at most once gone.
+        let mut open = 0;
+        while open < self.closed.len() && std::time::Instant::now() < deadline {
+            if self.closed[open].0.close.is_closed() {
+                open += 1;
+            } else {
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+        }
+        for (entry, refusal) in &self.closed {
+            crate::tls::verifier::log_connection_closed(refusal, &entry.path, &entry.leaf, entry.remote);
+        }
+        self.started.elapsed()
+    }
 }
 
 /// Removes its connection from the registry when dropped (when the connection and all its
@@ -256,22 +290,23 @@ impl Registry {
             }
         };
         let scope = if let Affected::All = affected { "all" } else { "changed" };
-        self.metrics.connections_rechecked.get_or_create(&ScopeLabel { scope }).inc_by(snapshot.len() as u64);
-        // Every refused connection is told first, so that closing them is not held up by
-        // writing the events.
-        let refused: Vec<(&Entry, Refusal)> = snapshot
-            .iter()
+        let checked = snapshot.len();
+        self.metrics.connections_rechecked.get_or_create(&ScopeLabel { scope }).inc_by(checked as u64);
+        // Every refused connection is told before any event is written (see `Closures`).
+        let refused: Vec<(Entry, Refusal)> = snapshot
+            .into_iter()
             .filter(|e| e.close.borrow().is_none())
             .filter_map(|e| verifier.recheck(&e.path, now).err().map(|r| (e, r)))
             .collect();
         for (entry, refusal) in &refused {
             self.signal(entry, CloseReason::Refused(refusal.clone()));
         }
-        let signalled = started.elapsed();
-        for (entry, refusal) in &refused {
-            crate::tls::verifier::log_connection_closed(refusal, &entry.path, &entry.leaf, entry.remote);
+        Rechecked {
+            checked,
+            closed: refused.len(),
+            signalled: started.elapsed(),
+            events: Closures { closed: refused, started },
         }
-        Rechecked { checked: snapshot.len(), closed: refused.len(), signalled, logged: started.elapsed() }
     }
 
     /// Checks one connection's path; signals it to close (and says so) when it fails.
