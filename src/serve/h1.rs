@@ -217,8 +217,11 @@ pub(crate) async fn serve<S>(
                 0 => first_deadline,
                 _ => life.activity.last_end() + life.idle_timeout(),
             };
-            if !Box::pin(parked(&tls, &mut life, deadline)).await {
-                return close_parked(tls).await;
+            match Box::pin(parked(&tls, &mut life, deadline)).await {
+                Parked::Data => {}
+                Parked::Close => return close_parked(tls).await,
+                // Cut (see `life`): dropped without close_notify.
+                Parked::Cut => return,
             }
         }
         park.new_round();
@@ -231,23 +234,36 @@ pub(crate) async fn serve<S>(
     }
 }
 
-/// Parked: nothing but the stream until the client sends something. `true` when it has,
-/// `false` when the connection is to close (shutdown, revocation, expiry, `deadline`).
-async fn parked(tls: &TlsStream, life: &mut Life, deadline: tokio::time::Instant) -> bool {
+/// How a parked wait ended.
+enum Parked {
+    /// The client sent something (or its socket has an error to report): serve a round.
+    Data,
+    /// Shutdown or `deadline`: close politely (TLS close_notify).
+    Close,
+    /// Revoked or expired: cut (see `life`).
+    Cut,
+}
+
+/// Parked: nothing but the stream until the client sends something or the connection is to
+/// end (shutdown, revocation, expiry, `deadline`).
+async fn parked(tls: &TlsStream, life: &mut Life, deadline: tokio::time::Instant) -> Parked {
     tracing::trace!(peer = %life.remote, "parked");
     if life.stopping() {
-        return false;
+        return Parked::Close;
     }
     let remote = life.remote;
     tokio::select! {
-        r = tls.tcp().readable() => r.is_ok(),
-        end = life.next(Idle::At(deadline)) => {
-            match end {
-                End::Close(reason) => tracing::debug!(peer = %remote, reason = reason.label(), "closing connection"),
-                End::Idle => tracing::debug!(peer = %remote, "closing idle connection (--idle-timeout / --request-header-timeout)"),
-                End::Shutdown => {}
+        r = tls.tcp().readable() => if r.is_ok() { Parked::Data } else { Parked::Close },
+        end = life.next(Idle::At(deadline)) => match end {
+            End::Close(reason) => {
+                tracing::debug!(peer = %remote, reason = reason.label(), "cutting connection");
+                Parked::Cut
             }
-            false
+            End::Idle => {
+                tracing::debug!(peer = %remote, "closing idle connection (--idle-timeout / --request-header-timeout)");
+                Parked::Close
+            }
+            End::Shutdown => Parked::Close,
         }
     }
 }
@@ -289,9 +305,8 @@ where
             end = life.next(Idle::Off) => match end {
                 End::Shutdown | End::Idle => conn.as_mut().graceful_shutdown(),
                 End::Close(reason) => {
-                    tracing::debug!(peer = %remote, reason = reason.label(), "closing connection");
-                    conn.as_mut().graceful_shutdown();
-                    super::life::poll_once(conn.as_mut()).await;
+                    // Cut (see `life`): the connection is dropped on return.
+                    tracing::debug!(peer = %remote, reason = reason.label(), "cutting connection");
                     return None;
                 }
             }

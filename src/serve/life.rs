@@ -3,6 +3,18 @@
 //! `--idle-timeout`, plus the requests in flight that idleness is judged by ([`Activity`]).
 //! Each protocol driver (HTTP/2 in `super::drive`, HTTP/1.1 in `super::h1`) asks
 //! [`Life::next`] what happened and decides only how its protocol winds down.
+//!
+//! # How a connection ends
+//! - **Shutdown, idle**: wound down politely. HTTP/2 sends GOAWAY and lets the requests in
+//!   flight finish; HTTP/1.1 finishes the request in flight, a parked connection gets a TLS
+//!   close_notify ([`CLOSE_LINGER`]).
+//! - **Told to close** ([`End::Close`]: revoked, expired): **cut**. The connection is
+//!   dropped at once, requests in flight, watches and tunnels included; nothing more is
+//!   written to the client, neither an HTTP/2 GOAWAY nor a TLS close_notify; the socket
+//!   is closed (FIN). The client's next handshake is refused with the alert that says why.
+//!   A GOAWAY would tell the client nothing it can use, and writing one, with the client's
+//!   PING answer to it, was most of the work of closing 15,000 HTTP/2 connections at once
+//!   (a revoked intermediate, a CRL gone stale under deny): bench/README.md, "Scale".
 
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -18,25 +30,12 @@ use crate::conns::{CloseReason, Live};
 /// How long a parked HTTP/1.1 connection's TLS close_notify may take before it is dropped.
 pub const CLOSE_LINGER: Duration = Duration::from_millis(250);
 
-/// Polls a connection that was just told to go away once, so that what it has to say (an
-/// HTTP/2 GOAWAY) is written, and returns: a revoked or expired connection is then dropped,
-/// in-flight requests and all. Waiting for the client's acknowledgement instead (a PING
-/// round trip and a second GOAWAY for HTTP/2) is work per connection that made closing
-/// thousands at once (a revoked intermediate, a CRL gone stale under deny) slower.
-pub async fn poll_once<F: Future + ?Sized>(mut conn: Pin<&mut F>) {
-    std::future::poll_fn(|cx| {
-        let _ = conn.as_mut().poll(cx);
-        std::task::Poll::Ready(())
-    })
-    .await
-}
-
 /// What ended (or began to end) a connection.
 #[derive(Debug)]
 pub enum End {
     /// The proxy is shutting down: finish in-flight requests. Reported once.
     Shutdown,
-    /// The registry closed it (revoked, expired): go now.
+    /// The registry closed it (revoked, expired): cut it now (see the module doc).
     Close(CloseReason),
     /// Idle for `--idle-timeout` (or the driver's own deadline). Reported once.
     Idle,

@@ -305,8 +305,8 @@ impl hyper::body::Body for Tracked {
 }
 
 /// Runs an HTTP/2 connection to completion. On shutdown or when idle it is asked to finish
-/// in-flight requests (GOAWAY); when its certificate is revoked or expires it is sent GOAWAY
-/// and dropped at once, long watches included ([`life::poll_once`]).
+/// in-flight requests (GOAWAY); when its certificate is revoked or expires it is cut: dropped
+/// at once, long watches included (see [`life`]).
 async fn drive<C, E>(conn: C, mut life: Life, graceful: impl Fn(std::pin::Pin<&mut C>))
 where
     C: Future<Output = Result<(), E>>,
@@ -328,9 +328,8 @@ where
                     graceful(conn.as_mut());
                 }
                 End::Close(reason) => {
-                    tracing::debug!(peer = %life.remote, reason = reason.label(), "closing connection");
-                    graceful(conn.as_mut());
-                    life::poll_once(conn.as_mut()).await;
+                    // Cut (see `life`): the connection is dropped on return.
+                    tracing::debug!(peer = %life.remote, reason = reason.label(), "cutting connection");
                     return;
                 }
             }
