@@ -44,6 +44,83 @@ async fn revoking_a_user_cuts_their_open_watches_and_keeps_others() {
     assert_eq!(info.username, "carol");
 }
 
+/// A raw HTTP/2 connection as `user`, past the preface and the SETTINGS exchange.
+async fn raw_h2(env: &Env, user: &kube_crl_proxy_testkit::pki::Issued) -> TlsStream {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = connect(env.proxy.addr, env.tls(Some(user), Http::H2)).await.expect("TLS handshake");
+    s.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0").await.unwrap();
+    let mut head = [0u8; 9];
+    s.read_exact(&mut head).await.expect("the proxy's SETTINGS");
+    assert_eq!(head[3], 0x4, "SETTINGS first");
+    let mut payload = vec![0u8; usize::from(head[2]) | usize::from(head[1]) << 8];
+    s.read_exact(&mut payload).await.unwrap();
+    s.write_all(b"\0\0\0\x04\x01\0\0\0\0").await.unwrap();
+    s
+}
+
+/// Reads until the connection ends, answering PINGs (if `pong`); returns the HTTP/2 frame
+/// types read and whether it ended with a TLS close_notify (a clean EOF) rather than a bare
+/// TCP close.
+async fn h2_frames_until_closed(s: &mut TlsStream, bound: Duration, pong: bool) -> (Vec<u8>, bool) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    const PING: u8 = 0x6;
+    let deadline = tokio::time::Instant::now() + bound;
+    let (mut data, mut buf, mut types) = (Vec::new(), vec![0u8; 4096], Vec::new());
+    loop {
+        // Whole frames first.
+        while data.len() >= 9 {
+            let len = usize::from(data[0]) << 16 | usize::from(data[1]) << 8 | usize::from(data[2]);
+            if data.len() < 9 + len {
+                break;
+            }
+            let frame: Vec<u8> = data.drain(..9 + len).collect();
+            types.push(frame[3]);
+            if pong && frame[3] == PING && frame[4] & 0x1 == 0 {
+                let mut ack = frame.clone();
+                ack[4] = 0x1;
+                let _ = s.write_all(&ack).await;
+            }
+        }
+        match tokio::time::timeout_at(deadline, s.read(&mut buf)).await {
+            Err(_) => panic!("connection still open {bound:?} later (frames {types:?})"),
+            Ok(Ok(0)) => return (types, true),
+            Ok(Ok(n)) => data.extend_from_slice(&buf[..n]),
+            Ok(Err(e)) => {
+                assert_eq!(e.kind(), std::io::ErrorKind::UnexpectedEof, "{e}");
+                return (types, false);
+            }
+        }
+    }
+}
+
+/// A revoked HTTP/2 connection is cut: nothing more is written to it (no GOAWAY, no TLS
+/// close_notify), while an idle one is closed politely, with both.
+#[tokio::test]
+async fn a_revoked_connection_is_cut_and_an_idle_one_closed_politely() {
+    const GOAWAY: u8 = 0x7;
+    let env = Env::start(&[]).await;
+    let mut alice = raw_h2(&env, &env.pki.alice).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    env.pki.replace_crls(&[&env.pki.bob.serial, &env.pki.alice.serial], 2);
+    let (types, clean) = h2_frames_until_closed(&mut alice, CUT_OFF_BOUND, true).await;
+    assert!(!types.contains(&GOAWAY), "no GOAWAY for a revoked connection: frames {types:?}");
+    assert!(!clean, "no close_notify for a revoked connection");
+
+    let idle = Env::start(&["--idle-timeout", "1s"]).await;
+    let mut alice = raw_h2(&idle, &idle.pki.alice).await;
+    let (types, clean) = h2_frames_until_closed(&mut alice, Duration::from_secs(10), true).await;
+    assert!(types.contains(&GOAWAY), "an idle connection gets GOAWAY: frames {types:?}");
+    assert!(clean, "and a close_notify");
+    // A client that does not answer the GOAWAY's PING does not keep it open: it is cut 5 s
+    // later (`IDLE_CLOSE_BOUND`).
+    let mut silent = raw_h2(&idle, &idle.pki.alice).await;
+    let started = Instant::now();
+    let (types, clean) = h2_frames_until_closed(&mut silent, Duration::from_secs(15), false).await;
+    assert!(types.contains(&GOAWAY) && !clean, "GOAWAY, then cut: frames {types:?}, clean {clean}");
+    let took = started.elapsed();
+    assert!(took >= Duration::from_secs(5) && took < Duration::from_secs(12), "cut after {took:?}");
+}
+
 #[tokio::test]
 async fn revoking_a_user_closes_their_exec_tunnel() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};

@@ -27,6 +27,11 @@ use tokio::time::{Instant, Sleep};
 
 use crate::conns::{CloseReason, Live};
 
+/// How long an idle HTTP/2 connection asked to go (GOAWAY and PING) may take to finish
+/// before it is cut: a client that never answers would otherwise keep it past
+/// `--idle-timeout`.
+pub const IDLE_CLOSE_BOUND: Duration = Duration::from_secs(5);
+
 /// How long a parked HTTP/1.1 connection's TLS close_notify may take before it is dropped.
 pub const CLOSE_LINGER: Duration = Duration::from_millis(250);
 

@@ -313,6 +313,9 @@ where
     E: std::fmt::Display,
 {
     tokio::pin!(conn);
+    // Once an idle connection was asked to go: when it is cut if it has not gone (its
+    // client does not answer the GOAWAY's PING).
+    let mut cut_at: Option<tokio::time::Instant> = None;
     loop {
         tokio::select! {
             r = conn.as_mut() => {
@@ -321,11 +324,16 @@ where
                 }
                 return;
             }
+            _ = tokio::time::sleep_until(cut_at.unwrap_or_else(tokio::time::Instant::now)), if cut_at.is_some() => {
+                tracing::debug!(peer = %life.remote, "cutting idle connection: its client did not finish closing");
+                return;
+            }
             end = life.next(Idle::Timeout) => match end {
                 End::Shutdown => graceful(conn.as_mut()),
                 End::Idle => {
                     tracing::debug!(peer = %life.remote, "closing idle connection (--idle-timeout)");
                     graceful(conn.as_mut());
+                    cut_at = Some(tokio::time::Instant::now() + life::IDLE_CLOSE_BOUND);
                 }
                 End::Close(reason) => {
                     // Cut (see `life`): the connection is dropped on return.
