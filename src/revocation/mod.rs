@@ -8,11 +8,11 @@
 //! (what revocation reads of a certificate), [`path`] (a verified path as open connections
 //! keep it) and [`intern`] (the CA certificates' facts those paths share), [`crl`] (one CRL
 //! parsed), [`table`] (one CRL's serials), [`index`] (the CRL index and RFC 5280 §6.3
-//! processing), [`ocsp`] (answers, cache, queries). This file holds the policy: `--revocation-check`, `--crl-missing`,
-//! `--crl-expired` and its grace ([`RevocationIndex::check_path`]), `--ocsp`
-//! ([`Revocation::decide`]), and [`freshness`], the one rule for "is this CRL stale". A third
-//! source would be one more module here and one more step in `decide`. Nothing here falls back
-//! to a library default.
+//! processing), [`ocsp`] (answers, cache, queries). This file holds the policy:
+//! `--revocation-check`, `--crl-missing`, `--crl-expired` and its grace
+//! ([`RevocationIndex::check_path`]), `--ocsp` ([`Revocation::decide`]), and [`freshness`],
+//! the one rule for "is this CRL stale". A third source would be one more module here and one
+//! more step in `decide`. Nothing here falls back to a library default.
 
 pub mod cert;
 pub mod changes;
