@@ -19,7 +19,7 @@ use crate::identity;
 use crate::metrics::Metrics;
 use crate::revocation::crl::reason_name;
 use crate::revocation::ocsp::{CertStatus, Ocsp};
-use crate::revocation::{PathCert, RevocationError, VerifiedPath, fmt_time};
+use crate::revocation::{CaCert, RevocationError, VerifiedPath, fmt_time};
 
 /// `kube-crl-proxy inspect CERT`: a certificate file, plus the flags of `run` it uses (client
 /// CAs, CRLs, OCSP, header names; the serving and upstream flags may be left out).
@@ -206,21 +206,20 @@ fn revocation_trace(
             let Some((ca, anchor)) = issuing_ca(&chain[0], bundle, algs) else {
                 return vec!["  not checked: the certificate's issuer is not a CA in --client-ca-file".into()];
             };
-            let Ok(facts) = crate::revocation::CertFacts::parse(chain[0].as_ref()) else {
-                return vec!["  not checked: the certificate cannot be read".into()];
+            let Ok(issuer) = CaCert::parse(ca.der.as_ref()) else {
+                return vec!["  not checked: the certificate's issuer cannot be read".into()];
             };
-            VerifiedPath {
-                certs: vec![PathCert { facts, issuer_spki: ca.spki_der.clone() }],
-                anchor,
-                leaf_issuer_anchor: None,
+            match VerifiedPath::new(chain[0].as_ref(), Vec::new(), &issuer.as_issuer, anchor.into()) {
+                Ok(p) => p,
+                Err(_) => return vec!["  not checked: the certificate cannot be read".into()],
             }
         }
     };
-    let checked = if index.policy().check == crate::config::RevocationCheck::Chain { path.certs.len() } else { 1 };
+    let checked = if index.policy().check == crate::config::RevocationCheck::Chain { path.len() } else { 1 };
     let mut lines = Vec::new();
-    for (i, c) in path.certs.iter().enumerate() {
+    for (i, c) in path.certs().enumerate() {
         let role = if i == 0 { "client certificate" } else { "intermediate" };
-        let subject = crate::revocation::display_name(&c.facts.subject_der);
+        let subject = crate::revocation::display_name(c.subject_der);
         if i >= checked {
             lines.push(format!("  {role} {subject}: not checked (--revocation-check=leaf)"));
             continue;
@@ -236,7 +235,7 @@ fn revocation_trace(
                 format!("undetermined: {crl} passed its nextUpdate {}", fmt_time(next_update))
             }
         };
-        lines.push(format!("  {role} {subject} (serial {}): {verdict}", hex::encode(&c.facts.serial)));
+        lines.push(format!("  {role} {subject} (serial {}): {verdict}", hex::encode(c.crl.serial)));
         lines.extend(trace.into_iter().map(|t| format!("    {t}")));
     }
     lines

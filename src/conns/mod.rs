@@ -14,7 +14,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use rustls_pki_types::{CertificateDer, UnixTime};
+use rustls_pki_types::UnixTime;
 use tokio::sync::{Notify, watch};
 
 use crate::metrics::{Metrics, ReasonLabel, ScopeLabel};
@@ -88,10 +88,9 @@ pub async fn closed(live: &mut Option<Live>) -> CloseReason {
 
 #[derive(Clone)]
 struct Entry {
+    /// What re-checks and its security event read (the client certificate itself is not
+    /// kept: the path has its fingerprint).
     path: Arc<VerifiedPath>,
-    /// The client certificate, for the security event when it is closed (shared: a
-    /// re-check copies the entries it reads).
-    leaf: Arc<CertificateDer<'static>>,
     remote: SocketAddr,
     close: watch::Sender<Option<CloseReason>>,
     /// When a certificate of the path expires (Unix seconds), if that closes it.
@@ -161,7 +160,7 @@ impl Closures {
             }
         }
         for (entry, refusal) in &self.closed {
-            crate::tls::verifier::log_connection_closed(refusal, &entry.path, &entry.leaf, entry.remote);
+            crate::tls::verifier::log_connection_closed(refusal, &entry.path, entry.remote);
         }
         self.started.elapsed()
     }
@@ -196,7 +195,7 @@ impl std::fmt::Debug for Registry {
 }
 
 fn cert_keys(path: &VerifiedPath) -> impl Iterator<Item = u64> + '_ {
-    path.certs.iter().map(|c| cert_key(&c.facts.issuer, &c.facts.serial))
+    path.certs().map(|c| cert_key(c.crl.issuer, c.crl.serial))
 }
 
 impl Registry {
@@ -218,22 +217,14 @@ impl Registry {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Registers a verified connection: its path and client certificate. With
+    /// Registers a verified connection by its path. With
     /// `--close-expired-connections`, it is closed when the first certificate of its path
     /// expires (valid through its notAfter second, as the verifier judges it).
-    pub fn register(
-        self: &Arc<Self>,
-        path: Arc<VerifiedPath>,
-        leaf: CertificateDer<'static>,
-        remote: SocketAddr,
-    ) -> Live {
+    pub fn register(self: &Arc<Self>, path: Arc<VerifiedPath>, remote: SocketAddr) -> Live {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = watch::channel(None);
-        let expires = self
-            .close_expired
-            .then(|| path.certs.iter().map(|c| c.facts.not_after).min())
-            .flatten()
-            .map(|t| t.saturating_add(1));
+        let expires =
+            self.close_expired.then(|| path.certs().map(|c| c.not_after).min()).flatten().map(|t| t.saturating_add(1));
         let mut inner = self.lock();
         for key in cert_keys(&path) {
             inner.by_cert.insert((key, id));
@@ -243,7 +234,7 @@ impl Registry {
         {
             self.earlier_deadline.notify_one();
         }
-        inner.entries.insert(id, Entry { path, leaf: Arc::new(leaf), remote, close: tx, expires });
+        inner.entries.insert(id, Entry { path, remote, close: tx, expires });
         drop(inner);
         Live { registration: Arc::new(Registration { id, registry: self.clone() }), rx }
     }
@@ -316,7 +307,7 @@ impl Registry {
         }
         let Err(refusal) = verifier.recheck(&entry.path, now) else { return false };
         self.signal(entry, CloseReason::Refused(refusal.clone()));
-        crate::tls::verifier::log_connection_closed(&refusal, &entry.path, &entry.leaf, entry.remote);
+        crate::tls::verifier::log_connection_closed(&refusal, &entry.path, entry.remote);
         true
     }
 
@@ -340,7 +331,7 @@ impl Registry {
             if e.close.borrow().is_some() {
                 continue;
             }
-            let leaf = e.path.certs.first().is_some_and(|c| Some(c.facts.not_after.saturating_add(1)) == e.expires);
+            let leaf = Some(e.path.leaf.facts.not_after.saturating_add(1)) == e.expires;
             let reason = CloseReason::Expired { leaf };
             tracing::warn!(event = "connection_closed", reason = reason.label(), peer = %e.remote,
                 "closing live connection: {}", if leaf { "client certificate expired" } else { "a CA certificate of its path expired" });

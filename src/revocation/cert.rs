@@ -58,7 +58,27 @@ pub struct CertFacts {
     pub not_after: i64,
 }
 
+/// What CRL processing (RFC 5280 §6.3, [`super::RevocationIndex::status`]) reads of the
+/// certificate being checked: borrowed, so that a client certificate's slim facts
+/// ([`super::path::LeafFacts`]) and a CA's full [`CertFacts`] are checked alike.
+#[derive(Debug, Clone, Copy)]
+pub struct CrlSubject<'a> {
+    /// The certificate's issuer Name (as the certificate itself names it).
+    pub issuer: &'a NameKey,
+    /// Its serialNumber, minimal ([`normalize_serial`]).
+    pub serial: &'a [u8],
+    /// basicConstraints cA (onlyContainsUserCerts / onlyContainsCACerts).
+    pub is_ca: bool,
+    /// Its CRL distribution points; empty without the extension.
+    pub dps: &'a [DistPoint],
+}
+
 impl CertFacts {
+    /// This certificate as CRL processing reads it.
+    pub fn crl_subject(&self) -> CrlSubject<'_> {
+        CrlSubject { issuer: &self.issuer, serial: &self.serial, is_ca: self.is_ca, dps: &self.dps }
+    }
+
     pub fn parse(cert_der: &[u8]) -> Result<Self, DerError> {
         let signed = Signed::parse(cert_der)?;
         let mut r = Reader::new(signed.tbs_contents);

@@ -26,7 +26,7 @@ use std::sync::atomic::AtomicI64;
 
 use rustls::crypto::WebPkiSupportedAlgorithms;
 
-use super::cert::{CertFacts, DistPoint, Signed, point_name};
+use super::cert::{CertFacts, CrlSubject, DistPoint, Signed, point_name};
 use super::crl::{ALL_REASONS, CrlError, ParsedCrl, Reasons, reason_names};
 use super::name::{GeneralNameKey, NameKey, display};
 use super::table::{REMOVE_FROM_CRL, RevokedEntry, Serials};
@@ -711,7 +711,7 @@ impl RevocationIndex {
     /// `trace`, when given, receives one line per CRL considered (for `inspect`).
     pub fn status(
         &self,
-        cert: &CertFacts,
+        cert: CrlSubject<'_>,
         issuer_spki: &[u8],
         anchor: &[u8],
         now: i64,
@@ -725,7 +725,7 @@ impl RevocationIndex {
     /// that CRL is then used without checking its signer a second time).
     fn status_within(
         &self,
-        cert: &CertFacts,
+        cert: CrlSubject<'_>,
         issuer_spki: &[u8],
         anchor: &[u8],
         now: i64,
@@ -738,7 +738,7 @@ impl RevocationIndex {
             }
         };
         let implicit = [DistPoint { names: Vec::new(), reasons: ALL_REASONS, crl_issuer: Vec::new() }];
-        let points: &[DistPoint] = if cert.dps.is_empty() { &implicit } else { &cert.dps };
+        let points: &[DistPoint] = if cert.dps.is_empty() { &implicit } else { cert.dps };
         let mut covered: Reasons = 0;
         let mut stale: Option<(i64, String)> = None;
         let mut applicable = 0usize;
@@ -746,7 +746,7 @@ impl RevocationIndex {
         let mut unusable: Vec<String> = Vec::new();
         for dp in points {
             let issuers: Vec<&NameKey> = if dp.crl_issuer.is_empty() {
-                vec![&cert.issuer]
+                vec![cert.issuer]
             } else {
                 dp.crl_issuer.iter().filter_map(GeneralNameKey::directory).collect()
             };
@@ -775,7 +775,14 @@ impl RevocationIndex {
                         } else {
                             within.push(this);
                             let found = crl.signer.path.iter().find_map(|(facts, key)| {
-                                match self.status_within(facts, key, &crl.signer.anchor, now, within, None) {
+                                match self.status_within(
+                                    facts.crl_subject(),
+                                    key,
+                                    &crl.signer.anchor,
+                                    now,
+                                    within,
+                                    None,
+                                ) {
                                     Status::Good => None,
                                     other => Some(format!(
                                         "its signer {} is {}",
@@ -793,7 +800,7 @@ impl RevocationIndex {
                             continue;
                         }
                     }
-                    if let Some((revocation, listed_in)) = crl.lookup(&cert.issuer, &cert.serial) {
+                    if let Some((revocation, listed_in)) = crl.lookup(cert.issuer, cert.serial) {
                         note(format!("{}: LISTED in {listed_in}", crl.describe()));
                         return Status::Revoked { revocation, crl: listed_in.to_string() };
                     }
@@ -810,7 +817,7 @@ impl RevocationIndex {
         }
         let why = if applicable == 0 {
             let partitions =
-                self.by_issuer.get(&cert.issuer).is_some_and(|l| l.iter().any(|c| !c.scope.names.is_empty()));
+                self.by_issuer.get(cert.issuer).is_some_and(|l| l.iter().any(|c| !c.scope.names.is_empty()));
             if partitions {
                 "no loaded CRL covers it: its issuer's CRLs are partitions for other distribution points".to_string()
             } else {
@@ -837,13 +844,13 @@ fn status_word(s: &Status) -> &'static str {
 
 /// RFC 5280 §6.3.3 (b) and (d): whether `crl` applies to `cert` through distribution point
 /// `dp`, and if so the reasons it covers for it (the interim reasons mask).
-fn applies(crl: &Crl, cert: &CertFacts, dp: &DistPoint, issuer_spki: &[u8], anchor: &[u8]) -> Option<Reasons> {
+fn applies(crl: &Crl, cert: CrlSubject<'_>, dp: &DistPoint, issuer_spki: &[u8], anchor: &[u8]) -> Option<Reasons> {
     if crl.signer.anchor != anchor {
         return None;
     }
     if dp.crl_issuer.is_empty() {
         // Direct: the certificate's issuer, by the key that issued it or a dedicated signer.
-        if crl.issuer_name != cert.issuer || !(crl.signer.spki == issuer_spki || crl.signer.dedicated) {
+        if crl.issuer_name != *cert.issuer || !(crl.signer.spki == issuer_spki || crl.signer.dedicated) {
             return None;
         }
     } else if !crl.scope.indirect {

@@ -5,20 +5,23 @@
 //! and a binary search per applicable CRL whatever the CRLs' sizes.
 //!
 //! Layout (with [`crate::der`], the strict DER reader, beneath): [`name`] (RFC 5280 §7.1 name comparison), [`cert`]
-//! (what revocation reads of a certificate), [`crl`] (one CRL parsed), [`table`] (one CRL's
-//! serials), [`index`] (the CRL index and RFC 5280 §6.3 processing), [`ocsp`] (answers,
-//! cache, queries). This file holds the policy: `--revocation-check`, `--crl-missing`,
-//! `--crl-expired` and its grace ([`RevocationIndex::check_path`]), `--ocsp`
-//! ([`Revocation::decide`]), and [`freshness`], the one rule for "is this CRL stale". A third
-//! source would be one more module here and one more step in `decide`. Nothing here falls back
-//! to a library default.
+//! (what revocation reads of a certificate), [`path`] (a verified path as open connections
+//! keep it) and [`intern`] (the CA certificates' facts those paths share), [`crl`] (one CRL
+//! parsed), [`table`] (one CRL's serials), [`index`] (the CRL index and RFC 5280 §6.3
+//! processing), [`ocsp`] (answers, cache, queries). This file holds the policy:
+//! `--revocation-check`, `--crl-missing`, `--crl-expired` and its grace
+//! ([`RevocationIndex::check_path`]), `--ocsp` ([`Revocation::decide`]), and [`freshness`],
+//! the one rule for "is this CRL stale". A third source would be one more module here and one
+//! more step in `decide`. Nothing here falls back to a library default.
 
 pub mod cert;
 pub mod changes;
 pub mod crl;
 pub mod index;
+pub mod intern;
 pub mod name;
 pub mod ocsp;
+pub mod path;
 pub mod table;
 
 use std::path::PathBuf;
@@ -29,6 +32,7 @@ pub use cert::CertFacts;
 pub use changes::{Affected, cert_key};
 pub use index::{Crl, Rejected, RevocationIndex, Scope, Status};
 pub use name::NameKey;
+pub use path::{CaCert, Issuer, LeafFacts, PathCert, VerifiedPath};
 pub use table::RevokedEntry;
 
 use crate::config::{OcspMode, Policy, RevocationCheck, RevocationPolicy};
@@ -146,25 +150,6 @@ pub fn is_stale(next_update: Option<i64>, now: i64, policy: &RevocationPolicy) -
     matches!(freshness(next_update, now, policy, std::time::Duration::ZERO), Freshness::Stale { .. })
 }
 
-/// One certificate of a verified path, as revocation needs it.
-#[derive(Debug, Clone)]
-pub struct PathCert {
-    pub facts: CertFacts,
-    /// The key that signed it (the next certificate's, or the anchor's).
-    pub issuer_spki: Vec<u8>,
-}
-
-/// A path verified by the chain builder: the client certificate first, then each
-/// intermediate, and the trust anchor it ends at ([`crate::ca::issuer_key`]).
-#[derive(Debug, Clone)]
-pub struct VerifiedPath {
-    pub certs: Vec<PathCert>,
-    pub anchor: Vec<u8>,
-    /// The client certificate's issuer as a trust anchor (to verify delegated OCSP
-    /// responders); filled in only when OCSP is on.
-    pub leaf_issuer_anchor: Option<rustls_pki_types::TrustAnchor<'static>>,
-}
-
 /// Whether a lookup may wait for an OCSP responder (a handshake) or not (a re-check of an
 /// open connection).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -228,19 +213,19 @@ impl Revocation {
     /// checks), then OCSP for the client certificate. `lookup` says whether OCSP may wait.
     pub fn decide(&self, path: &VerifiedPath, now: i64, lookup: Lookup) -> Result<(), Denial> {
         if let Err((position, e)) = self.index.check_path(path, now) {
-            return Err(crl_denial(e, position, &path.certs[position].facts.serial));
+            return Err(crl_denial(e, position, path.serial(position)));
         }
         let Some(ocsp) = &self.ocsp else { return Ok(()) };
-        let leaf = &path.certs[0];
-        let query = path.leaf_issuer_anchor.clone().and_then(|issuer_anchor| {
+        let leaf = &path.leaf;
+        let query = leaf.issuer.anchor.clone().and_then(|issuer_anchor| {
             let cert = CertRef {
                 serial: leaf.facts.serial.clone(),
-                issuer_name: leaf.facts.issuer_der.clone(),
-                issuer_spki: leaf.issuer_spki.clone(),
+                issuer_name: leaf.issuer.name_der.to_vec(),
+                issuer_spki: leaf.issuer.spki.to_vec(),
                 issuer_anchor,
             };
             let aia: &[String] = if ocsp.config().responder_url.is_some() { &[] } else { &leaf.facts.ocsp_urls };
-            let key = cert_key(&leaf.facts.issuer, &leaf.facts.serial);
+            let key = cert_key(&leaf.issuer.name, &leaf.facts.serial);
             Query::new(cert, key, aia, ocsp.config().responder_url.as_deref()).ok()
         });
         let verdict = match (&query, lookup) {
@@ -341,8 +326,8 @@ impl RevocationIndex {
     /// `--revocation-check=chain` every intermediate. Returns the position of the first
     /// certificate that fails (0 = the client certificate) and why.
     pub fn check_path(&self, path: &VerifiedPath, now: i64) -> Result<(), (usize, RevocationError)> {
-        let n = if self.policy.check == RevocationCheck::Chain { path.certs.len() } else { 1 };
-        for (i, c) in path.certs.iter().take(n).enumerate() {
+        let n = if self.policy.check == RevocationCheck::Chain { path.len() } else { 1 };
+        for (i, c) in path.certs().take(n).enumerate() {
             self.check_one(c, &path.anchor, now, None).map_err(|e| (i, e))?;
         }
         Ok(())
@@ -351,12 +336,12 @@ impl RevocationIndex {
     /// One certificate, with an optional trace of the CRLs considered (for `inspect`).
     pub fn check_one(
         &self,
-        c: &PathCert,
+        c: PathCert<'_>,
         anchor: &[u8],
         now: i64,
         trace: Option<&mut Vec<String>>,
     ) -> Result<(), RevocationError> {
-        match self.status(&c.facts, &c.issuer_spki, anchor, now, trace) {
+        match self.status(c.crl, c.issuer_spki, anchor, now, trace) {
             Status::Good => Ok(()),
             Status::Revoked { revocation, crl } => Err(RevocationError::Revoked { revocation, crl }),
             Status::Stale { next_update, crl } => Err(RevocationError::Stale { next_update, crl }),

@@ -569,7 +569,7 @@ fn property_listed_or_undetermined_is_never_accepted() {
 /// The keys of a certificate's verified path, as the connection registry indexes them.
 fn path_keys(v: &CrlVerifier, leaf: &Issued) -> Vec<u64> {
     let path = v.verified_path(&leaf.der, &[], UnixTime::now()).unwrap();
-    path.certs.iter().map(|c| cert_key(&c.facts.issuer, &c.facts.serial)).collect()
+    path.certs().map(|c| cert_key(c.crl.issuer, c.crl.serial)).collect()
 }
 
 fn concerns(affected: &Affected, keys: &[u64]) -> bool {
@@ -713,4 +713,23 @@ fn property_a_newly_refused_certificate_is_always_concerned() {
         targeted >= 10 && all >= 2 && newly_refused >= 20,
         "targeted {targeted}, all {all}, newly refused {newly_refused}"
     );
+}
+
+// ---- What paths share (path.rs, intern.rs) ----
+
+#[test]
+fn verified_paths_through_one_ca_share_its_facts_and_the_anchor() {
+    let (root, users, root_crl) = two_level();
+    let (alice, bob) = (users.issue(&Spec::client("alice", &[])), users.issue(&Spec::client("bob", &[])));
+    let v = World::new(&[&root, &users]).crl(root_crl).crl(users.crl(&[&bob.serial], 1, Duration::days(1))).verifier();
+    let a = v.verified_path(&alice.der, &[], UnixTime::now()).unwrap();
+    let b = v.verified_path(&bob.der, &[], UnixTime::now()).unwrap();
+    assert!(Arc::ptr_eq(&a.cas[0].cert, &b.cas[0].cert));
+    assert!(Arc::ptr_eq(&a.anchor, &b.anchor));
+    assert!(Arc::ptr_eq(&a.cas[0].issuer_spki, &b.cas[0].issuer_spki));
+    let anchor = webpki::anchor_from_trusted_cert(&root.der).unwrap();
+    assert_eq!(*a.anchor, *crate::ca::issuer_key(anchor.subject.as_ref(), webpki::spki_for_anchor(&anchor).as_ref()));
+    // Shared or not, each path is checked as its own: bob is revoked, alice is not.
+    assert_eq!(v.recheck(&a, UnixTime::now()), Ok(()));
+    assert_eq!(v.recheck(&b, UnixTime::now()).map_err(|r| r.reason), Err(RefusalReason::Revoked));
 }

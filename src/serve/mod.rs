@@ -195,8 +195,8 @@ fn serve_http(
         })
     });
     let live = match (chain, path) {
-        (Some(chain), Some(path)) => {
-            let live = shared.conns.register(path, chain[0].clone(), remote);
+        (Some(_), Some(path)) => {
+            let live = shared.conns.register(path, remote);
             // A re-check that started during the handshake (a reload, an OCSP answer that
             // changed, the periodic one) ran before this connection was among them: check it
             // against what is current now.

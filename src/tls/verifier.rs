@@ -19,9 +19,7 @@ use crate::config::ClientCertMode;
 use crate::error::RefusalReason;
 pub use crate::revocation::Lookup;
 use crate::revocation::ocsp::Ocsp;
-use crate::revocation::{
-    CertFacts, Denial, DenialKind, PathCert, Revocation, RevocationIndex, VerifiedPath, display_name,
-};
+use crate::revocation::{Denial, DenialKind, Issuer, Revocation, RevocationIndex, VerifiedPath, display_name, intern};
 
 tokio::task_local! {
     /// The connection whose handshake is being driven: its remote address, so that refusal
@@ -60,6 +58,28 @@ pub struct CrlVerifier {
     /// The anchors' keys ([`issuer_key`]): an open connection whose path ends at an anchor
     /// no longer here is closed.
     anchor_keys: std::collections::HashSet<Vec<u8>>,
+    /// What the paths ending at each of `anchors` (same order) share of it.
+    shared_anchors: Vec<SharedAnchor>,
+}
+
+/// A trust anchor's key and it as an issuer, made once per verifier so that the paths
+/// ending at it share them instead of each holding copies.
+#[derive(Debug)]
+struct SharedAnchor {
+    key: Arc<[u8]>,
+    /// `Err` when its name cannot be read: then no path through it can be (every one has a
+    /// certificate naming it as issuer).
+    issuer: Result<Arc<Issuer>, crate::der::DerError>,
+}
+
+impl SharedAnchor {
+    fn of(anchor: &TrustAnchor<'_>) -> Self {
+        let spki = webpki::spki_for_anchor(anchor);
+        Self {
+            key: issuer_key(anchor.subject.as_ref(), spki.as_ref()).into(),
+            issuer: Issuer::of_anchor(anchor).map(Arc::new),
+        }
+    }
 }
 
 impl CrlVerifier {
@@ -78,6 +98,7 @@ impl CrlVerifier {
             revocation: Revocation::new(index, ocsp),
             algs,
             anchor_keys: bundle.cas.iter().filter(|c| c.is_anchor).map(|c| c.key()).collect(),
+            shared_anchors: bundle.anchors.iter().map(SharedAnchor::of).collect(),
         }
     }
 
@@ -115,7 +136,34 @@ impl CrlVerifier {
         let path = ee
             .verify_for_usage(self.algs.all, &self.anchors, &pool, now, KeyUsage::client_auth(), None, None)
             .map_err(|e| Refusal::from(RefusalReason::from_webpki(&e)))?;
-        verified_path(end_entity, &path, self.revocation.ocsp().is_some())
+        self.keep(end_entity, &path)
+    }
+
+    /// What revocation needs of the path webpki verified (see [`crate::revocation::path`]):
+    /// the client certificate's facts, its CA certificates' interned ones, the anchor's shared
+    /// key and issuer.
+    fn keep(&self, end_entity: &CertificateDer<'_>, path: &webpki::VerifiedPath<'_>) -> Result<VerifiedPath, Refusal> {
+        let unreadable = |position: usize, e: crate::der::DerError| Refusal {
+            reason: RefusalReason::BadEncoding,
+            detail: format!("certificate #{position} of the path cannot be read for revocation: {e}"),
+        };
+        let cas = path
+            .intermediate_certificates()
+            .enumerate()
+            .map(|(i, c)| intern::shared().intern(c.der().as_ref()).map_err(|e| unreadable(i + 2, e)))
+            .collect::<Result<Vec<_>, _>>()?;
+        // The anchor webpki found is one of `self.anchors`; made afresh if it ever is not.
+        let anchor = path.anchor();
+        let fresh;
+        let shared = match self.anchors.iter().zip(&self.shared_anchors).find(|(a, _)| std::ptr::eq(*a, anchor)) {
+            Some((_, s)) => s,
+            None => {
+                fresh = SharedAnchor::of(anchor);
+                &fresh
+            }
+        };
+        let top = shared.issuer.as_ref().map_err(|e| unreadable(cas.len() + 1, e.clone()))?;
+        VerifiedPath::new(end_entity.as_ref(), cas, top, shared.key.clone()).map_err(|e| unreadable(1, e))
     }
 
     /// Validates the chain and its revocation status at `now`; returns the verified path.
@@ -147,7 +195,7 @@ impl CrlVerifier {
     }
 
     pub fn recheck(&self, path: &VerifiedPath, now: UnixTime) -> Result<(), Refusal> {
-        if !self.anchor_keys.contains(&path.anchor) {
+        if !self.anchor_keys.contains(&path.anchor[..]) {
             return Err(Refusal {
                 reason: RefusalReason::UnknownCa,
                 detail: "the trust anchor of its path is no longer in --client-ca-file".into(),
@@ -156,40 +204,6 @@ impl CrlVerifier {
         let now_secs = i64::try_from(now.as_secs()).unwrap_or(i64::MAX);
         self.revocation.decide(path, now_secs, Lookup::Recheck).map_err(Refusal::from)
     }
-}
-
-/// What revocation needs of the path webpki verified: each certificate's facts and the key
-/// that signed it, the anchor, and (for OCSP) the client certificate's issuer as an anchor.
-fn verified_path(
-    end_entity: &CertificateDer<'_>,
-    path: &webpki::VerifiedPath<'_>,
-    for_ocsp: bool,
-) -> Result<VerifiedPath, Refusal> {
-    let anchor = path.anchor();
-    let anchor_spki = webpki::spki_for_anchor(anchor);
-    let anchor_key = issuer_key(anchor.subject.as_ref(), &anchor_spki);
-    let intermediates: Vec<&webpki::Cert<'_>> = path.intermediate_certificates().collect();
-    let mut certs = Vec::with_capacity(intermediates.len() + 1);
-    let ders: Vec<CertificateDer<'_>> =
-        std::iter::once(end_entity.clone()).chain(intermediates.iter().map(|c| c.der())).collect();
-    for (i, der) in ders.iter().enumerate() {
-        let facts = CertFacts::parse(der.as_ref()).map_err(|e| Refusal {
-            reason: RefusalReason::BadEncoding,
-            detail: format!("certificate #{} of the path cannot be read for revocation: {e}", i + 1),
-        })?;
-        let issuer_spki = match intermediates.get(i) {
-            Some(c) => c.subject_public_key_info().as_ref().to_vec(),
-            None => anchor_spki.as_ref().to_vec(),
-        };
-        certs.push(PathCert { facts, issuer_spki });
-    }
-    let leaf_issuer_anchor = for_ocsp
-        .then(|| match intermediates.first() {
-            Some(c) => webpki::anchor_from_trusted_cert(&c.der()).map(|a| a.to_owned()).ok(),
-            None => Some(anchor.to_owned()),
-        })
-        .flatten();
-    Ok(VerifiedPath { certs, anchor: anchor_key, leaf_issuer_anchor })
 }
 
 /// A refused certificate: the reason (one alert) and a detail for the log.
@@ -275,42 +289,43 @@ impl ClientCertVerifier for CrlVerifier {
 /// One structured security event per refused handshake.
 fn log_refusal(refusal: &Refusal, end_entity: &CertificateDer<'_>) {
     let peer = HANDSHAKE.try_with(|h| h.peer.to_string()).unwrap_or_else(|_| "unknown".into());
-    security_event("handshake_refused", "refused client certificate", refusal, end_entity, None, &peer);
+    let sha256: [u8; 32] = Sha256::digest(end_entity.as_ref()).into();
+    let described = match x509_parser::parse_x509_certificate(end_entity.as_ref()) {
+        Ok((_, c)) => (c.subject().to_string(), c.issuer().to_string(), hex::encode(c.raw_serial())),
+        Err(_) => ("<unparsable>".into(), "<unparsable>".into(), String::new()),
+    };
+    security_event("handshake_refused", "refused client certificate", refusal, &sha256, described, &peer);
 }
 
 /// One structured security event per live connection closed because its certificate no
 /// longer passes (revoked after the handshake, CA removed, CRL stale under `deny`).
-pub fn log_connection_closed(
-    refusal: &Refusal,
-    path: &VerifiedPath,
-    end_entity: &CertificateDer<'_>,
-    peer: SocketAddr,
-) {
-    // From the facts read at the handshake: no certificate parse per closed connection (a
-    // revoked intermediate closes thousands at once).
-    let described = path.certs.first().map(|c| {
-        let f = &c.facts;
-        (display_name(&f.subject_der), display_name(&f.issuer_der), hex::encode(&f.serial))
-    });
-    security_event("connection_closed", "closing live connection", refusal, end_entity, described, &peer.to_string());
+pub fn log_connection_closed(refusal: &Refusal, path: &VerifiedPath, peer: SocketAddr) {
+    // From the facts read at the handshake: no certificate kept or parsed per closed
+    // connection (a revoked intermediate closes thousands at once).
+    let leaf = &path.leaf;
+    let described =
+        (display_name(&leaf.facts.subject_der), display_name(&leaf.issuer.name_der), hex::encode(&leaf.facts.serial));
+    security_event(
+        "connection_closed",
+        "closing live connection",
+        refusal,
+        &leaf.facts.sha256,
+        described,
+        &peer.to_string(),
+    );
 }
 
-/// One security event; `described` is (subject, issuer, serial) when already known, else read
-/// from the certificate.
+/// One security event about the certificate of SHA-256 `sha256`, `described` as (subject,
+/// issuer, serial).
 fn security_event(
     event: &'static str,
     what: &str,
     refusal: &Refusal,
-    end_entity: &CertificateDer<'_>,
-    described: Option<(String, String, String)>,
+    sha256: &[u8; 32],
+    (subject, issuer, serial): (String, String, String),
     peer: &str,
 ) {
-    let fingerprint = hex::encode(Sha256::digest(end_entity.as_ref()));
-    let (subject, issuer, serial) =
-        described.unwrap_or_else(|| match x509_parser::parse_x509_certificate(end_entity.as_ref()) {
-            Ok((_, c)) => (c.subject().to_string(), c.issuer().to_string(), hex::encode(c.raw_serial())),
-            Err(_) => ("<unparsable>".into(), "<unparsable>".into(), String::new()),
-        });
+    let fingerprint = hex::encode(sha256);
     tracing::warn!(
         event,
         reason = refusal.reason.label(),
