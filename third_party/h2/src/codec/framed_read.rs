@@ -426,7 +426,7 @@ where
         // thread's spares) when it waits with nothing buffered, so an idle connection holds
         // none.
         if self.inner.read_buffer().capacity() == 0 {
-            *self.inner.read_buffer_mut() = super::spare::take(READ_BUFFER_CAPACITY);
+            *self.inner.read_buffer_mut() = super::spare::take_read(READ_BUFFER_CAPACITY);
         }
         loop {
             tracing::trace!("poll");
@@ -434,7 +434,7 @@ where
             if polled.is_pending() {
                 let buf = self.inner.read_buffer_mut();
                 if buf.is_empty() && buf.capacity() > 0 {
-                    super::spare::give(std::mem::take(buf), READ_BUFFER_CAPACITY);
+                    super::spare::give_read(std::mem::take(buf));
                 }
                 return Poll::Pending;
             }

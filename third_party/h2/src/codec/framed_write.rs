@@ -228,7 +228,7 @@ where
     fn release_buf(&mut self) {
         if self.next.is_none() && self.buf.get_ref().is_empty() && self.buf.get_ref().capacity() > 0 {
             let buf = std::mem::replace(&mut self.buf, Cursor::new(BytesMut::new()));
-            super::spare::give(buf.into_inner(), DEFAULT_BUFFER_CAPACITY);
+            super::spare::give_write(buf.into_inner());
         }
     }
 
@@ -236,7 +236,7 @@ where
         // Ensure that we have enough capacity to accept the write.
         assert!(self.has_capacity());
         if self.buf.get_ref().capacity() == 0 {
-            self.buf = Cursor::new(super::spare::take(DEFAULT_BUFFER_CAPACITY));
+            self.buf = Cursor::new(super::spare::take_write(DEFAULT_BUFFER_CAPACITY));
         }
         let span = tracing::trace_span!("FramedWrite::buffer", frame = ?item);
         let _e = span.enter();

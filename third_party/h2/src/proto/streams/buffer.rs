@@ -20,7 +20,7 @@ struct Indices {
 }
 
 #[derive(Debug)]
-struct Slot<T> {
+pub(super) struct Slot<T> {
     value: T,
     next: Option<usize>,
 }
@@ -44,7 +44,10 @@ impl Deque {
         self.indices.is_none()
     }
 
-    pub fn push_back<T>(&mut self, buf: &mut Buffer<T>, value: T) {
+    pub fn push_back<T: Spare>(&mut self, buf: &mut Buffer<T>, value: T) {
+        if buf.slab.capacity() == 0 {
+            buf.slab = T::take();
+        }
         let key = buf.slab.insert(Slot { value, next: None });
 
         match self.indices {
@@ -61,7 +64,10 @@ impl Deque {
         }
     }
 
-    pub fn push_front<T>(&mut self, buf: &mut Buffer<T>, value: T) {
+    pub fn push_front<T: Spare>(&mut self, buf: &mut Buffer<T>, value: T) {
+        if buf.slab.capacity() == 0 {
+            buf.slab = T::take();
+        }
         let key = buf.slab.insert(Slot { value, next: None });
 
         match self.indices {
@@ -78,14 +84,14 @@ impl Deque {
         }
     }
 
-    pub fn pop_front<T>(&mut self, buf: &mut Buffer<T>) -> Option<T> {
+    pub fn pop_front<T: Spare>(&mut self, buf: &mut Buffer<T>) -> Option<T> {
         match self.indices {
             Some(mut idxs) => {
                 let mut slot = buf.slab.remove(idxs.head);
-                if buf.slab.is_empty() && buf.slab.capacity() > 0 {
+                if buf.slab.is_empty() {
                     // Nothing buffered for any stream: give the room back (an idle
                     // connection then holds none).
-                    buf.slab = Slab::new();
+                    T::give(std::mem::take(&mut buf.slab));
                 }
 
                 if idxs.head == idxs.tail {
@@ -101,4 +107,49 @@ impl Deque {
             None => None,
         }
     }
+}
+
+/// Where a `Buffer`'s slab goes when it empties and where the next one comes from
+/// (kube-crl-proxy's patch): by default it is freed, and grown again from nothing.
+pub(super) trait Spare: Sized {
+    fn take() -> Slab<Slot<Self>> {
+        Slab::new()
+    }
+
+    fn give(slab: Slab<Slot<Self>>) {
+        drop(slab);
+    }
+}
+
+impl<B> Spare for crate::frame::Frame<B> {}
+
+/// Received frames (`Event`s): emptied slabs go to a stack of at most 16 per thread, from
+/// which the next connection on the thread that buffers one takes it.
+impl Spare for super::recv::Event {
+    fn take() -> Slab<Slot<Self>> {
+        RECV_SPARE
+            .try_with(|s| s.borrow_mut().pop())
+            .ok()
+            .flatten()
+            .unwrap_or_default()
+    }
+
+    fn give(slab: Slab<Slot<Self>>) {
+        if slab.capacity() == 0 {
+            return;
+        }
+        let _ = RECV_SPARE.try_with(|s| {
+            let mut s = s.borrow_mut();
+            if s.len() < SPARE_KEEP {
+                s.push(slab);
+            }
+        });
+    }
+}
+
+const SPARE_KEEP: usize = 16;
+
+thread_local! {
+    static RECV_SPARE: std::cell::RefCell<Vec<Slab<Slot<super::recv::Event>>>> =
+        const { std::cell::RefCell::new(Vec::new()) };
 }

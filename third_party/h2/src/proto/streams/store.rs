@@ -471,6 +471,9 @@ impl<'a> OccupiedEntry<'a> {
 
 impl<'a> VacantEntry<'a> {
     pub fn insert(self, value: Stream) -> Key {
+        if self.slab.capacity() == 0 {
+            *self.slab = spare_slabs::take();
+        }
         // Insert the value in the slab
         let stream_id = value.id;
         let index = SlabIndex(self.slab.insert(value) as u32);
