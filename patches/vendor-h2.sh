@@ -35,6 +35,8 @@ for line in text.splitlines():
 open(sys.argv[2], "w").write("\n".join(out).strip() + "\n")
 PY
 patch -d third_party/h2 -p1 --quiet < "$PATCH"
-# The patch uses tokio-util's FramedRead::read_buffer_mut (0.7.9 and later).
+# The patch uses tokio-util's FramedRead::read_buffer_mut (0.7.9 and later) and bytes'
+# BytesMut::try_reclaim (1.7 and later).
 sed -i '/^\[dependencies.tokio-util\]/{n;s/^version = .*/version = "0.7.9"/}' third_party/h2/Cargo.toml
+sed -i '/^\[dependencies.bytes\]/{n;s/^version = .*/version = "1.7"/}' third_party/h2/Cargo.toml
 echo "third_party/h2: h2 $VERSION with $PATCH"
