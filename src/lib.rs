@@ -85,10 +85,10 @@ use crate::serve::Shared;
 /// How often every open connection is re-checked without any event, as a safety net against
 /// a missed one. Changes trigger re-checks themselves: a reload (files, fetched CRLs) of the
 /// connections holding what it newly lists ([`revocation::Affected`]), an OCSP answer that
-/// changed or lapsed (of the connections holding that certificate), the next time-based deadline of the CRLs in use (a CRL reaching nextUpdate
-/// under `--crl-expired=deny`; [`revocation::RevocationIndex::next_deadline`]), and each
-/// connection's expiry ([`conns::run_deadlines`]). A re-check looks up revocation only (no
-/// signatures).
+/// changed or lapsed (of the connections holding that certificate), the next time-based
+/// deadline of the CRLs in use (a CRL reaching nextUpdate under `--crl-expired=deny`;
+/// [`revocation::RevocationIndex::next_deadline`]), and each connection's expiry
+/// ([`conns::run_deadlines`]). A re-check looks up revocation only (no signatures).
 const SAFETY_RECHECK: Duration = Duration::from_secs(300);
 
 /// With OCSP, how often the answer cache is walked ([`revocation::ocsp::Ocsp::tick`]) to
@@ -184,14 +184,13 @@ async fn reload_loop(shared: Arc<Shared>, tx: mpsc::UnboundedSender<()>, mut rx:
             });
         }
     }
-    let interval = SAFETY_RECHECK;
-    // The next re-check without an event: the CRLs' next deadline, or the interval. Kept
+    // The next re-check without an event: the CRLs' next deadline, or the safety interval. Kept
     // across loop turns, so that a stream of unrelated file events cannot postpone it.
     let next_at = |shared: &Shared| {
         let now = revocation::now_secs();
         let deadline = shared.state.snapshot().verifier.index().next_deadline(now);
-        let wait =
-            deadline.map_or(interval, |t| Duration::from_secs(u64::try_from(t - now).unwrap_or(0)).min(interval));
+        let wait = deadline
+            .map_or(SAFETY_RECHECK, |t| Duration::from_secs(u64::try_from(t - now).unwrap_or(0)).min(SAFETY_RECHECK));
         tokio::time::Instant::now() + wait
     };
     let mut at = next_at(&shared);
@@ -272,17 +271,21 @@ async fn recheck(shared: &Arc<Shared>, cause: Cause) {
             "re-checked open connections"
         );
         if r.closed > 0 {
-            // The events wait for the closes on a thread of their own: the next re-check
-            // does not wait for them.
-            tokio::task::spawn_blocking(move || {
-                let logged = r.events.write_when_closed(conns::EVENTS_WAIT);
-                tracing::warn!(
-                    checked = r.checked,
-                    closed = r.closed,
-                    signalled_ms = r.signalled.as_millis() as u64,
-                    logged_ms = logged.as_millis() as u64,
-                    "closed live connections whose certificate no longer passes"
-                );
+            // The events wait for the closes in a task of their own: the next re-check does
+            // not wait for them.
+            tokio::spawn(async move {
+                r.events.gone(conns::EVENTS_WAIT).await;
+                let _ = tokio::task::spawn_blocking(move || {
+                    let logged = r.events.write();
+                    tracing::warn!(
+                        checked = r.checked,
+                        closed = r.closed,
+                        signalled_ms = r.signalled.as_millis() as u64,
+                        logged_ms = logged.as_millis() as u64,
+                        "closed live connections whose certificate no longer passes"
+                    );
+                })
+                .await;
             });
         }
     })

@@ -135,30 +135,29 @@ pub struct Rechecked {
 pub const EVENTS_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// The security events of the connections a re-check told to close, written once they are
-/// gone ([`Closures::write_when_closed`]): the events (one line each) and the closes compete
-/// for the same cores, and when a revoked intermediate closes thousands of connections at
-/// once, the closes come first.
+/// gone ([`Closures::gone`], then [`Closures::write`]): the events (one line each) and the
+/// closes compete for the same cores, and when a revoked intermediate closes thousands of
+/// connections at once, the closes come first.
 pub struct Closures {
     closed: Vec<(Entry, Refusal)>,
     started: std::time::Instant,
 }
 
 impl Closures {
-    /// Waits (on a blocking thread) until every connection is gone, or for at most `bound`,
-    /// then writes one `connection_closed` event each. Returns the time from the re-check's
-    /// start to the last event written.
-    pub fn write_when_closed(self, bound: std::time::Duration) -> std::time::Duration {
-        let deadline = std::time::Instant::now() + bound;
-        // A connection is gone when its `Live` handles are (connection and tunnels): the
-        // close channel then has no receiver. Scanned in order, each at most once gone.
-        let mut open = 0;
-        while open < self.closed.len() && std::time::Instant::now() < deadline {
-            if self.closed[open].0.close.is_closed() {
-                open += 1;
-            } else {
-                std::thread::sleep(std::time::Duration::from_millis(5));
+    /// Resolves once every connection is gone, or after `bound`. A connection is gone when
+    /// its `Live` handles are (connection and tunnels): its close channel has no receiver.
+    pub async fn gone(&self, bound: std::time::Duration) {
+        let all = async {
+            for (entry, _) in &self.closed {
+                entry.close.closed().await;
             }
-        }
+        };
+        let _ = tokio::time::timeout(bound, all).await;
+    }
+
+    /// Writes one `connection_closed` event each (blocking: call it off the runtime's
+    /// threads). Returns the time from the re-check's start to the last event written.
+    pub fn write(&self) -> std::time::Duration {
         for (entry, refusal) in &self.closed {
             crate::tls::verifier::log_connection_closed(refusal, &entry.path, entry.remote);
         }

@@ -194,19 +194,16 @@ fn serve_http(
             shared.state.snapshot().verifier.verified_path(&c[0], &c[1..], now).ok().map(Arc::new)
         })
     });
-    let live = match (chain, path) {
-        (Some(_), Some(path)) => {
-            let live = shared.conns.register(path, remote);
-            // A re-check that started during the handshake (a reload, an OCSP answer that
-            // changed, the periodic one) ran before this connection was among them: check it
-            // against what is current now.
-            if shared.conns.rechecks() != rechecks {
-                live.recheck(&shared.state.snapshot().verifier, rustls_pki_types::UnixTime::now());
-            }
-            Some(live)
+    let live = path.map(|path| {
+        let live = shared.conns.register(path, remote);
+        // A re-check that started during the handshake (a reload, an OCSP answer that
+        // changed, the periodic one) ran before this connection was among them: check it
+        // against what is current now.
+        if shared.conns.rechecks() != rechecks {
+            live.recheck(&shared.state.snapshot().verifier, rustls_pki_types::UnixTime::now());
         }
-        _ => None,
-    };
+        live
+    });
 
     // As header values: every request of the connection clones them. The strings passed the
     // control-character check, so the conversion cannot fail; if it ever did, the client is

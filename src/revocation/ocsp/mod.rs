@@ -261,7 +261,8 @@ impl Ocsp {
                 continue;
             }
             slot.last_used = Instant::now();
-            let stale = slot.answer.as_ref().is_none_or(|a| a.valid_until < now || due(a, now));
+            // (A lapsed answer is due too.)
+            let stale = slot.answer.as_ref().is_none_or(|a| due(a, now));
             if stale && slot.flight.is_none() && !recently_failed(slot) {
                 self.start(slot);
             }
