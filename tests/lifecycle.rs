@@ -100,7 +100,6 @@ async fn a_revoked_connection_is_cut_and_an_idle_one_closed_politely() {
     const GOAWAY: u8 = 0x7;
     let env = Env::start(&[]).await;
     let mut alice = raw_h2(&env, &env.pki.alice).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
     env.pki.replace_crls(&[&env.pki.bob.serial, &env.pki.alice.serial], 2);
     let (types, clean) = h2_frames_until_closed(&mut alice, CUT_OFF_BOUND, true).await;
     assert!(!types.contains(&GOAWAY), "no GOAWAY for a revoked connection: frames {types:?}");
